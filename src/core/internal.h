@@ -1,0 +1,307 @@
+/* The inside of iocore: objects, operations, handles, and the contract every
+ * backend implements. Read this file first; docs/architecture.md tells the
+ * same story in prose.
+ *
+ * A completion travels:  kernel -> backend wait() (under the poll lock when
+ * the backend has one waiter at a time) -> backend complete() (no core lock)
+ * -> ioc__op_complete(op) -> op->owner->vtbl->dispatch(owner, op) -> the
+ * owner drops the reference the operation held.
+ */
+#ifndef IOC_INTERNAL_H
+#define IOC_INTERNAL_H
+
+#include "iocore.h"
+#include "platform.h"
+
+typedef struct ioc__object ioc__object_t;
+typedef struct ioc__op ioc__op_t;
+typedef struct ioc__handle ioc__handle_t;
+typedef struct ioc__backend ioc__backend_t;
+
+/* ---- objects ------------------------------------------------------------ */
+
+typedef struct ioc__object_vtbl {
+  const char *name;
+  /* Runs one completed operation; op->res holds the result (bytes, a new fd,
+   * or a negative IOC_E* code). Called with the op's reference still held. */
+  void (*dispatch)(ioc__object_t *obj, ioc__op_t *op);
+  /* The last reference is gone: free everything. */
+  void (*destroy)(ioc__object_t *obj);
+} ioc__object_vtbl_t;
+
+/* The IocpObject of the lecture: anything registered with a core. Every
+ * in-flight operation holds one reference on its owner. */
+struct ioc__object {
+  const ioc__object_vtbl_t *vtbl;
+  ioc_core_t *core;
+  atomic_uint refs;
+};
+
+void ioc__object_init(ioc__object_t *obj, ioc_core_t *core, const ioc__object_vtbl_t *vtbl);
+static inline void ioc__object_ref(ioc__object_t *obj) {
+  atomic_fetch_add_explicit(&obj->refs, 1, memory_order_relaxed);
+}
+/* Drops a reference; destroys the object when it was the last. */
+void ioc__object_unref(ioc__object_t *obj);
+
+/* ---- operations --------------------------------------------------------- */
+
+typedef enum ioc__op_type {
+  IOC__OP_NONE = 0,
+  IOC__OP_ACCEPT,  /* handle = listening socket; res = new fd; u.accept.addr = peer */
+  IOC__OP_CONNECT, /* handle = session socket; u.connect.addr = target; res = 0 */
+  IOC__OP_RECV,    /* handle = session socket; res = bytes (0 = EOF); buf = data */
+  IOC__OP_SEND,    /* handle = session socket; u.send.iov/iovcnt; res = bytes written */
+  IOC__OP_POST,    /* ioc_core_post job; no handle, no owner */
+  IOC__OP_TIMER,   /* timer fired; owner = the timer */
+  IOC__OP_JOB,     /* owner-internal job queued with ioc__core_defer (e.g. a close) */
+  IOC__OP_BACKEND  /* backend-private: run through backend->run_deferred */
+} ioc__op_type_t;
+
+/* The IocpEvent of the lecture: one in-flight request. On Windows the
+ * OVERLAPPED comes first so a completion is turned back into its op with
+ * IOC__CONTAINER_OF; no virtual table before it. */
+struct ioc__op {
+#ifdef _WIN32
+  OVERLAPPED ov;
+#endif
+  ioc__op_t *next;        /* ready queue or a backend's pending list */
+  ioc__object_t *owner;   /* holds a reference while in flight (NULL for POST) */
+  ioc__handle_t *handle;  /* the socket it works on (NULL for POST/TIMER/JOB) */
+  uint8_t type;           /* ioc__op_type_t */
+  uint8_t flags;          /* backend-private */
+  uint16_t bufid;         /* backend-private: which provided buffer holds the data */
+  int32_t res;            /* result */
+  char *buf;              /* RECV: the received bytes, valid during dispatch only */
+  union {
+    struct {
+      ioc_fd_t fd;        /* the accepted socket (also in res on POSIX) */
+      ioc_addr_t addr;    /* peer */
+      uint32_t addrlen;   /* scratch for accept(2) */
+#ifdef _WIN32
+      char acceptex_buf[2 * (sizeof(struct sockaddr_in6) + 16)];
+#endif
+    } accept;
+    struct {
+      ioc_addr_t addr;
+    } connect;
+    struct {
+      ioc__iov_t *iov;
+      int iovcnt;
+#ifndef _WIN32
+      struct msghdr msg;  /* scratch for sendmsg */
+#endif
+    } send;
+    struct {
+      void (*fn)(void *arg);
+      void *arg;
+    } post;
+    struct {
+      void (*fn)(ioc__op_t *op);
+    } job;
+  } u;
+};
+
+static inline void ioc__op_init(ioc__op_t *op, ioc__op_type_t type, ioc__object_t *owner,
+                                ioc__handle_t *handle) {
+  op->next = NULL;
+  op->owner = owner;
+  op->handle = handle;
+  op->type = (uint8_t)type;
+  op->flags = 0;
+  op->bufid = 0;
+  op->res = 0;
+  op->buf = NULL;
+}
+
+/* Starts op on its handle through the backend. Takes a reference on the owner
+ * and counts the op in flight. Returns 0 (a completion will come, exactly
+ * once) or a negative code (nothing started, no completion, no reference). */
+int ioc__op_submit(ioc_core_t *core, ioc__op_t *op);
+/* Asks the backend to finish op soon (ECANCELED or its real result). Its
+ * completion still comes. Harmless if op already completed. */
+void ioc__op_cancel(ioc_core_t *core, ioc__op_t *op);
+/* Called by backends (and the ready queue) for each finished op: dispatches
+ * it to its owner, then releases the op's count and reference. */
+void ioc__op_complete(ioc_core_t *core, ioc__op_t *op);
+
+/* Queues an op whose result is already known (op->res set) to be completed
+ * by a dispatching thread; wakes a waiter when the caller is not itself
+ * dispatching. The op must already be counted (submitted). Any thread. */
+void ioc__core_defer(ioc_core_t *core, ioc__op_t *op);
+/* Queues an owner-internal job (IOC__OP_JOB): takes a reference on the owner
+ * and counts the op, then defers it; op->u.job.fn runs in dispatch. */
+void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
+                         void (*fn)(ioc__op_t *op));
+/* True when the calling thread is inside ioc_core_dispatch(core). Backends
+ * use it to batch submissions until the end of the batch. */
+bool ioc__core_in_dispatch(const ioc_core_t *core);
+
+/* ---- handles ------------------------------------------------------------ */
+
+/* A socket registered with the backend. Embedded in its owner (listener or
+ * session). The queue fields belong to readiness backends (epoll), which
+ * keep the operations they cannot finish yet here; other backends ignore
+ * them. */
+struct ioc__handle {
+  ioc_fd_t fd;
+  ioc__object_t *owner;
+  ioc__spin_t lock;        /* guards everything below */
+  uint32_t bflags;         /* backend-private state bits (readable, writable, registered...) */
+  ioc__op_t *rd_head, *rd_tail; /* pending ACCEPT / RECV */
+  ioc__op_t *wr_head, *wr_tail; /* pending SEND / CONNECT */
+};
+
+/* ---- backends ----------------------------------------------------------- */
+
+/* One reaped completion as the backend's wait() hands it out, before it is
+ * turned into an op completion by complete() outside the poll lock. */
+typedef struct ioc__cqe {
+  void *ptr;      /* backend's meaning: an op (io_uring, iocp), a handle (epoll), NULL = wake */
+  int32_t res;
+  uint32_t flags;
+} ioc__cqe_t;
+
+#define IOC__CQE_BATCH 128
+
+/* The backend contract. All functions but probe take the core; the backend
+ * keeps its state in core->bd. "Any thread" functions may be called
+ * concurrently with each other and with wait(). */
+struct ioc__backend {
+  const char *name;
+  ioc_backend_kind_t kind;
+  /* true: only one thread may be inside wait() at a time; the core runs a
+   * leader/followers scheme around it (io_uring, epoll). false: wait() is
+   * safe from many threads at once (iocp). */
+  bool single_waiter;
+  /* 0 if usable on this machine, else a negative code (IOC_ENOSYS, IOC_EPERM). */
+  int (*probe)(void);
+  int (*init)(ioc_core_t *core);
+  void (*destroy)(ioc_core_t *core);
+  /* Associates a socket with the port. Any thread. */
+  int (*add)(ioc_core_t *core, ioc__handle_t *h);
+  /* Dissociates it; called once no op on h is in flight, before the socket
+   * is closed. Any thread. */
+  void (*del)(ioc_core_t *core, ioc__handle_t *h);
+  /* Starts op on op->handle. 0 = a completion will come; < 0 = nothing started.
+   * Any thread. May complete at once through ioc__core_defer (never by
+   * calling dispatch inline). */
+  int (*submit)(ioc_core_t *core, ioc__op_t *op);
+  /* Makes op complete soon (ECANCELED); any thread; op may have completed. */
+  void (*cancel)(ioc_core_t *core, ioc__op_t *op);
+  /* Waits up to timeout_ms (-1 forever, 0 poll) and reaps at most max
+   * entries. Returns the count (0 on time-out or an empty wake), or a
+   * negative code. Under the poll lock when single_waiter. */
+  int (*wait)(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms);
+  /* Turns one reaped entry into zero or more ioc__op_complete() calls. Runs
+   * outside any core lock, possibly on several threads at once. Returns the
+   * number of ops completed. */
+  int (*complete)(ioc_core_t *core, ioc__cqe_t *cqe);
+  /* Runs an IOC__OP_BACKEND op that the backend deferred. */
+  void (*run_deferred)(ioc_core_t *core, ioc__op_t *op);
+  /* Makes a thread blocked in wait() return. Any thread. */
+  void (*wake)(ioc_core_t *core);
+  /* Pushes submissions batched during a dispatch batch to the kernel. May
+   * be NULL. */
+  void (*flush)(ioc_core_t *core);
+};
+
+extern const ioc__backend_t ioc__backend_uring;
+extern const ioc__backend_t ioc__backend_epoll;
+extern const ioc__backend_t ioc__backend_iocp;
+
+/* ---- timers --------------------------------------------------------------- */
+
+typedef struct ioc__timer_heap {
+  ioc_timer_t **items;
+  size_t count, cap;
+  uint64_t seq;
+} ioc__timer_heap_t;
+
+/* ---- the core ------------------------------------------------------------ */
+
+struct ioc_core {
+  const ioc__backend_t *backend;
+  void *bd; /* backend data */
+
+  /* ops whose result is known, waiting to be completed by a dispatcher */
+  ioc__mutex_t ready_lock;
+  ioc__op_t *ready_head, *ready_tail;
+  atomic_int ready_nonempty;
+
+  ioc__mutex_t poll_lock; /* leader/followers for single_waiter backends */
+
+  ioc__mutex_t timer_lock;
+  ioc__timer_heap_t timers;
+
+  atomic_int stopping;
+  ioc__thread_t *workers;
+  int nworkers;
+
+  /* every listener and session, for close_all (guarded by objects_lock) */
+  ioc__mutex_t objects_lock;
+  ioc_listener_t *listeners;
+  ioc_session_t *sessions;
+  atomic_uint_fast64_t next_id;
+
+  void (*log)(void *ud, const char *line);
+  void *log_ud;
+  unsigned queue_depth;
+
+  struct {
+    atomic_uint_fast64_t accepted, connected, active, closed, bytes_in, bytes_out;
+    atomic_uint_fast64_t accepts_posted, completions, rejected;
+    atomic_uint_fast64_t objects, ops_inflight, sockets;
+  } st;
+};
+
+#define IOC__STAT_ADD(core, field, n) \
+  atomic_fetch_add_explicit(&(core)->st.field, (uint_fast64_t)(n), memory_order_relaxed)
+#define IOC__STAT_SUB(core, field, n) \
+  atomic_fetch_sub_explicit(&(core)->st.field, (uint_fast64_t)(n), memory_order_relaxed)
+
+/* One log line through the core's sink (printf-style). */
+void ioc__log(ioc_core_t *core, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Runs expired timers; returns how many fired. Computes the wait bound:
+ * *next_ms = ms until the earliest deadline (-1 none). timer.c */
+int ioc__timers_run(ioc_core_t *core);
+int ioc__timers_next_ms(ioc_core_t *core);
+void ioc__timers_destroy(ioc_core_t *core);
+
+/* ---- sockets (net/socket.c) ---------------------------------------------- */
+
+/* Every socket the core opens or adopts is counted in stats.sockets, so a
+ * test can check none is left. All return 0 or a negative IOC_E* code. */
+int ioc__socket_open(ioc_core_t *core, int family, ioc_fd_t *out); /* non-blocking, close-on-exec */
+void ioc__socket_adopt(ioc_core_t *core, ioc_fd_t fd);             /* count an fd made by accept */
+int ioc__socket_close(ioc_core_t *core, ioc_fd_t fd);
+int ioc__socket_set_nonblock(ioc_fd_t fd);
+int ioc__socket_set_reuseaddr(ioc_fd_t fd);
+int ioc__socket_set_reuseport(ioc_fd_t fd);
+int ioc__socket_set_nodelay(ioc_fd_t fd);
+int ioc__socket_set_linger_off(ioc_fd_t fd);  /* SO_LINGER {0}: close returns at once, FIN */
+int ioc__socket_set_linger_rst(ioc_fd_t fd);  /* SO_LINGER {1,0}: close sends RST */
+int ioc__socket_bind(ioc_fd_t fd, const ioc_addr_t *addr);
+int ioc__socket_listen(ioc_fd_t fd, int backlog);
+int ioc__socket_shutdown_write(ioc_fd_t fd);
+int ioc__socket_local_addr(ioc_fd_t fd, ioc_addr_t *out);
+int ioc__socket_peer_addr(ioc_fd_t fd, ioc_addr_t *out);
+/* The last socket error of this thread as an IOC_E* code. */
+int ioc__socket_error(void);
+/* Maps a platform error number (errno / WSA / Win32) to an IOC_E* code. */
+int ioc__translate_error(int sys_error);
+
+/* ---- net objects ------------------------------------------------------------ */
+
+/* Session and listener internals shared by net/listener.c and net/session.c. */
+int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
+                              const ioc_addr_t *peer, ioc_session_t **out);
+void ioc__session_start(ioc_session_t *s); /* on_open, then the first recv */
+void ioc__listener_session_gone(ioc_listener_t *l);
+
+#endif /* IOC_INTERNAL_H */

@@ -1,0 +1,327 @@
+/* iocore — an embeddable completion-port event core.
+ *
+ * This is the one public header for C users. Everything in it is stable API;
+ * everything else under src/ is internal.
+ *
+ * Model (the Windows IOCP model, on every platform):
+ *   - a core owns a completion port and a backend (io_uring, epoll or iocp);
+ *   - long-lived objects (listeners, sessions, timers) are registered with it;
+ *   - every in-flight request (accept, connect, recv, send, posted job, timer)
+ *     is one operation that holds a reference on its owner, so nothing is
+ *     freed while the kernel may still complete into it;
+ *   - worker threads call ioc_core_dispatch(); any worker may take any
+ *     completion; the completion runs through its owner's dispatch.
+ *
+ * Conventions: functions return 0 (or a non-negative count) on success and a
+ * negative IOC_E* code on failure. ioc_err_name() / ioc_strerror() turn a code
+ * into "ECONNRESET" / "connection reset by peer". Codes are the same on every
+ * backend and platform.
+ *
+ * Callbacks are only ever invoked from ioc_core_dispatch() (a worker thread),
+ * never from inside another API call, so any API function may be called from
+ * inside any callback without deadlock.
+ */
+#ifndef IOCORE_H
+#define IOCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(IOC_SHARED_BUILD)
+#define IOC_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define IOC_API __attribute__((visibility("default")))
+#else
+#define IOC_API
+#endif
+
+#define IOC_VERSION_MAJOR 0
+#define IOC_VERSION_MINOR 1
+#define IOC_VERSION_PATCH 0
+#define IOC_VERSION_STRING "0.1.0"
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Portable error codes. The numeric values equal -errno on Linux so the Linux
+ * backends can return kernel results as they are; the Windows backend maps
+ * WSA/NTSTATUS codes onto them. IOC_ECLOSED and IOC_EUNKNOWN are iocore's own. */
+#define IOC_ERRNO_MAP(X)                                                     \
+  X(EPERM, -1, "operation not permitted")                                    \
+  X(ENOENT, -2, "no such file or directory")                                 \
+  X(EINTR, -4, "interrupted system call")                                    \
+  X(EIO, -5, "i/o error")                                                    \
+  X(EBADF, -9, "bad file descriptor")                                        \
+  X(EAGAIN, -11, "resource temporarily unavailable")                         \
+  X(ENOMEM, -12, "not enough memory")                                        \
+  X(EACCES, -13, "permission denied")                                        \
+  X(EFAULT, -14, "bad address in system call argument")                      \
+  X(EBUSY, -16, "resource busy or locked")                                   \
+  X(EEXIST, -17, "already exists")                                           \
+  X(EINVAL, -22, "invalid argument")                                         \
+  X(ENFILE, -23, "file table overflow")                                      \
+  X(EMFILE, -24, "too many open files")                                      \
+  X(ENOSPC, -28, "no space left on device")                                  \
+  X(EPIPE, -32, "broken pipe")                                               \
+  X(ENOSYS, -38, "function not implemented")                                 \
+  X(ENOTSOCK, -88, "socket operation on non-socket")                         \
+  X(EMSGSIZE, -90, "message too long")                                       \
+  X(EPROTONOSUPPORT, -93, "protocol not supported")                          \
+  X(EOPNOTSUPP, -95, "operation not supported on socket")                    \
+  X(EAFNOSUPPORT, -97, "address family not supported")                       \
+  X(EADDRINUSE, -98, "address already in use")                               \
+  X(EADDRNOTAVAIL, -99, "address not available")                             \
+  X(ENETDOWN, -100, "network is down")                                       \
+  X(ENETUNREACH, -101, "network is unreachable")                             \
+  X(ECONNABORTED, -103, "software caused connection abort")                  \
+  X(ECONNRESET, -104, "connection reset by peer")                            \
+  X(ENOBUFS, -105, "no buffer space available")                              \
+  X(EISCONN, -106, "socket is already connected")                            \
+  X(ENOTCONN, -107, "socket is not connected")                               \
+  X(ESHUTDOWN, -108, "cannot send after transport endpoint shutdown")        \
+  X(ETIMEDOUT, -110, "connection timed out")                                 \
+  X(ECONNREFUSED, -111, "connection refused")                                \
+  X(EHOSTUNREACH, -113, "host is unreachable")                               \
+  X(EALREADY, -114, "connection already in progress")                        \
+  X(EINPROGRESS, -115, "operation in progress")                              \
+  X(ECANCELED, -125, "operation canceled")                                   \
+  X(EOF, -4095, "end of file")                                               \
+  X(ECLOSED, -4094, "session is closing or closed")                          \
+  X(EUNKNOWN, -4093, "unknown error")
+
+typedef enum {
+#define IOC__ERR_ENUM(name, value, text) IOC_##name = (value),
+  IOC_ERRNO_MAP(IOC__ERR_ENUM)
+#undef IOC__ERR_ENUM
+  IOC__ERR_END_ = 0
+} ioc_errno_t;
+
+/* "ECONNRESET" for IOC_ECONNRESET; "EUNKNOWN" for codes outside the table. */
+IOC_API const char *ioc_err_name(int code);
+/* "connection reset by peer"; a generic text for codes outside the table. */
+IOC_API const char *ioc_strerror(int code);
+
+/* ---- addresses --------------------------------------------------------- */
+
+/* An IPv4 or IPv6 socket address. `storage` is large enough for either and is
+ * laid out as a struct sockaddr_in / sockaddr_in6; `len` is its length. */
+typedef struct ioc_addr {
+  union {
+    uint16_t family; /* AF_INET or AF_INET6 (first member of any sockaddr) */
+    unsigned char bytes[28];
+    uint64_t align_;
+  } u;
+  uint32_t len;
+} ioc_addr_t;
+
+/* The longest string ioc_addr_format() writes, NUL included:
+ * "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535". */
+#define IOC_ADDRSTRLEN 64
+
+/* Parses "1.2.3.4:80", "[::1]:80", "localhost:80" (loopback, IPv4) of exactly
+ * `len` bytes (an embedded NUL is an error, not an end). Port 0..65535 is
+ * required. Returns 0, or IOC_EINVAL for anything malformed; `out` is only
+ * written on success. Host names other than "localhost" are not resolved. */
+IOC_API int ioc_addr_parse(ioc_addr_t *out, const char *str, size_t len);
+/* Writes "1.2.3.4:80" or "[::1]:80" into buf (always NUL-terminated when
+ * size > 0). Returns the length written, or IOC_ENOBUFS if it does not fit
+ * (nothing is truncated silently), or IOC_EINVAL for an unknown family. */
+IOC_API int ioc_addr_format(const ioc_addr_t *addr, char *buf, size_t size);
+/* Port in host byte order (0 for an unknown family). */
+IOC_API int ioc_addr_port(const ioc_addr_t *addr);
+
+/* ---- core -------------------------------------------------------------- */
+
+typedef struct ioc_core ioc_core_t;
+typedef struct ioc_listener ioc_listener_t;
+typedef struct ioc_session ioc_session_t;
+typedef struct ioc_timer ioc_timer_t;
+
+typedef enum ioc_backend_kind {
+  IOC_BACKEND_AUTO = 0, /* io_uring if usable, else epoll (Linux); iocp (Windows) */
+  IOC_BACKEND_IO_URING,
+  IOC_BACKEND_EPOLL,
+  IOC_BACKEND_IOCP
+} ioc_backend_kind_t;
+
+typedef struct ioc_core_options {
+  ioc_backend_kind_t backend; /* IOC_BACKEND_AUTO; env IOCORE_BACKEND overrides AUTO */
+  unsigned queue_depth;       /* io_uring submission entries; 0 = default (4096) */
+  /* One-line log sink (backend choice, fallbacks, resource trouble). NULL =
+   * lines go to stderr prefixed "iocore: ". */
+  void (*log)(void *log_ud, const char *line);
+  void *log_ud;
+} ioc_core_options_t;
+
+typedef struct ioc_stats {
+  uint64_t accepted;       /* sessions accepted by listeners */
+  uint64_t connected;      /* outbound sessions connected */
+  uint64_t active;         /* sessions open now */
+  uint64_t closed;         /* sessions whose close callback has run */
+  uint64_t bytes_in;       /* bytes received */
+  uint64_t bytes_out;      /* bytes written to sockets */
+  uint64_t accepts_posted; /* accept operations outstanding, all listeners */
+  uint64_t completions;    /* completions dispatched */
+  uint64_t rejected;       /* connections closed at once by max_connections */
+  /* leak accounting: all three are 0 once everything is closed */
+  uint64_t objects;        /* live objects (listeners, sessions, timers) */
+  uint64_t ops_inflight;   /* operations submitted and not yet completed */
+  uint64_t sockets;        /* sockets opened by the core and not yet closed */
+} ioc_stats_t;
+
+/* Returns the names of the backends usable on this machine, best first,
+ * probing each (e.g. {"io_uring","epoll"}). Returns the count written. */
+IOC_API int ioc_backends(const char **names, int max);
+IOC_API const char *ioc_backend_name(ioc_backend_kind_t kind);
+
+/* Creates a core. opts may be NULL. Returns 0 and *out, or a negative code
+ * (IOC_ENOSYS when the requested backend is not available here). */
+IOC_API int ioc_core_create(ioc_core_t **out, const ioc_core_options_t *opts);
+/* Destroys a core. Everything must be closed and no worker running (see
+ * ioc_core_shutdown for a core with live objects). Returns IOC_EBUSY and does
+ * nothing if objects or operations are still alive. */
+IOC_API int ioc_core_destroy(ioc_core_t *core);
+IOC_API const char *ioc_core_backend(const ioc_core_t *core);
+
+/* Waits up to timeout_ms (-1 = forever, 0 = poll) for completions and runs a
+ * batch of them through their owners. Returns the number run (> 0), 0 on
+ * time-out, IOC_ECANCELED once ioc_core_stop() has been called, or another
+ * negative code. Safe to call from several threads at once. */
+IOC_API int ioc_core_dispatch(ioc_core_t *core, int timeout_ms);
+
+/* Runs fn(arg) once on a thread calling dispatch (the PostQueuedCompletion-
+ * Status of this core). Safe from any thread, including non-workers. */
+IOC_API int ioc_core_post(ioc_core_t *core, void (*fn)(void *arg), void *arg);
+
+/* Worker pool: starts n threads looping on dispatch. */
+IOC_API int ioc_core_start(ioc_core_t *core, int nthreads);
+/* Makes every dispatch (workers and any other caller) return IOC_ECANCELED
+ * as soon as it can; wakes all of them. Does not close objects. Safe from any
+ * thread and from callbacks. */
+IOC_API void ioc_core_stop(ioc_core_t *core);
+/* Joins the worker pool after ioc_core_stop(); clears the stop flag so the
+ * core can be dispatched or started again. Not from a worker. */
+IOC_API void ioc_core_join(ioc_core_t *core);
+/* Number of threads the pool was started with (0 when none). */
+IOC_API int ioc_core_threads(const ioc_core_t *core);
+
+IOC_API void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out);
+
+/* ---- timers ------------------------------------------------------------ */
+
+typedef void (*ioc_timer_cb)(ioc_timer_t *timer, void *ud);
+
+/* Starts a timer firing after delay_ms, then every repeat_ms if repeat_ms > 0.
+ * Timers with equal deadlines fire in the order they were started. If out is
+ * non-NULL the caller holds a reference and must end it with
+ * ioc_timer_cancel() or ioc_timer_release(); with out NULL the timer owns
+ * itself (one-shot: freed after firing). */
+IOC_API int ioc_timer_start(ioc_core_t *core, uint64_t delay_ms, uint64_t repeat_ms,
+                            ioc_timer_cb cb, void *ud, ioc_timer_t **out);
+/* Stops the timer (cb does not run again once this returns, unless it is
+ * running right now on another thread) and drops the caller's reference. */
+IOC_API void ioc_timer_cancel(ioc_timer_t *timer);
+/* Drops the caller's reference without stopping the timer. */
+IOC_API void ioc_timer_release(ioc_timer_t *timer);
+
+/* ---- sessions ---------------------------------------------------------- */
+
+/* The callbacks of a session. Order per session, whatever thread runs them:
+ *   on_open (accepted: err 0; connect: err 0 or the failure) first;
+ *   on_recv calls in stream order, never two at once;
+ *   on_drain when the send queue empties after a send that was not written at once
+ *     (may run concurrently with on_recv, never with on_open/on_close);
+ *   on_close exactly once, last, after every other callback has returned;
+ *     err is 0 for a clean close by either side, else the cause.
+ * A connect that fails calls on_open(err) and then on_close(err). */
+typedef struct ioc_session_callbacks {
+  void (*on_open)(ioc_session_t *s, int err);
+  void (*on_recv)(ioc_session_t *s, const char *data, size_t len);
+  void (*on_drain)(ioc_session_t *s);
+  void (*on_close)(ioc_session_t *s, int err);
+} ioc_session_callbacks_t;
+
+typedef struct ioc_buf {
+  const void *base;
+  size_t len;
+} ioc_buf_t;
+
+typedef struct ioc_session_options {
+  uint64_t idle_timeout_ms; /* 0 = off; close with IOC_ETIMEDOUT after no receive for this long */
+  size_t max_pending;       /* 0 = default (64 MiB); send over it returns IOC_ENOBUFS */
+} ioc_session_options_t;
+
+/* Starts an outbound connection. The session is owned by the core: the
+ * pointer is valid until on_close returns (retain it to keep it longer).
+ * Returns IOC_EINVAL for a bad address, or another code if no socket could
+ * be made; connection failures arrive in on_open. */
+IOC_API int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
+                        const ioc_session_callbacks_t *cbs, void *ud,
+                        const ioc_session_options_t *opts, ioc_session_t **out);
+
+/* Replaces the callbacks and user data (normally from on_accept). */
+IOC_API void ioc_session_set_callbacks(ioc_session_t *s, const ioc_session_callbacks_t *cbs, void *ud);
+IOC_API void *ioc_session_userdata(const ioc_session_t *s);
+IOC_API ioc_core_t *ioc_session_core(const ioc_session_t *s);
+IOC_API uint64_t ioc_session_id(const ioc_session_t *s);
+IOC_API const ioc_addr_t *ioc_session_peer(const ioc_session_t *s);
+IOC_API const ioc_addr_t *ioc_session_local(const ioc_session_t *s);
+
+/* Copies the bytes into the send queue and returns 0 at once (never blocks).
+ * The bufs of sendv are queued back to back, in order, as one write.
+ * IOC_ECLOSED once closing has begun; IOC_ENOBUFS if pending would pass
+ * max_pending (nothing is queued then). */
+IOC_API int ioc_session_send(ioc_session_t *s, const void *data, size_t len);
+IOC_API int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n);
+/* Bytes queued and not yet written to the socket. */
+IOC_API size_t ioc_session_pending(ioc_session_t *s);
+/* Graceful: queued data is written, then FIN; on_close(s, 0) follows. */
+IOC_API void ioc_session_close(ioc_session_t *s);
+/* Immediate reset (RST); queued data is dropped; on_close follows. */
+IOC_API void ioc_session_abort(ioc_session_t *s);
+/* Nonzero once closing has begun. */
+IOC_API int ioc_session_closed(ioc_session_t *s);
+/* Extra references keep the pointer valid past on_close. */
+IOC_API void ioc_session_retain(ioc_session_t *s);
+IOC_API void ioc_session_release(ioc_session_t *s);
+
+/* ---- listeners --------------------------------------------------------- */
+
+typedef void (*ioc_accept_cb)(ioc_listener_t *l, ioc_session_t *s, void *ud);
+
+typedef struct ioc_listener_options {
+  int backlog;          /* 0 = default 511 */
+  int accepts;          /* accept operations kept posted; 0 = default 16 */
+  int reuseport;        /* SO_REUSEPORT */
+  uint64_t max_connections;     /* 0 = no cap; past it: accept and close, count rejected */
+  ioc_session_options_t session; /* applied to every accepted session */
+} ioc_listener_options_t;
+
+/* Binds, listens, and keeps opts->accepts accept operations posted at all
+ * times. on_accept(l, s, ud) runs for each accepted session before any of its
+ * receives; set the session's callbacks there. Returns 0 and *out, or a
+ * negative code (IOC_EINVAL bad address, IOC_EADDRINUSE, ...). */
+IOC_API int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
+                       const ioc_listener_options_t *opts, ioc_accept_cb on_accept, void *ud,
+                       ioc_listener_t **out);
+IOC_API const ioc_addr_t *ioc_listener_address(const ioc_listener_t *l);
+IOC_API void ioc_listener_set_accept(ioc_listener_t *l, ioc_accept_cb on_accept, void *ud);
+/* Number of the listener's sessions open now. */
+IOC_API uint64_t ioc_listener_sessions(const ioc_listener_t *l);
+/* Stops accepting: outstanding accepts are cancelled, the socket closed, and
+ * the listener freed once their completions are back. Sessions already
+ * accepted live on. Safe to call twice; l must not be used afterwards. */
+IOC_API void ioc_listener_close(ioc_listener_t *l);
+
+/* Closes every listener and closes every session (graceful, or abortive when
+ * abort is nonzero). Completions still have to be dispatched for the closes
+ * to finish; ioc_stats().objects tells when they have. */
+IOC_API void ioc_core_close_all(ioc_core_t *core, int abort);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IOCORE_H */
