@@ -243,6 +243,7 @@ struct ioc_core {
   ioc_listener_t *listeners;
   ioc_session_t *sessions;
   atomic_uint_fast64_t next_id;
+  atomic_int sweep_armed; /* the idle sweep timer runs (net/listener.c) */
 
   void (*log)(void *ud, const char *line);
   void *log_ud;
@@ -272,6 +273,9 @@ void ioc__log(ioc_core_t *core, const char *fmt, ...)
 int ioc__timers_run(ioc_core_t *core);
 int ioc__timers_next_ms(ioc_core_t *core);
 void ioc__timers_destroy(ioc_core_t *core);
+/* ioc_timer_cancel that also says whether it stopped the callback before it
+ * started (true), or the callback has run or is running (false). */
+bool ioc__timer_cancel(ioc_timer_t *timer);
 
 /* ---- sockets (net/socket.c) ---------------------------------------------- */
 
@@ -302,6 +306,7 @@ int ioc__translate_error(int sys_error);
 int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
                               const ioc_addr_t *peer, ioc_session_t **out);
 void ioc__session_start(ioc_session_t *s); /* on_open, then the first recv */
-void ioc__listener_session_gone(ioc_listener_t *l);
+/* Closes at once (reset) with err as the cause given to on_close. */
+void ioc__session_fail(ioc_session_t *s, int err);
 
 #endif /* IOC_INTERNAL_H */

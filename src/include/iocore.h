@@ -254,10 +254,12 @@ typedef struct ioc_session_options {
   size_t max_pending;       /* 0 = default (64 MiB); send over it returns IOC_ENOBUFS */
 } ioc_session_options_t;
 
-/* Starts an outbound connection. The session is owned by the core: the
- * pointer is valid until on_close returns (retain it to keep it longer).
+/* Starts an outbound connection. Callbacks may run on a worker before this
+ * returns, so when out is non-NULL the caller gets a reference of its own
+ * and ends it with ioc_session_release(); with out NULL the session belongs
+ * to the core alone and is valid in its callbacks until on_close returns.
  * Returns IOC_EINVAL for a bad address, or another code if no socket could
- * be made; connection failures arrive in on_open. */
+ * be made; connection failures arrive in on_open, then on_close. */
 IOC_API int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
                         const ioc_session_callbacks_t *cbs, void *ud,
                         const ioc_session_options_t *opts, ioc_session_t **out);

@@ -1,0 +1,368 @@
+/* Listeners: a bound socket that keeps N accept operations posted at all
+ * times ("after landing a fish, always cast the line again"): every accept
+ * completion, success or failure, re-posts its operation. Two failures get
+ * special care so the listener neither spins nor silently stops:
+ *   - EMFILE/ENFILE: the process has no fd for the new connection, which
+ *     stays in the backlog and would complete the next accept at once,
+ *     forever. We free a reserve fd, accept and close everything waiting
+ *     (clients see their connection closed rather than hang), take the
+ *     reserve back, and re-post after a short back-off.
+ *   - any other unexpected error: re-post after the same back-off.
+ * Closing cancels the outstanding accepts; the socket is closed and the
+ * memory freed when the last of their completions has come back. */
+#include "net.h"
+
+#include <stdlib.h>
+#include <string.h>
+#ifndef _WIN32
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+
+static void listener_dispatch(ioc__object_t *obj, ioc__op_t *op);
+static void listener_destroy(ioc__object_t *obj);
+static const ioc__object_vtbl_t listener_vtbl = {"listener", listener_dispatch, listener_destroy};
+
+void ioc__listener_ref(ioc_listener_t *l) { ioc__object_ref(&l->obj); }
+void ioc__listener_unref(ioc_listener_t *l) { ioc__object_unref(&l->obj); }
+
+/* Posts accept i. Under l->lock. */
+static int post_accept(ioc_listener_t *l, int i) {
+  ioc__op_t *op = &l->ops[i];
+  ioc__op_init(op, IOC__OP_ACCEPT, &l->obj, &l->h);
+  op->u.accept.fd = IOC_BAD_FD;
+  op->u.accept.addrlen = sizeof op->u.accept.addr.u.bytes;
+  l->posted[i] = 1;
+  l->nposted++;
+  IOC__STAT_ADD(l->obj.core, accepts_posted, 1);
+  int rc = ioc__op_submit(l->obj.core, op);
+  if (rc < 0) {
+    l->posted[i] = 0;
+    l->nposted--;
+    IOC__STAT_SUB(l->obj.core, accepts_posted, 1);
+  }
+  return rc;
+}
+
+static void backoff_fire(ioc_timer_t *t, void *ud);
+
+/* Re-posts every accept not in flight, or arms the back-off if that fails.
+ * Under l->lock. */
+static void repost_missing(ioc_listener_t *l) {
+  for (int i = 0; i < l->naccepts && !l->closing; i++) {
+    if (l->posted[i]) continue;
+    int rc = post_accept(l, i);
+    if (rc < 0) {
+      if (!l->backoff_armed) {
+        ioc__log(l->obj.core, "listener: posting accept failed (%s), retrying in %d ms",
+                 ioc_err_name(rc), IOC__ACCEPT_BACKOFF_MS);
+      }
+      break; /* the back-off below retries */
+    }
+  }
+  if (!l->closing && l->nposted < l->naccepts && !l->backoff_armed) {
+    l->backoff_armed = true;
+    ioc__object_ref(&l->obj);
+    if (ioc_timer_start(l->obj.core, IOC__ACCEPT_BACKOFF_MS, 0, backoff_fire, l, NULL) < 0) {
+      l->backoff_armed = false;
+      ioc__object_unref(&l->obj);
+    }
+  }
+}
+
+static void backoff_fire(ioc_timer_t *t, void *ud) {
+  IOC__UNUSED(t);
+  ioc_listener_t *l = ud;
+  ioc__spin_lock(&l->lock);
+  l->backoff_armed = false;
+  repost_missing(l);
+  ioc__spin_unlock(&l->lock);
+  ioc__object_unref(&l->obj);
+}
+
+#ifndef _WIN32
+/* Out of fds: drop what waits in the backlog using the reserve fd's slot.
+ * Under l->lock. */
+static void shed_backlog(ioc_listener_t *l) {
+  if (l->reserve_fd >= 0) {
+    close(l->reserve_fd);
+    l->reserve_fd = -1;
+  }
+  int shed = 0;
+  for (;;) {
+    int fd = accept(l->h.fd, NULL, NULL);
+    if (fd < 0) break;
+    close(fd);
+    shed++;
+  }
+  l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (shed) IOC__STAT_ADD(l->obj.core, rejected, shed);
+}
+#endif
+
+static void listener_dispatch(ioc__object_t *obj, ioc__op_t *op) {
+  ioc_listener_t *l = IOC__CONTAINER_OF(obj, ioc_listener_t, obj);
+  ioc_core_t *core = obj->core;
+  int i = (int)(op - l->ops);
+  int res = op->res;
+  ioc_fd_t fd = op->u.accept.fd;
+
+  ioc__spin_lock(&l->lock);
+  l->posted[i] = 0;
+  l->nposted--;
+  IOC__STAT_SUB(core, accepts_posted, 1);
+  bool closing = l->closing;
+  ioc__spin_unlock(&l->lock);
+
+  bool backoff = false;
+  if (res >= 0) {
+    ioc__socket_adopt(core, fd);
+    ioc_session_t *s = NULL;
+    if (closing) {
+      ioc__socket_close(core, fd);
+    } else if (l->opts.max_connections &&
+               atomic_load(&l->nsessions) >= l->opts.max_connections) {
+      /* Over the cap: accept and close, so the client sees a close, not a hang. */
+      IOC__STAT_ADD(core, rejected, 1);
+      ioc__socket_close(core, fd);
+    } else {
+      int rc = ioc__session_new_accepted(core, l, fd, &op->u.accept.addr, &s);
+      if (rc < 0) {
+        ioc__log(core, "listener: dropping a connection: %s", ioc_strerror(rc));
+        ioc__socket_close(core, fd);
+      }
+    }
+    if (s) {
+      if (l->on_accept) l->on_accept(l, s, l->ud);
+      ioc__session_start(s);
+    }
+  } else if (res == IOC_EMFILE || res == IOC_ENFILE || res == IOC_ENOBUFS || res == IOC_ENOMEM) {
+    if (!closing) {
+      ioc__spin_lock(&l->lock);
+#ifndef _WIN32
+      shed_backlog(l);
+#endif
+      ioc__spin_unlock(&l->lock);
+      backoff = true;
+    }
+  } else if (res != IOC_ECANCELED && res != IOC_ECONNABORTED && res != IOC_EAGAIN &&
+             res != IOC_EINTR && res != IOC_ECONNRESET && res != IOC_EPERM) {
+    if (!closing) {
+      ioc__log(core, "listener: accept failed: %s", ioc_strerror(res));
+      backoff = true;
+    }
+  }
+
+  ioc__spin_lock(&l->lock);
+  if (!l->closing) {
+    if (backoff) {
+      if (!l->backoff_armed) {
+        l->backoff_armed = true;
+        ioc__object_ref(&l->obj);
+        if (ioc_timer_start(core, IOC__ACCEPT_BACKOFF_MS, 0, backoff_fire, l, NULL) < 0) {
+          l->backoff_armed = false;
+          ioc__object_unref(&l->obj);
+        }
+      }
+    } else if (post_accept(l, i) < 0) {
+      repost_missing(l);
+    }
+  }
+  ioc__spin_unlock(&l->lock);
+}
+
+static void listener_destroy(ioc__object_t *obj) {
+  ioc_listener_t *l = IOC__CONTAINER_OF(obj, ioc_listener_t, obj);
+  ioc_core_t *core = obj->core;
+  if (l->h.fd != IOC_BAD_FD) {
+    core->backend->del(core, &l->h);
+    ioc__socket_close(core, l->h.fd);
+  }
+#ifndef _WIN32
+  if (l->reserve_fd >= 0) close(l->reserve_fd);
+#endif
+  free(l->ops);
+  free(l->posted);
+  free(l);
+}
+
+int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
+               const ioc_listener_options_t *opts, ioc_accept_cb on_accept, void *ud,
+               ioc_listener_t **out) {
+  ioc_listener_options_t o;
+  memset(&o, 0, sizeof o);
+  if (opts) o = *opts;
+  if (!address || !out || o.backlog < 0 || o.accepts < 0 || o.accepts > IOC__MAX_ACCEPTS)
+    return IOC_EINVAL;
+  if (!o.backlog) o.backlog = IOC__DEFAULT_BACKLOG;
+  if (!o.accepts) o.accepts = IOC__DEFAULT_ACCEPTS;
+  ioc_addr_t addr;
+  int rc = ioc_addr_parse(&addr, address, address_len);
+  if (rc < 0) return rc;
+
+  ioc_fd_t fd;
+  rc = ioc__socket_open(core, addr.u.family, &fd);
+  if (rc < 0) return rc;
+  if ((rc = ioc__socket_set_reuseaddr(fd)) < 0 ||
+      (o.reuseport && (rc = ioc__socket_set_reuseport(fd)) < 0) ||
+      (rc = ioc__socket_bind(fd, &addr)) < 0 || (rc = ioc__socket_listen(fd, o.backlog)) < 0 ||
+      (rc = ioc__socket_local_addr(fd, &addr)) < 0) {
+    ioc__socket_close(core, fd);
+    return rc;
+  }
+
+  ioc_listener_t *l = calloc(1, sizeof *l);
+  if (!l) {
+    ioc__socket_close(core, fd);
+    return IOC_ENOMEM;
+  }
+  ioc__object_init(&l->obj, core, &listener_vtbl); /* the open reference */
+  l->h.fd = fd;
+  l->h.owner = &l->obj;
+  l->addr = addr;
+  l->opts = o;
+  l->on_accept = on_accept;
+  l->ud = ud;
+  l->naccepts = o.accepts;
+#ifndef _WIN32
+  l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+#endif
+  l->ops = calloc((size_t)o.accepts, sizeof *l->ops);
+  l->posted = calloc((size_t)o.accepts, 1);
+  rc = (!l->ops || !l->posted) ? IOC_ENOMEM : core->backend->add(core, &l->h);
+  if (rc < 0) {
+    if (rc != IOC_ENOMEM) l->h.fd = fd; /* add failed: destroy closes it */
+    ioc__object_unref(&l->obj);
+    return rc;
+  }
+  ioc__mutex_lock(&core->objects_lock);
+  l->next = core->listeners;
+  if (l->next) l->next->prev = l;
+  core->listeners = l;
+  ioc__mutex_unlock(&core->objects_lock);
+
+  ioc__spin_lock(&l->lock);
+  repost_missing(l);
+  ioc__spin_unlock(&l->lock);
+  *out = l;
+  return 0;
+}
+
+const ioc_addr_t *ioc_listener_address(const ioc_listener_t *l) { return &l->addr; }
+
+void ioc_listener_set_accept(ioc_listener_t *l, ioc_accept_cb on_accept, void *ud) {
+  ioc__spin_lock(&l->lock);
+  l->on_accept = on_accept;
+  l->ud = ud;
+  ioc__spin_unlock(&l->lock);
+}
+
+uint64_t ioc_listener_sessions(const ioc_listener_t *l) {
+  return (uint64_t)atomic_load(&((ioc_listener_t *)l)->nsessions);
+}
+
+void ioc_listener_close(ioc_listener_t *l) {
+  ioc_core_t *core = l->obj.core;
+  ioc__spin_lock(&l->lock);
+  if (l->closing) {
+    ioc__spin_unlock(&l->lock);
+    return;
+  }
+  l->closing = true;
+  for (int i = 0; i < l->naccepts; i++)
+    if (l->posted[i]) ioc__op_cancel(core, &l->ops[i]);
+  ioc__spin_unlock(&l->lock);
+  ioc__mutex_lock(&core->objects_lock);
+  if (l->prev) l->prev->next = l->next; else core->listeners = l->next;
+  if (l->next) l->next->prev = l->prev;
+  l->prev = l->next = NULL;
+  ioc__mutex_unlock(&core->objects_lock);
+  ioc__object_unref(&l->obj); /* the open reference */
+}
+
+void ioc_core_close_all(ioc_core_t *core, int abort) {
+  for (;;) {
+    ioc__mutex_lock(&core->objects_lock);
+    ioc_listener_t *l = core->listeners;
+    if (l) ioc__object_ref(&l->obj);
+    ioc__mutex_unlock(&core->objects_lock);
+    if (!l) break;
+    ioc_listener_close(l);
+    ioc__object_unref(&l->obj);
+  }
+  /* Sessions leave the list only when finalized, so walk a snapshot. */
+  ioc__mutex_lock(&core->objects_lock);
+  size_t n = 0, cap = 0;
+  ioc_session_t **all = NULL;
+  for (ioc_session_t *s = core->sessions; s; s = s->next) {
+    if (n == cap) {
+      cap = cap ? cap * 2 : 64;
+      ioc_session_t **grown = realloc(all, cap * sizeof *all);
+      if (!grown) break;
+      all = grown;
+    }
+    ioc__object_ref(&s->obj);
+    all[n++] = s;
+  }
+  ioc__mutex_unlock(&core->objects_lock);
+  for (size_t i = 0; i < n; i++) {
+    if (abort)
+      ioc_session_abort(all[i]);
+    else
+      ioc_session_close(all[i]);
+    ioc__object_unref(&all[i]->obj);
+  }
+  free(all);
+}
+
+/* ---- idle sweep ------------------------------------------------------------------
+ * One core-wide repeating check, running only while some session has an
+ * idle time-out: it closes (with ETIMEDOUT) every open session that has
+ * received nothing for its idle_timeout_ms. */
+
+#define SWEEP_MS 100
+
+static void sweep_fire(ioc_timer_t *t, void *ud) {
+  ioc_core_t *core = ud;
+  uint64_t now = ioc__now_ms();
+  size_t n = 0, cap = 0;
+  ioc_session_t **idle = NULL;
+  bool any = false;
+  ioc__mutex_lock(&core->objects_lock);
+  for (ioc_session_t *s = core->sessions; s; s = s->next) {
+    if (!s->idle_timeout_ms) continue;
+    any = true;
+    ioc__spin_lock(&s->lock);
+    bool expired = s->state < IOC__S_CLOSING && now - s->last_recv_ms >= s->idle_timeout_ms;
+    ioc__spin_unlock(&s->lock);
+    if (!expired) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 32;
+      ioc_session_t **grown = realloc(idle, cap * sizeof *idle);
+      if (!grown) break;
+      idle = grown;
+    }
+    ioc__object_ref(&s->obj);
+    idle[n++] = s;
+  }
+  if (!any) {
+    atomic_store(&core->sweep_armed, 0);
+    ioc__mutex_unlock(&core->objects_lock);
+    ioc_timer_cancel(t);
+  } else {
+    ioc__mutex_unlock(&core->objects_lock);
+  }
+  for (size_t i = 0; i < n; i++) {
+    ioc__session_fail(idle[i], IOC_ETIMEDOUT);
+    ioc__object_unref(&idle[i]->obj);
+  }
+  free(idle);
+}
+
+void ioc__sweep_schedule(ioc_core_t *core) {
+  int expect = 0;
+  if (!atomic_compare_exchange_strong(&core->sweep_armed, &expect, 1)) return;
+  ioc_timer_t *t;
+  if (ioc_timer_start(core, SWEEP_MS, SWEEP_MS, sweep_fire, core, &t) < 0)
+    atomic_store(&core->sweep_armed, 0);
+}

@@ -1,0 +1,101 @@
+/* Listener and session internals shared by net/listener.c and net/session.c. */
+#ifndef IOC_NET_H
+#define IOC_NET_H
+
+#include "internal.h"
+
+#define IOC__DEFAULT_BACKLOG 511
+#define IOC__DEFAULT_ACCEPTS 16
+#define IOC__MAX_ACCEPTS 4096
+#define IOC__DEFAULT_MAX_PENDING ((size_t)64 << 20)
+/* How long a gracefully closed session waits for the peer's FIN after its
+ * own, reading and discarding, before it gives up with a reset. Closing
+ * without this wait would reset the connection whenever unread bytes sit in
+ * the receive queue, and a reset can destroy the reply the peer has not yet
+ * read. */
+#define IOC__LINGER_MS 5000
+/* Back-off before re-posting accepts after EMFILE/ENFILE or an unexpected
+ * accept error, so the listener neither spins nor stops. */
+#define IOC__ACCEPT_BACKOFF_MS 50
+
+struct ioc_listener {
+  ioc__object_t obj;
+  ioc__handle_t h;
+  ioc_addr_t addr;
+  ioc__spin_t lock;
+  ioc_accept_cb on_accept;
+  void *ud;
+  ioc_listener_options_t opts;
+  int naccepts;
+  ioc__op_t *ops;           /* naccepts accept operations */
+  uint8_t *posted;          /* posted[i]: ops[i] is in flight */
+  int nposted;
+  bool closing;
+  bool backoff_armed;
+#ifndef _WIN32
+  int reserve_fd; /* spare fd given up to shed the backlog on EMFILE */
+#endif
+  atomic_uint_fast64_t nsessions; /* open sessions accepted here */
+  ioc_listener_t *prev, *next;    /* core->listeners, under objects_lock */
+};
+
+typedef struct ioc__chunk {
+  struct ioc__chunk *next;
+  uint32_t off, len, cap;
+  char data[];
+} ioc__chunk_t;
+
+#define IOC__SEND_IOV_MAX 64
+#define IOC__CHUNK_SMALL 4096
+
+/* Allocated at the first send (or connect), so an idle session that never
+ * wrote holds no send state at all. */
+typedef struct ioc__sendq {
+  ioc__op_t op;
+  ioc__chunk_t *head, *tail;
+  ioc__iov_t iov[IOC__SEND_IOV_MAX];
+} ioc__sendq_t;
+
+typedef enum ioc__session_state {
+  IOC__S_CONNECTING, /* outbound, connect in flight */
+  IOC__S_OPEN,
+  IOC__S_DRAINING,   /* close() called: queued data still being written */
+  IOC__S_SHUTDOWN,   /* FIN sent; reading (and discarding) until the peer's FIN */
+  IOC__S_CLOSING,    /* terminal: waiting for in-flight operations to come back */
+  IOC__S_CLOSED      /* on_close delivered */
+} ioc__session_state_t;
+
+struct ioc_session {
+  ioc__object_t obj;
+  ioc__handle_t h;
+  ioc__spin_t lock; /* guards the fields below */
+  uint8_t state;
+  bool recv_posted, send_posted, connect_posted;
+  bool peer_eof;    /* the peer sent FIN */
+  bool want_drain;  /* a send found the socket busy: on_drain when the queue empties */
+  bool aborting;    /* reset on close */
+  bool outbound;
+  int close_err;
+  uint32_t inflight; /* operations of this session in flight */
+  size_t pending;
+  size_t max_pending;
+  uint64_t idle_timeout_ms;
+  uint64_t last_recv_ms;
+  ioc__sendq_t *sq;
+  ioc_timer_t *linger;
+  uint64_t id;
+  ioc_listener_t *listener; /* holds a reference while the session lives */
+  ioc_session_callbacks_t cbs;
+  void *ud;
+  ioc_addr_t peer, local;
+  ioc__op_t rop; /* the one receive (and the connect, and the final close job) */
+  ioc_session_t *prev, *next; /* core->sessions, under objects_lock */
+};
+
+/* Starts the core's idle sweep if it is not running. Call after a session
+ * with an idle time-out is in core->sessions. */
+void ioc__sweep_schedule(ioc_core_t *core);
+void ioc__listener_ref(ioc_listener_t *l);
+void ioc__listener_unref(ioc_listener_t *l);
+
+#endif /* IOC_NET_H */
