@@ -17,6 +17,7 @@ struct ioc_timer {
   uint64_t deadline;
   uint64_t repeat;
   uint64_t seq;
+  uint64_t id;
   size_t slot; /* index in the heap, or NOT_ARMED */
   atomic_int state; /* IDLE (armed or between firings), CANCELLED, RUNNING */
 };
@@ -101,6 +102,7 @@ int ioc_timer_start(ioc_core_t *core, uint64_t delay_ms, uint64_t repeat_ms, ioc
   t->ud = ud;
   t->repeat = repeat_ms;
   t->slot = NOT_ARMED;
+  t->id = atomic_fetch_add(&core->next_id, 1);
   t->deadline = ioc__now_ms() + delay_ms;
   if (out) ioc__object_ref(&t->obj);
   ioc__mutex_lock(&core->timer_lock);
@@ -136,6 +138,8 @@ bool ioc__timer_cancel(ioc_timer_t *t) {
 void ioc_timer_cancel(ioc_timer_t *t) { ioc__timer_cancel(t); }
 
 void ioc_timer_release(ioc_timer_t *t) { ioc__object_unref(&t->obj); }
+
+uint64_t ioc_timer_id(const ioc_timer_t *t) { return t->id; }
 
 int ioc__timers_next_ms(ioc_core_t *core) {
   ioc__mutex_lock(&core->timer_lock);

@@ -226,6 +226,9 @@ IOC_API int ioc_timer_start(ioc_core_t *core, uint64_t delay_ms, uint64_t repeat
 IOC_API void ioc_timer_cancel(ioc_timer_t *timer);
 /* Drops the caller's reference without stopping the timer. */
 IOC_API void ioc_timer_release(ioc_timer_t *timer);
+/* An id unique within the core (never reused), for callers that must refer
+ * to a timer after it may have been freed. */
+IOC_API uint64_t ioc_timer_id(const ioc_timer_t *timer);
 
 /* ---- sessions ---------------------------------------------------------- */
 
