@@ -1,0 +1,690 @@
+/* The epoll backend: completions emulated on readiness (Linux fallback).
+ *
+ * The layers above only ever see completions. A socket is registered once,
+ * edge-triggered for reading and writing; operations that cannot finish at
+ * once wait in the handle's queues (rd: ACCEPT/RECV, wr: SEND/CONNECT). When
+ * readiness is reported, complete() performs the syscall itself (accept4,
+ * recv, sendmsg, or SO_ERROR for a connect) and completes the operation.
+ *
+ * Edge-triggered means the kernel says "ready" once per change, so the
+ * handle remembers it (EP_READABLE / EP_WRITABLE in h->bflags) until a
+ * syscall answers EAGAIN; an operation posted later finds the bit and runs
+ * without waiting for an edge that will never come.
+ *
+ * Lifetime of harvested events. epoll_wait() hands out events that a thread
+ * holds for a while before complete() runs, and meanwhile another thread may
+ * finish the socket's last operation, del() it and free the session. So an
+ * event never carries a handle pointer: it carries (fd, generation), and a
+ * table indexed by fd (like Redis's events[fd] or libuv's watchers[fd])
+ * maps it to the handle under a per-slot lock. del() bumps the generation
+ * under that lock, so once it returns no thread touches the handle, and a
+ * stale event finds a generation that no longer matches and is dropped.
+ * libuv solves the same problem by rewriting the pending batch in
+ * uv__platform_invalidate_fd; with batches held by several threads the
+ * generation check is the multi-threaded equivalent.
+ *
+ * Lock order: slot lock, then h->lock; the owner's own lock (session) may be
+ * held around submit/cancel, which take only h->lock. No lock is held while
+ * an operation is completed or deferred.
+ *
+ * The read side of a handle has one runner at a time (EP_RD_BUSY): the
+ * thread that saw the edge, or a deferred "token" operation carrying the
+ * duty to a dispatching thread. A runner completes RECVs one at a time (the
+ * data lives in a thread-local buffer until ioc__op_complete returns) and
+ * keeps going while the owner re-posts from inside dispatch, up to a
+ * budget, so one busy socket cannot hold a thread forever.
+ */
+#ifdef __linux__
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* accept4 */
+#endif
+
+#include "internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* h->bflags, all under h->lock */
+#define EP_READABLE 0x1u /* a read edge came and no syscall has said EAGAIN since */
+#define EP_WRITABLE 0x2u /* the same for writing */
+#define EP_PEER_DONE 0x4u /* FIN or an error was reported: a short read proves nothing */
+#define EP_RD_BUSY 0x8u  /* a thread (or a deferred token) runs the read side */
+
+/* op->flags, all under h->lock */
+#define EP_OP_RDQ 0x1u    /* in h->rd queue */
+#define EP_OP_WRQ 0x2u    /* in h->wr queue */
+#define EP_OP_TOKEN 0x4u  /* deferred as IOC__OP_BACKEND; holds EP_RD_BUSY */
+#define EP_OP_CANCEL 0x8u /* cancel asked while a token */
+
+#define EP_RECV_BUF (64 * 1024)
+/* Operations one runner completes on a handle before it hands the rest to
+ * the ready queue (16 x 64 KiB = 1 MiB of a fast sender per turn). */
+#define EP_READ_BUDGET 16
+#define EP_CHUNK_SHIFT 10
+#define EP_CHUNK_SIZE (1u << EP_CHUNK_SHIFT)
+#define EP_WAKE_TAG UINT64_MAX
+
+/* One fd's registration. gen changes on every add and del, so an event
+ * stamped with an older gen is recognised as stale. */
+typedef struct ep_slot {
+  ioc__spin_t lock;
+  uint32_t gen;      /* under lock */
+  ioc__handle_t *h;  /* under lock; NULL when the fd is not registered */
+} ep_slot_t;
+
+typedef struct ep_state {
+  int epfd;
+  int wakefd;
+  atomic_int wake_pending; /* a wake is written and not yet drained */
+  size_t nchunks;
+  _Atomic(ep_slot_t *) *chunks; /* chunks[fd >> EP_CHUNK_SHIFT], allocated on first add */
+} ep_state_t;
+
+/* The receive buffer of this thread. A RECV completion points op->buf here;
+ * it stays valid until that op's ioc__op_complete returns. ep_recv_buf_busy
+ * covers a dispatch that re-enters the backend on the same thread (a
+ * callback calling ioc_core_dispatch): the nested read gets a heap buffer. */
+static _Thread_local char ep_recv_buf[EP_RECV_BUF];
+static _Thread_local int ep_recv_buf_busy;
+
+static ep_state_t *ep_state(ioc_core_t *core) { return (ep_state_t *)core->bd; }
+
+/* ---- the fd table ---------------------------------------------------------- */
+
+/* The slot of fd, or NULL if none was ever allocated for it. Any thread. */
+static ep_slot_t *ep_slot(ep_state_t *st, int fd) {
+  if (fd < 0 || (size_t)fd >> EP_CHUNK_SHIFT >= st->nchunks) return NULL;
+  ep_slot_t *chunk = atomic_load_explicit(&st->chunks[fd >> EP_CHUNK_SHIFT], memory_order_acquire);
+  return chunk ? &chunk[(unsigned)fd & (EP_CHUNK_SIZE - 1)] : NULL;
+}
+
+/* The slot of fd, allocating its chunk if needed. NULL on ENOMEM or an fd
+ * beyond the table (sized from RLIMIT_NOFILE's hard limit at init). */
+static ep_slot_t *ep_slot_make(ep_state_t *st, int fd) {
+  ep_slot_t *slot = ep_slot(st, fd);
+  if (slot || fd < 0 || (size_t)fd >> EP_CHUNK_SHIFT >= st->nchunks) return slot;
+  ep_slot_t *fresh = calloc(EP_CHUNK_SIZE, sizeof *fresh);
+  if (!fresh) return NULL;
+  ep_slot_t *expected = NULL;
+  if (!atomic_compare_exchange_strong_explicit(&st->chunks[fd >> EP_CHUNK_SHIFT], &expected,
+                                               fresh, memory_order_acq_rel,
+                                               memory_order_acquire)) {
+    free(fresh); /* another add won the race: use its chunk */
+    return &expected[(unsigned)fd & (EP_CHUNK_SIZE - 1)];
+  }
+  return &fresh[(unsigned)fd & (EP_CHUNK_SIZE - 1)];
+}
+
+/* ---- queues (singly linked through op->next, under h->lock) ---------------- */
+
+static void q_push(ioc__op_t **head, ioc__op_t **tail, ioc__op_t *op) {
+  op->next = NULL;
+  if (*tail)
+    (*tail)->next = op;
+  else
+    *head = op;
+  *tail = op;
+}
+
+static void q_push_front(ioc__op_t **head, ioc__op_t **tail, ioc__op_t *op) {
+  op->next = *head;
+  *head = op;
+  if (!*tail) *tail = op;
+}
+
+static ioc__op_t *q_pop(ioc__op_t **head, ioc__op_t **tail) {
+  ioc__op_t *op = *head;
+  if (op) {
+    *head = op->next;
+    if (!*head) *tail = NULL;
+    op->next = NULL;
+  }
+  return op;
+}
+
+/* Unlinks op; false if it was not there. O(n), n = ops queued on one handle
+ * (a listener's posted accepts at most). */
+static bool q_remove(ioc__op_t **head, ioc__op_t **tail, ioc__op_t *op) {
+  ioc__op_t *prev = NULL;
+  for (ioc__op_t *cur = *head; cur; prev = cur, cur = cur->next) {
+    if (cur != op) continue;
+    if (prev)
+      prev->next = cur->next;
+    else
+      *head = cur->next;
+    if (*tail == cur) *tail = prev;
+    cur->next = NULL;
+    return true;
+  }
+  return false;
+}
+
+/* Completes a list built by the runners, in order. Returns how many. */
+static int complete_list(ioc_core_t *core, ioc__op_t *op) {
+  int n = 0;
+  while (op) {
+    ioc__op_t *next = op->next; /* op may be re-submitted inside */
+    op->next = NULL;
+    ioc__op_complete(core, op);
+    op = next;
+    n++;
+  }
+  return n;
+}
+
+/* Turns op into a deferred IOC__OP_BACKEND so a dispatching thread runs the
+ * read side of its handle (run_deferred restores the type). Under h->lock;
+ * the caller gives the token EP_RD_BUSY and defers it after unlocking. */
+static void make_token(ioc__op_t *op) {
+  op->bufid = op->type;
+  op->type = IOC__OP_BACKEND;
+  op->flags = EP_OP_TOKEN;
+  op->next = NULL;
+}
+
+/* ---- the syscalls (each returns a result or -errno; EAGAIN means "later") -- */
+
+static int do_accept(ioc__handle_t *h, ioc__op_t *op) {
+  for (;;) {
+    socklen_t len = sizeof op->u.accept.addr.u.bytes;
+    int fd = accept4(h->fd, (struct sockaddr *)op->u.accept.addr.u.bytes, &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      op->u.accept.fd = fd;
+      op->u.accept.addr.len = (uint32_t)len;
+      op->u.accept.addrlen = (uint32_t)len;
+      return fd;
+    }
+    /* The connection died in the backlog: take the next one. */
+    if (errno != EINTR && errno != ECONNABORTED) return -errno;
+  }
+}
+
+static int do_recv(ioc__handle_t *h, char *buf) {
+  ssize_t n;
+  do n = recv(h->fd, buf, EP_RECV_BUF, 0);
+  while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : (int)n;
+}
+
+/* One gathered write of the op's iovecs; a short write is a valid result
+ * (the session re-posts the rest). More than IOV_MAX iovecs are written as
+ * a short write of the first IOV_MAX rather than failing with EMSGSIZE. */
+static int do_send(ioc__handle_t *h, ioc__op_t *op) {
+  struct msghdr *m = &op->u.send.msg;
+  memset(m, 0, sizeof *m);
+  m->msg_iov = op->u.send.iov;
+  m->msg_iovlen = (size_t)(op->u.send.iovcnt > IOV_MAX ? IOV_MAX : op->u.send.iovcnt);
+  ssize_t n;
+  do n = sendmsg(h->fd, m, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : (int)n;
+}
+
+/* The outcome of a connect in progress: 0, -error, or -EAGAIN while it is
+ * still going. SO_ERROR alone cannot tell "connected" from "not yet": the
+ * ADD of a fresh socket reports EPOLLOUT|EPOLLHUP for its unconnected state,
+ * and that event may be reaped before connect() and completed after it. So
+ * a zero SO_ERROR is confirmed with getpeername(). */
+static int connect_result(ioc__handle_t *h) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+  if (err) return -err;
+  struct sockaddr_storage peer;
+  socklen_t plen = sizeof peer;
+  if (getpeername(h->fd, (struct sockaddr *)&peer, &plen) < 0)
+    return errno == ENOTCONN ? -EAGAIN : -errno;
+  return 0;
+}
+
+/* ---- the write side ------------------------------------------------------------ */
+
+/* Runs queued SEND/CONNECT ops while the socket takes them and returns the
+ * finished ones as a list for the caller to complete after unlocking. Stops
+ * after one SEND: a short write must be re-posted before anything else is
+ * written (sessions keep one send in flight anyway). Under h->lock. */
+static ioc__op_t *run_writes_locked(ioc__handle_t *h) {
+  ioc__op_t *done = NULL, *done_tail = NULL, *op;
+  while ((op = h->wr_head) && (h->bflags & EP_WRITABLE)) {
+    int res = op->type == IOC__OP_SEND ? do_send(h, op) : connect_result(h);
+    if (res == -EAGAIN) {
+      h->bflags &= ~EP_WRITABLE;
+      break;
+    }
+    q_pop(&h->wr_head, &h->wr_tail);
+    op->flags = 0;
+    op->res = res;
+    q_push(&done, &done_tail, op);
+    if (op->type == IOC__OP_SEND) break;
+  }
+  return done;
+}
+
+/* ---- the read side ------------------------------------------------------------- */
+
+/* Runs the read side of the handle registered in slot as generation gen. The
+ * caller owns EP_RD_BUSY. Each round, under the locks, performs queued
+ * ACCEPTs (all that succeed) or one RECV, then completes them unlocked and
+ * looks again, so a RECV re-posted from inside dispatch is served here
+ * without a trip through the ready queue. Ends, dropping EP_RD_BUSY, at
+ * EAGAIN, an empty queue, or an error; at the budget it hands EP_RD_BUSY to
+ * a token. If the handle is del()ed meanwhile the slot check stops it.
+ * Returns the number of ops completed. */
+static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
+  int completed = 0, budget = EP_READ_BUDGET;
+  for (;;) {
+    ioc__op_t *done = NULL, *done_tail = NULL, *token = NULL, *op;
+    char *heap_buf = NULL;
+    bool tls_taken = false, stop = false;
+
+    ioc__spin_lock(&slot->lock);
+    if (slot->gen != gen) { /* del()ed: nothing of it may be touched */
+      ioc__spin_unlock(&slot->lock);
+      return completed;
+    }
+    ioc__handle_t *h = slot->h;
+    ioc__spin_lock(&h->lock);
+    while ((op = h->rd_head) && (h->bflags & EP_READABLE)) {
+      if (budget <= 0) {
+        q_pop(&h->rd_head, &h->rd_tail);
+        make_token(op);
+        token = op;
+        break;
+      }
+      budget--;
+      int res;
+      char *buf = NULL;
+      if (op->type == IOC__OP_RECV) {
+        buf = ep_recv_buf_busy ? (heap_buf = malloc(EP_RECV_BUF)) : ep_recv_buf;
+        res = buf ? do_recv(h, buf) : IOC_ENOMEM;
+      } else {
+        res = do_accept(h, op);
+      }
+      if (res == -EAGAIN) {
+        h->bflags &= ~EP_READABLE;
+        break;
+      }
+      q_pop(&h->rd_head, &h->rd_tail);
+      op->flags = 0;
+      op->res = res;
+      q_push(&done, &done_tail, op);
+      if (res < 0) {
+        /* Keep EP_READABLE (the condition may persist), complete this one
+         * and let the owner's re-post or the next edge retry the others, so
+         * e.g. EMFILE fails one accept, not all of them in a burst. */
+        stop = true;
+        break;
+      }
+      if (op->type == IOC__OP_RECV) {
+        op->buf = buf;
+        tls_taken = buf == ep_recv_buf;
+        /* A short read drained the socket: any later data or FIN raises a
+         * new edge. Not so if FIN or an error was already reported (its
+         * edge is spent), nor after EOF, which stays readable. */
+        if (res > 0 && res < EP_RECV_BUF && !(h->bflags & EP_PEER_DONE))
+          h->bflags &= ~EP_READABLE;
+        break; /* one RECV per round: its buffer is in use until completed */
+      }
+    }
+    if (!token && (stop || !done)) h->bflags &= ~EP_RD_BUSY;
+    ioc__spin_unlock(&h->lock);
+    ioc__spin_unlock(&slot->lock);
+
+    if (tls_taken) ep_recv_buf_busy = 1;
+    completed += complete_list(core, done);
+    if (tls_taken) ep_recv_buf_busy = 0;
+    free(heap_buf);
+    if (token) {
+      ioc__core_defer(core, token);
+      return completed;
+    }
+    if (stop || !done) return completed;
+  }
+}
+
+/* ---- the backend functions -------------------------------------------------------- */
+
+static int ep_probe(void) {
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) return errno == EPERM ? IOC_EPERM : IOC_ENOSYS;
+  close(fd);
+  return 0;
+}
+
+static void ep_destroy(ioc_core_t *core) {
+  ep_state_t *st = ep_state(core);
+  if (!st) return;
+  if (st->epfd >= 0) close(st->epfd);
+  if (st->wakefd >= 0) close(st->wakefd);
+  for (size_t i = 0; st->chunks && i < st->nchunks; i++)
+    free(atomic_load_explicit(&st->chunks[i], memory_order_relaxed));
+  free(st->chunks);
+  free(st);
+  core->bd = NULL;
+}
+
+static int ep_init(ioc_core_t *core) {
+  ep_state_t *st = calloc(1, sizeof *st);
+  if (!st) return IOC_ENOMEM;
+  st->epfd = st->wakefd = -1;
+  core->bd = st;
+  /* The table covers every fd the process may ever hold: the hard limit,
+   * capped (a huge limit costs only untouched virtual memory here, 8 bytes
+   * per 1024 fds). */
+  struct rlimit rl;
+  size_t maxfd = 1u << 20;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY)
+    maxfd = rl.rlim_max < (1u << 30) ? (size_t)rl.rlim_max : (size_t)1 << 30;
+  if (maxfd < 1024) maxfd = 1024;
+  st->nchunks = (maxfd + EP_CHUNK_SIZE - 1) >> EP_CHUNK_SHIFT;
+  st->chunks = calloc(st->nchunks, sizeof *st->chunks);
+  int rc = IOC_ENOMEM;
+  if (!st->chunks) goto fail;
+  st->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (st->epfd < 0) goto fail_errno;
+  st->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (st->wakefd < 0) goto fail_errno;
+  /* Level-triggered: it stays reported until wait() drains it, so a wake
+   * that lands while nobody waits is not lost. */
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EP_WAKE_TAG};
+  if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, st->wakefd, &ev) < 0) goto fail_errno;
+  return 0;
+fail_errno:
+  rc = -errno;
+fail:
+  ep_destroy(core);
+  return rc;
+}
+
+/* Registers h->fd for edge-triggered reading and writing, once. The handle's
+ * queues must be empty. The socket starts out assumed writable (a fresh
+ * connected socket is; the first send then goes out without an epoll round
+ * trip), and not assumed readable (ADD reports data already there). */
+static int ep_add(ioc_core_t *core, ioc__handle_t *h) {
+  ep_state_t *st = ep_state(core);
+  int fd = h->fd;
+  if (fd < 0) return IOC_EBADF;
+  ep_slot_t *slot = ep_slot_make(st, fd);
+  if (!slot) return (size_t)fd >> EP_CHUNK_SHIFT >= st->nchunks ? IOC_EMFILE : IOC_ENOMEM;
+
+  ioc__spin_lock(&h->lock);
+  h->bflags = EP_WRITABLE;
+  h->rd_head = h->rd_tail = h->wr_head = h->wr_tail = NULL;
+  ioc__spin_unlock(&h->lock);
+
+  ioc__spin_lock(&slot->lock);
+  uint32_t gen = ++slot->gen;
+  slot->h = h;
+  ioc__spin_unlock(&slot->lock);
+
+  struct epoll_event ev = {
+      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+      .data.u64 = (uint64_t)gen << 32 | (uint32_t)fd,
+  };
+  if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    int rc = -errno;
+    ioc__spin_lock(&slot->lock);
+    if (slot->gen == gen) {
+      slot->gen++;
+      slot->h = NULL;
+    }
+    ioc__spin_unlock(&slot->lock);
+    return rc;
+  }
+  return 0;
+}
+
+/* Unregisters h. Called with no op of h in flight, before the fd is closed.
+ * Taking the slot lock waits out any thread still working on h; after the
+ * generation bump no event reaped earlier can reach it. */
+static void ep_del(ioc_core_t *core, ioc__handle_t *h) {
+  ep_state_t *st = ep_state(core);
+  ep_slot_t *slot = ep_slot(st, h->fd);
+  if (slot) {
+    ioc__spin_lock(&slot->lock);
+    if (slot->h == h) {
+      slot->gen++;
+      slot->h = NULL;
+    }
+    ioc__spin_unlock(&slot->lock);
+  }
+  /* A zeroed event: kernels before 2.6.9 wanted a non-NULL pointer. */
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  epoll_ctl(st->epfd, EPOLL_CTL_DEL, h->fd, &ev);
+  ioc__spin_lock(&h->lock);
+  assert(!h->rd_head && !h->wr_head);
+  h->bflags = 0;
+  ioc__spin_unlock(&h->lock);
+}
+
+/* Starts op. Never completes inline: a result known now (a send that went
+ * out, a connect that failed at once) goes through ioc__core_defer. */
+static int ep_submit(ioc_core_t *core, ioc__op_t *op) {
+  ioc__handle_t *h = op->handle;
+  int res;
+  if (!h) return IOC_EINVAL;
+  switch (op->type) {
+  case IOC__OP_ACCEPT:
+  case IOC__OP_RECV:
+    ioc__spin_lock(&h->lock);
+    if ((h->bflags & (EP_READABLE | EP_RD_BUSY)) == EP_READABLE) {
+      /* Readiness is banked and nobody runs the read side: a dispatching
+       * thread must, since no edge may come again. */
+      h->bflags |= EP_RD_BUSY;
+      make_token(op);
+      ioc__spin_unlock(&h->lock);
+      ioc__core_defer(core, op);
+      return 0;
+    }
+    /* Not readable: the next edge runs it. Or a runner is active: it looks
+     * at the queue again before it lets go. */
+    op->flags = EP_OP_RDQ;
+    q_push(&h->rd_head, &h->rd_tail, op);
+    ioc__spin_unlock(&h->lock);
+    return 0;
+
+  case IOC__OP_SEND:
+    ioc__spin_lock(&h->lock);
+    if (!h->wr_head && (h->bflags & EP_WRITABLE)) {
+      res = do_send(h, op); /* optimistic: an idle socket takes it now */
+      if (res != -EAGAIN) {
+        ioc__spin_unlock(&h->lock);
+        op->res = res;
+        ioc__core_defer(core, op);
+        return 0;
+      }
+      h->bflags &= ~EP_WRITABLE;
+    }
+    op->flags = EP_OP_WRQ;
+    q_push(&h->wr_head, &h->wr_tail, op);
+    ioc__spin_unlock(&h->lock);
+    return 0;
+
+  case IOC__OP_CONNECT: {
+    /* Under the lock, so an edge for the new connection cannot be consumed
+     * between connect() and queueing (it would never come again). */
+    ioc__spin_lock(&h->lock);
+    const ioc_addr_t *a = &op->u.connect.addr;
+    int rc = connect(h->fd, (const struct sockaddr *)a->u.bytes, (socklen_t)a->len);
+    if (rc < 0 && (errno == EINPROGRESS || errno == EINTR)) {
+      h->bflags &= ~EP_WRITABLE;
+      op->flags = EP_OP_WRQ;
+      q_push(&h->wr_head, &h->wr_tail, op);
+      ioc__spin_unlock(&h->lock);
+      return 0;
+    }
+    res = rc < 0 ? -errno : 0;
+    ioc__spin_unlock(&h->lock);
+    op->res = res;
+    ioc__core_defer(core, op);
+    return 0;
+  }
+
+  default:
+    return IOC_EINVAL;
+  }
+}
+
+/* Completes op with ECANCELED if it still waits in a queue; a token is
+ * marked and completes so when it runs; an op already being performed
+ * completes with its real result. */
+static void ep_cancel(ioc_core_t *core, ioc__op_t *op) {
+  ioc__handle_t *h = op->handle;
+  if (!h) return;
+  bool found = false;
+  ioc__spin_lock(&h->lock);
+  if (op->flags & EP_OP_RDQ)
+    found = q_remove(&h->rd_head, &h->rd_tail, op);
+  else if (op->flags & EP_OP_WRQ)
+    found = q_remove(&h->wr_head, &h->wr_tail, op);
+  else if (op->flags & EP_OP_TOKEN)
+    op->flags |= EP_OP_CANCEL;
+  if (found) op->flags = 0;
+  ioc__spin_unlock(&h->lock);
+  if (found) {
+    op->res = IOC_ECANCELED;
+    ioc__core_defer(core, op);
+  }
+}
+
+/* Reaps up to max events. Each becomes {ptr = slot, res = generation,
+ * flags = events}; the wake eventfd is drained here and reported as
+ * nothing. Returns the count, 0 on time-out, EINTR, or a bare wake. */
+static int ep_wait(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms) {
+  ep_state_t *st = ep_state(core);
+  struct epoll_event evs[IOC__CQE_BATCH];
+  if (max > IOC__CQE_BATCH) max = IOC__CQE_BATCH;
+  if (max <= 0) return 0;
+  int n = epoll_wait(st->epfd, evs, max, timeout_ms);
+  if (n < 0) return errno == EINTR ? 0 : -errno;
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    uint64_t tag = evs[i].data.u64;
+    if (tag == EP_WAKE_TAG) {
+      uint64_t count;
+      /* Drain first, then re-arm wake(): a wake that finds the flag still
+       * set lands while we are returning anyway, and the exchange pairs
+       * with the waker's so its queued work is visible to our caller. */
+      while (read(st->wakefd, &count, sizeof count) < 0 && errno == EINTR) {
+      }
+      atomic_exchange(&st->wake_pending, 0);
+      continue;
+    }
+    ep_slot_t *slot = ep_slot(st, (int)(uint32_t)tag);
+    if (!slot) continue;
+    out[k].ptr = slot;
+    out[k].res = (int32_t)(uint32_t)(tag >> 32);
+    out[k].flags = evs[i].events;
+    k++;
+  }
+  return k;
+}
+
+/* Banks the readiness of one event and runs whatever it unblocks: the write
+ * queue under the locks (results completed after unlocking), then the read
+ * side if no other thread is running it. Returns ops completed. */
+static int ep_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
+  ep_slot_t *slot = cqe->ptr;
+  if (!slot) return 0;
+  uint32_t gen = (uint32_t)cqe->res;
+  uint32_t ev = cqe->flags;
+
+  ioc__spin_lock(&slot->lock);
+  if (slot->gen != gen) { /* the fd was del()ed (and maybe reused) since */
+    ioc__spin_unlock(&slot->lock);
+    return 0;
+  }
+  ioc__handle_t *h = slot->h;
+  ioc__spin_lock(&h->lock);
+  /* Errors and hang-ups make every pending op try its syscall and pick up
+   * the real error (ECONNRESET, EPIPE, ECONNREFUSED). EPOLLHUP alone is not
+   * PEER_DONE: an unconnected socket reports it too. */
+  if (ev & (EPOLLRDHUP | EPOLLERR)) h->bflags |= EP_PEER_DONE;
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) h->bflags |= EP_READABLE;
+  if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) h->bflags |= EP_WRITABLE;
+  ioc__op_t *done = h->wr_head ? run_writes_locked(h) : NULL;
+  bool reads = (h->bflags & (EP_READABLE | EP_RD_BUSY)) == EP_READABLE && h->rd_head;
+  if (reads) h->bflags |= EP_RD_BUSY;
+  ioc__spin_unlock(&h->lock);
+  ioc__spin_unlock(&slot->lock);
+
+  int n = complete_list(core, done);
+  if (reads) n += run_reads(core, slot, gen);
+  return n;
+}
+
+/* A token came out of the ready queue: put its op back at the head of the
+ * read queue (or complete it, if cancelled meanwhile) and run the read side
+ * with the EP_RD_BUSY the token carried; run_reads drops it when there is
+ * nothing to do. The op holds a reference on the owner, so h is alive and
+ * still registered (the EBADF branch only guards a broken owner). */
+static void ep_run_deferred(ioc_core_t *core, ioc__op_t *op) {
+  ep_state_t *st = ep_state(core);
+  ioc__handle_t *h = op->handle;
+  op->type = (uint8_t)op->bufid;
+  op->bufid = 0;
+  ep_slot_t *slot = ep_slot(st, h->fd);
+  bool complete_now = false;
+  uint32_t gen = 0;
+
+  if (slot) ioc__spin_lock(&slot->lock);
+  bool registered = slot && slot->h == h;
+  if (registered) gen = slot->gen;
+  ioc__spin_lock(&h->lock);
+  if (!registered || (op->flags & EP_OP_CANCEL)) {
+    complete_now = true;
+    op->res = registered ? IOC_ECANCELED : IOC_EBADF;
+    op->flags = 0;
+    if (!registered) h->bflags &= ~EP_RD_BUSY;
+  } else {
+    op->flags = EP_OP_RDQ;
+    q_push_front(&h->rd_head, &h->rd_tail, op);
+  }
+  ioc__spin_unlock(&h->lock);
+  if (slot) ioc__spin_unlock(&slot->lock);
+
+  if (registered) run_reads(core, slot, gen);
+  if (complete_now) ioc__op_complete(core, op);
+}
+
+/* Makes the thread blocked in wait() return. One eventfd write per wait at
+ * most: later wakes see wake_pending and skip the syscall. */
+static void ep_wake(ioc_core_t *core) {
+  ep_state_t *st = ep_state(core);
+  if (atomic_exchange(&st->wake_pending, 1)) return;
+  uint64_t one = 1;
+  while (write(st->wakefd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+const ioc__backend_t ioc__backend_epoll = {
+    .name = "epoll",
+    .kind = IOC_BACKEND_EPOLL,
+    .single_waiter = true,
+    .probe = ep_probe,
+    .init = ep_init,
+    .destroy = ep_destroy,
+    .add = ep_add,
+    .del = ep_del,
+    .submit = ep_submit,
+    .cancel = ep_cancel,
+    .wait = ep_wait,
+    .complete = ep_complete,
+    .run_deferred = ep_run_deferred,
+    .wake = ep_wake,
+    .flush = NULL,
+};
+
+#else
+typedef int ioc__epoll_unused_t; /* not Linux: no epoll backend */
+#endif /* __linux__ */
