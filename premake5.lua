@@ -1,0 +1,186 @@
+-- iocore build description. Works with Debian's premake4 (4.3) and premake5:
+--
+--   premake4 --file=premake5.lua gmake && make -C build config=debug
+--   premake5 gmake2 && make -C build config=debug
+--
+-- Linux:   makefiles in build/, objects in build/obj/<config>/<project>/,
+--          build/lib/<config>/libiocore.a, and in build/bin/<config>/:
+--          libiocore.so, iocore.so (the Lua module), iocore_tests, echo.
+-- Windows: cross-built with mingw-w64 from a separate tree:
+--          premake4 --file=premake5.lua --os=windows gmake
+--          make -C build/windows config=debug CC=x86_64-w64-mingw32-gcc
+--          outputs in build/windows/{lib,bin}/<config>/.
+--
+-- Configurations: debug, release, asan (address + undefined behaviour
+-- sanitizers, first error aborts), tsan (thread sanitizer).
+--
+-- Sources are globbed when premake runs, so re-run premake after adding a
+-- file (scripts/test always does).
+
+local premake4 = _PREMAKE_VERSION == nil or _PREMAKE_VERSION:match("^4") ~= nil
+local windows
+if premake4 then
+  windows = os.is("windows")
+else
+  windows = os.istarget("windows")
+end
+
+-- when("debug"), when("windows"), when("not windows"), when(): premake4's
+-- `configuration` or premake5's `filter` (where `configuration` is deprecated).
+local systems = { windows = true, linux = true }
+local function when(term)
+  if premake4 then
+    configuration(term or {})
+    return
+  end
+  if term == nil then
+    filter {}
+  elseif systems[term:gsub("^not ", "")] then
+    filter("system:" .. term)
+  else
+    filter("configurations:" .. term)
+  end
+end
+
+local function have(pattern)
+  return #os.matchfiles(pattern) > 0
+end
+
+-- all library sources; the backends guard themselves with #ifdef __linux__ /
+-- _WIN32, so compiling every file on every platform is fine.
+local lib_sources = { "src/core/*.c", "src/net/*.c", "src/backend/*.c" }
+local lib_headers = { "src/include/*.h", "src/core/*.h" }
+
+local root = windows and "build/windows" or "build"
+
+solution "iocore"
+  location(root)
+  configurations { "debug", "release", "asan", "tsan" }
+  language "C"
+  includedirs { "src/include", "src/core" }
+  buildoptions { "-std=c11", "-Wall", "-Wextra" }
+  -- debug info in every configuration (premake4 would otherwise link with -s)
+  if premake4 then
+    flags { "Symbols" }
+  else
+    symbols "On"
+  end
+
+  when("debug")
+    defines { "IOC_DEBUG" }
+    buildoptions { "-O0" }
+
+  when("release")
+    defines { "NDEBUG" }
+    buildoptions { "-O2" }
+
+  when("asan")
+    defines { "IOC_DEBUG" }
+    buildoptions { "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                   "-fno-omit-frame-pointer" }
+    linkoptions { "-fsanitize=address,undefined" }
+
+  when("tsan")
+    defines { "IOC_DEBUG" }
+    buildoptions { "-O1", "-fsanitize=thread", "-fno-omit-frame-pointer" }
+    linkoptions { "-fsanitize=thread" }
+
+  -- Strict C11 hides POSIX (O_CLOEXEC, clock_gettime...): ask glibc for
+  -- POSIX.1-2008 + BSD, as a plain `cc` would. Files that need GNU
+  -- extensions (accept4) still define _GNU_SOURCE themselves.
+  when("not windows")
+    defines { "_DEFAULT_SOURCE" }
+
+  when("windows")
+    defines { "_WIN32_WINNT=0x0600", "WIN32_LEAN_AND_MEAN" }
+
+  when()
+
+
+-- Settings every project shares: where outputs go, and system libraries.
+-- The static library goes to lib/, everything else to bin/: with both
+-- libiocore.a and libiocore.so in one folder, `-liocore` would pick the
+-- shared one.
+local function common(name, system_links, dir)
+  when()
+  for _, cfg in ipairs({ "debug", "release", "asan", "tsan" }) do
+    when(cfg)
+      targetdir(root .. "/" .. (dir or "bin") .. "/" .. cfg)
+      objdir(root .. "/obj/" .. cfg .. "/" .. name)
+  end
+  when()
+  if system_links then
+    when("not windows")
+      links { "uring", "pthread" }
+    when("windows")
+      links { "mswsock", "ws2_32" }
+    when()
+  end
+end
+
+-- The static library: what C programs and the tests link.
+project "iocore"
+  kind "StaticLib"
+  files(lib_sources)
+  files(lib_headers)
+  buildoptions { "-fvisibility=hidden" }
+  when("not windows")
+    buildoptions { "-fPIC" }
+  common("iocore", false, "lib")
+
+-- The same library as libiocore.so / iocore.dll (public symbols only).
+project "iocore_shared"
+  kind "SharedLib"
+  targetname "iocore"
+  files(lib_sources)
+  files(lib_headers)
+  defines { "IOC_SHARED_BUILD" }
+  buildoptions { "-fvisibility=hidden" }
+  common("iocore_shared", true)
+
+-- The Lua 5.4 module: build/bin/<config>/iocore.so with the library
+-- compiled in. Not linked against liblua: a C module takes the Lua API from
+-- the interpreter that loads it. With -fvisibility=hidden, luaopen_iocore
+-- must be declared IOC_API (LUAMOD_API alone is plain `extern`).
+if have("src/lua/*.c") then
+  project "iocore_lua"
+    kind "SharedLib"
+    targetname "iocore"
+    targetprefix ""
+    files { "src/lua/*.c", "src/lua/*.h" }
+    files(lib_sources)
+    files(lib_headers)
+    defines { "IOC_SHARED_BUILD" }
+    buildoptions { "-fvisibility=hidden" }
+    when("not windows")
+      includedirs { "/usr/include/lua5.4" }
+    when()
+    common("iocore_lua", true)
+    if windows then
+      -- iocore_shared is iocore.dll too: keep the module in its own folder.
+      -- (A Windows DLL cannot leave the Lua API unresolved: linking lua54
+      -- is part of the Windows port.)
+      for _, cfg in ipairs({ "debug", "release", "asan", "tsan" }) do
+        when(cfg)
+          targetdir(root .. "/bin/" .. cfg .. "/lua")
+      end
+      when()
+    end
+end
+
+-- The C test suite (tests/c/*.c): one binary, `iocore_tests --backend NAME`.
+if have("tests/c/*.c") then
+  project "iocore_tests"
+    kind "ConsoleApp"
+    files { "tests/c/*.c", "tests/c/*.h" }
+    links { "iocore" }
+    common("iocore_tests", true)
+end
+
+if os.isfile("examples/echo.c") then
+  project "echo"
+    kind "ConsoleApp"
+    files { "examples/echo.c" }
+    links { "iocore" }
+    common("echo", true)
+end
