@@ -1,0 +1,64 @@
+/* The conformance suite: every test, by the behaviour it pins, with its
+ * time-out in milliseconds (0 = the default, 30 s). runner.c turns this
+ * table into declarations and the list it runs; each test is a
+ * `void test_<name>(void)` in one of the test_*.c files. */
+
+#define TEST_LIST(X)                                           \
+  /* test_core.c */                                            \
+  X(error_names_and_texts, 0)                                  \
+  X(backends_lists_the_chosen_backend, 0)                      \
+  X(auto_backend_honours_iocore_backend_env, 0)                \
+  X(dispatch_timeout_returns_zero, 0)                          \
+  X(post_runs_only_inside_dispatch, 0)                         \
+  X(post_from_4_threads_runs_each_exactly_once, 60000)         \
+  X(stop_wakes_every_worker, 0)                                \
+  X(stop_from_callback_cancels_dispatch, 0)                    \
+  X(core_destroy_refuses_while_objects_alive, 0)               \
+  X(close_all_closes_listeners_and_sessions, 0)                \
+  /* test_timer.c */                                           \
+  X(timers_fire_in_order, 0)                                   \
+  X(repeating_timer_repeats_and_cancel_stops_it, 0)            \
+  X(timer_cancel_before_deadline_never_fires, 0)               \
+  X(timer_release_keeps_it_running, 0)                         \
+  X(timers_on_4_workers_fire_exactly_once, 0)                  \
+  X(timer_cancel_from_another_thread_stops_it, 0)              \
+  /* test_address.c */                                         \
+  X(address_parse_rejects_malformed_forms, 0)                  \
+  X(address_parse_and_format_round_trip, 0)                    \
+  X(address_parse_honours_explicit_length, 0)                  \
+  X(address_format_never_truncates, 0)                         \
+  X(listen_and_connect_reject_bad_addresses, 0)                \
+  X(listen_reports_eaddrinuse, 0)                              \
+  /* test_listener.c */                                        \
+  X(listener_keeps_n_accepts_posted, 0)                        \
+  X(listener_default_accepts_is_16, 0)                         \
+  X(listener_on_ipv6_loopback_accepts, 0)                      \
+  X(close_listener_with_accepts_in_flight_frees_everything, 0) \
+  X(listener_close_keeps_accepted_sessions, 0)                 \
+  X(listener_max_connections_rejects_excess, 0)                \
+  X(listener_set_accept_replaces_callback, 0)                  \
+  /* test_session.c */                                         \
+  X(connect_succeeds, 0)                                       \
+  X(connect_refused_reports_econnrefused, 0)                   \
+  X(send_before_connect_completes_is_delivered, 0)             \
+  X(session_accessors_report_ids_addresses_userdata, 0)        \
+  X(sendv_many_small_buffers_arrive_in_order, 0)               \
+  X(on_drain_runs_when_queue_empties, 0)                       \
+  X(max_pending_rejects_send_with_enobufs, 0)                  \
+  X(idle_timeout_closes_silent_session, 0)                     \
+  X(retained_session_outlives_on_close, 0)                     \
+  /* test_close.c */                                           \
+  X(peer_fin_closes_with_zero_after_all_data, 0)               \
+  X(graceful_close_delivers_queued_data_before_fin, 0)         \
+  X(abort_drops_queued_data_and_resets, 0)                     \
+  X(peer_reset_during_recv_closes_once, 0)                     \
+  X(peer_reset_during_large_send_closes_once, 0)               \
+  X(send_to_closed_peer_does_not_raise_sigpipe, 0)             \
+  X(close_sessions_with_ops_in_flight_frees_everything, 60000) \
+  /* test_echo.c */                                            \
+  X(echo_large_stream_single_thread, 0)                        \
+  X(echo_integrity_100_sessions_4_workers, 120000)             \
+  X(session_callbacks_order_accept_recv_close, 60000)          \
+  X(stats_count_bytes_and_sessions, 0)                         \
+  /* test_emfile.c */                                          \
+  X(emfile_neither_spins_nor_kills_listener, 60000)

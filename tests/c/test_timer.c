@@ -1,0 +1,235 @@
+/* Timers: deadline order, equal deadlines in start order, repeat, cancel,
+ * release, and timers under a worker pool. */
+#include "helpers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ---- timers_fire_in_order ------------------------------------------------------ */
+
+#define ORDER_N 28
+
+typedef struct order_rec {
+  test_mutex_t lock;
+  int fired[ORDER_N];
+  int nfired;
+  uint64_t at_ms[ORDER_N];
+  uint64_t t0;
+} order_rec_t;
+
+static order_rec_t orec;
+
+typedef struct order_timer {
+  int index;
+  uint64_t delay;
+} order_timer_t;
+
+static void order_cb(ioc_timer_t *t, void *ud) {
+  (void)t;
+  order_timer_t *ot = (order_timer_t *)ud;
+  mutex_lock(&orec.lock);
+  if (orec.nfired < ORDER_N) {
+    orec.at_ms[ot->index] = now_ms() - orec.t0;
+    orec.fired[orec.nfired++] = ot->index;
+  }
+  mutex_unlock(&orec.lock);
+}
+
+void test_timers_fire_in_order(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  mutex_init(&orec.lock);
+  /* distinct delays 10 ms apart, and runs of equal delays; started in one
+   * quick loop, so equal delays mean equal deadlines (or later ones for the
+   * later-started) and distinct delays keep their order */
+  static const uint64_t delays[ORDER_N] = {60, 20, 40, 20, 0, 60, 40, 30, 30, 30, 30, 30,
+                                           30, 30, 30, 30, 30, 30, 30, 30, 10, 50, 0, 10,
+                                           50, 20, 60, 0};
+  order_timer_t ot[ORDER_N];
+  orec.t0 = now_ms();
+  for (int i = 0; i < ORDER_N; i++) {
+    ot[i].index = i;
+    ot[i].delay = delays[i];
+    ASSERT_OK(ioc_timer_start(core, delays[i], 0, order_cb, &ot[i], NULL));
+  }
+  ASSERT_LT(now_ms() - orec.t0, 10); /* else the expected order is not well-defined */
+  WAIT_UNTIL(core, orec.nfired == ORDER_N, 5000);
+  /* expected: by delay, then by start order */
+  int expect[ORDER_N], k = 0;
+  for (uint64_t d = 0; d <= 60; d += 10)
+    for (int i = 0; i < ORDER_N; i++)
+      if (delays[i] == d) expect[k++] = i;
+  ASSERT_EQ(k, ORDER_N);
+  for (int i = 0; i < ORDER_N; i++) {
+    if (orec.fired[i] != expect[i]) {
+      char got[512];
+      size_t u = 0;
+      for (int j = 0; j < ORDER_N; j++)
+        u += (size_t)snprintf(got + u, sizeof got - u, "%d(%llu) ", orec.fired[j], (unsigned long long)delays[orec.fired[j]]);
+      FAILF("fired #%d was timer %d (delay %llu), expected timer %d (delay %llu); order: %s", i,
+            orec.fired[i], (unsigned long long)delays[orec.fired[i]], expect[i],
+            (unsigned long long)delays[expect[i]], got);
+    }
+  }
+  for (int i = 0; i < ORDER_N; i++)
+    ASSERT_MSG(orec.at_ms[i] + 1 >= delays[i], "timer %d (delay %llu) fired after %llu ms", i,
+               (unsigned long long)delays[i], (unsigned long long)orec.at_ms[i]);
+  /* one-shot timers started with out == NULL own themselves: all freed */
+  WAIT_UNTIL(core, core_stats(core).objects == 0, 2000);
+  ASSERT_CORE_CLEAN(core);
+  mutex_destroy(&orec.lock);
+}
+
+/* ---- repeating_timer_repeats_and_cancel_stops_it ---------------------------------- */
+
+typedef struct rep {
+  atomic_int count;
+  int cancel_at; /* > 0: the callback cancels its own timer at this count */
+  ioc_timer_t *self;
+  uint64_t first_ms, last_ms, t0;
+} rep_t;
+
+static void rep_cb(ioc_timer_t *t, void *ud) {
+  rep_t *r = (rep_t *)ud;
+  int n = atomic_fetch_add(&r->count, 1) + 1;
+  if (n == 1) r->first_ms = now_ms() - r->t0;
+  r->last_ms = now_ms() - r->t0;
+  if (r->cancel_at > 0 && n == r->cancel_at) {
+    ASSERT(t == r->self);
+    ioc_timer_cancel(t);
+  }
+}
+
+void test_repeating_timer_repeats_and_cancel_stops_it(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  rep_t a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  ioc_timer_t *ta = NULL;
+  a.t0 = now_ms();
+  ASSERT_OK(ioc_timer_start(core, 30, 10, rep_cb, &a, &ta));
+  ASSERT(ta != NULL);
+  /* b cancels itself from its own callback on the 3rd run */
+  b.cancel_at = 3;
+  b.t0 = now_ms();
+  ASSERT_OK(ioc_timer_start(core, 5, 5, rep_cb, &b, &b.self));
+  WAIT_UNTIL(core, atomic_load(&a.count) >= 6, 5000);
+  ASSERT_MSG(a.first_ms + 1 >= 30, "first run after %llu ms, delay 30", (unsigned long long)a.first_ms);
+  /* 6 runs: at least 30 + 5 * 10 ms */
+  ASSERT_MSG(a.last_ms + 2 >= 80, "6 runs of a 10 ms repeat after 30 ms took only %llu ms", (unsigned long long)a.last_ms);
+  ioc_timer_cancel(ta);
+  int frozen = atomic_load(&a.count);
+  pump_for(core, 100);
+  ASSERT_EQ(atomic_load(&a.count), frozen);
+  ASSERT_EQ(atomic_load(&b.count), 3);
+  ASSERT_CORE_CLEAN(core);
+}
+
+/* ---- timer_cancel_before_deadline_never_fires ------------------------------------- */
+
+static void count_cb(ioc_timer_t *t, void *ud) {
+  (void)t;
+  atomic_fetch_add((atomic_int *)ud, 1);
+}
+
+void test_timer_cancel_before_deadline_never_fires(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  atomic_int fired;
+  atomic_store(&fired, 0);
+  ioc_timer_t *t1 = NULL, *t2 = NULL, *t3 = NULL;
+  ASSERT_OK(ioc_timer_start(core, 50, 0, count_cb, &fired, &t1));
+  ASSERT_OK(ioc_timer_start(core, 0, 0, count_cb, &fired, &t2));
+  ASSERT_OK(ioc_timer_start(core, 20, 20, count_cb, &fired, &t3));
+  ioc_timer_cancel(t1); /* before any dispatch */
+  ioc_timer_cancel(t2); /* delay 0, but not yet dispatched */
+  pump_for(core, 10);
+  ioc_timer_cancel(t3);
+  pump_for(core, 120);
+  ASSERT_EQ(atomic_load(&fired), 0);
+  ASSERT_EQ(core_stats(core).objects, 0);
+  ASSERT_CORE_CLEAN(core);
+}
+
+/* ---- timer_release_keeps_it_running ----------------------------------------------- */
+
+void test_timer_release_keeps_it_running(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  atomic_int fired;
+  atomic_store(&fired, 0);
+  ioc_timer_t *t = NULL;
+  ASSERT_OK(ioc_timer_start(core, 20, 0, count_cb, &fired, &t));
+  ioc_timer_release(t); /* still fires, then frees itself */
+  WAIT_UNTIL(core, atomic_load(&fired) == 1, 2000);
+  WAIT_UNTIL(core, core_stats(core).objects == 0, 2000);
+  pump_for(core, 50);
+  ASSERT_EQ(atomic_load(&fired), 1);
+
+  /* a fired one-shot still held by the caller stays an object until released */
+  ASSERT_OK(ioc_timer_start(core, 0, 0, count_cb, &fired, &t));
+  WAIT_UNTIL(core, atomic_load(&fired) == 2, 2000);
+  ioc_timer_release(t);
+  ASSERT_CORE_CLEAN(core);
+}
+
+/* ---- timers_on_4_workers_fire_exactly_once ---------------------------------------- */
+
+void test_timers_on_4_workers_fire_exactly_once(void) {
+  int n = (int)scaled_load(2000, 200);
+  atomic_int *slots = (atomic_int *)calloc((size_t)n, sizeof *slots);
+  ASSERT(slots != NULL);
+  ioc_core_t *core;
+  make_core(&core);
+  ASSERT_OK(ioc_core_start(core, 4));
+  uint64_t seed = 42;
+  for (int i = 0; i < n; i++)
+    ASSERT_OK(ioc_timer_start(core, rng_range(&seed, 0, 50), 0, count_cb, &slots[i], NULL));
+  uint64_t dl = now_ms() + (uint64_t)scaled_ms(10000);
+  for (int i = 0; i < n; i++) {
+    while (atomic_load(&slots[i]) == 0) {
+      ASSERT_MSG(now_ms() < dl, "timer %d of %d never fired", i, n);
+      sleep_ms(1);
+    }
+  }
+  sleep_ms(60);
+  for (int i = 0; i < n; i++) ASSERT_MSG(atomic_load(&slots[i]) == 1, "timer %d fired %d times", i, atomic_load(&slots[i]));
+  ASSERT_CORE_CLEAN(core);
+  free(slots);
+}
+
+/* ---- timer_cancel_from_another_thread_stops_it ------------------------------------ */
+
+void test_timer_cancel_from_another_thread_stops_it(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  ASSERT_OK(ioc_core_start(core, 4));
+  enum { N = 16 };
+  atomic_int counts[N];
+  ioc_timer_t *t[N];
+  for (int i = 0; i < N; i++) {
+    atomic_store(&counts[i], 0);
+    ASSERT_OK(ioc_timer_start(core, 1, 1, count_cb, &counts[i], &t[i]));
+  }
+  for (int i = 0; i < N; i++) {
+    uint64_t dl = now_ms() + (uint64_t)scaled_ms(3000);
+    while (atomic_load(&counts[i]) < 3) {
+      ASSERT_MSG(now_ms() < dl, "repeating timer %d ran %d times in 3 s", i, atomic_load(&counts[i]));
+      sleep_ms(1);
+    }
+  }
+  int after[N];
+  for (int i = 0; i < N; i++) {
+    ioc_timer_cancel(t[i]);
+    after[i] = atomic_load(&counts[i]);
+  }
+  sleep_ms(50);
+  for (int i = 0; i < N; i++) {
+    /* a run already under way on a worker when cancel returned may still
+     * count once; nothing after that */
+    int c = atomic_load(&counts[i]);
+    ASSERT_MSG(c <= after[i] + 1, "timer %d ran %d more times after ioc_timer_cancel returned", i, c - after[i]);
+  }
+  ASSERT_CORE_CLEAN(core);
+}
