@@ -22,6 +22,7 @@
   X(timer_release_keeps_it_running, 0)                         \
   X(timers_on_4_workers_fire_exactly_once, 0)                  \
   X(timer_cancel_from_another_thread_stops_it, 0)              \
+  X(timer_ids_are_never_reused, 0)                             \
   /* test_address.c */                                         \
   X(address_parse_rejects_malformed_forms, 0)                  \
   X(address_parse_and_format_round_trip, 0)                    \
@@ -50,6 +51,7 @@
   /* test_close.c */                                           \
   X(peer_fin_closes_with_zero_after_all_data, 0)               \
   X(graceful_close_delivers_queued_data_before_fin, 0)         \
+  X(graceful_close_ends_within_linger_when_peer_stays_open, 0) \
   X(abort_drops_queued_data_and_resets, 0)                     \
   X(peer_reset_during_recv_closes_once, 0)                     \
   X(peer_reset_during_large_send_closes_once, 0)               \

@@ -376,9 +376,12 @@ void test_listener_close_keeps_accepted_sessions(void) {
   WAIT_UNTIL(core, atomic_load(&cctx.accepted) == 3, 5000);
   ioc_listener_close(l);
   ioc_listener_close(l); /* safe to call twice */
-  WAIT_UNTIL(core, core_stats(core).accepts_posted == 0 && core_stats(core).objects == 3, 5000);
-  ASSERT_EQ(core_stats(core).active, 3);
+  WAIT_UNTIL(core, core_stats(core).accepts_posted == 0, 5000);
+  pump_for(core, 20);
+  /* the socket is closed at once, though its sessions live on */
   expect_refused(&la);
+  ASSERT_EQ(core_stats(core).sockets, 3);
+  ASSERT_EQ(core_stats(core).active, 3);
   ASSERT_OK(ioc_core_start(core, 1));
   for (int i = 0; i < 3; i++) ASSERT_MSG(client_pings(c[i]), "session %d stopped working when its listener closed", i);
   for (int i = 0; i < 3; i++) sock_close(c[i]);
@@ -405,8 +408,11 @@ void test_listener_max_connections_rejects_excess(void) {
     WAIT_UNTIL(core, atomic_load(&cctx.accepted) == i + 1, 5000);
   }
   for (int i = 3; i < 5; i++) {
-    c[i] = tcp_connect(&la);
-    sock_set_timeouts(c[i], 5000);
+    int err = 0;
+    c[i] = tcp_connect_err(&la, &err);
+    /* a reset can beat this thread's connect() back from the kernel */
+    ASSERT_MSG(c[i] != BAD_SOCK || err == IOC_ECONNRESET, "client %d: connect: %s", i, ioc_err_name(err));
+    if (c[i] != BAD_SOCK) sock_set_timeouts(c[i], 5000);
     WAIT_UNTIL(core, core_stats(core).rejected == (uint64_t)(i - 2), 5000);
   }
   pump_for(core, 30);
@@ -414,6 +420,7 @@ void test_listener_max_connections_rejects_excess(void) {
   ASSERT_EQ(core_stats(core).active, 3);
   ASSERT_EQ(ioc_listener_sessions(l), 3);
   for (int i = 3; i < 5; i++) {
+    if (c[i] == BAD_SOCK) continue;
     char b[8];
     long n = sock_recv(c[i], b, sizeof b);
     ASSERT_MSG(n == 0 || n == IOC_ECONNRESET, "rejected client %d: recv gave %ld (%s)", i, n, n < 0 ? ioc_err_name((int)n) : "data");

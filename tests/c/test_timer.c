@@ -233,3 +233,33 @@ void test_timer_cancel_from_another_thread_stops_it(void) {
   }
   ASSERT_CORE_CLEAN(core);
 }
+
+/* ---- timer_ids_are_never_reused ------------------------------------------------------ */
+
+void test_timer_ids_are_never_reused(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  enum { N = 200 };
+  uint64_t ids[N];
+  atomic_int fired;
+  atomic_store(&fired, 0);
+  for (int round = 0; round < 2; round++) {
+    ioc_timer_t *t[N / 2];
+    for (int i = 0; i < N / 2; i++) {
+      ASSERT_OK(ioc_timer_start(core, round ? 0 : 100000, 0, count_cb, &fired, &t[i]));
+      ids[round * (N / 2) + i] = ioc_timer_id(t[i]);
+    }
+    if (round == 1) WAIT_UNTIL(core, atomic_load(&fired) == N / 2, 2000);
+    /* freed timers leave room for new ones: their ids still must not come back */
+    for (int i = 0; i < N / 2; i++) {
+      if (round == 0)
+        ioc_timer_cancel(t[i]);
+      else
+        ioc_timer_release(t[i]);
+    }
+    pump_for(core, 10);
+  }
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j < i; j++) ASSERT_MSG(ids[i] != ids[j], "timers %d and %d share id %llu", i, j, (unsigned long long)ids[i]);
+  ASSERT_CORE_CLEAN(core);
+}
