@@ -57,7 +57,7 @@ solution "iocore"
   location(root)
   configurations { "debug", "release", "asan", "tsan" }
   language "C"
-  includedirs { "src/include", "src/core" }
+  includedirs { "src/include", "src/core", "src/net" }
   buildoptions { "-std=c11", "-Wall", "-Wextra" }
   -- debug info in every configuration (premake4 would otherwise link with -s)
   if premake4 then
