@@ -1,0 +1,404 @@
+-- Turns the raw rows of scripts/bench into docs/benchmarks.md, the data files
+-- for bench/chart.gp, and a one-screen summary on stdout.
+--
+--   lua5.4 bench/report.lua RESULTS STATUS META OUT.md CHART_DIR PNG_NAME
+--
+-- RESULTS: tab-separated, a header line, then one row per measurement:
+--   group job system round cpu_us rps p99_ms requests errors bytes_conn rss_before_kb rss_after_kb
+-- ("-" = not measured). STATUS: job system pass|fail|skip reason. META: key value.
+local results_path, status_path, meta_path, md_path, chart_dir, png_name = table.unpack(arg)
+assert(chart_dir, "usage: report.lua RESULTS STATUS META OUT.md CHART_DIR PNG_NAME")
+
+local function lines(path)
+  local f = assert(io.open(path))
+  local t = {}
+  for l in f:lines() do t[#t + 1] = l end
+  f:close()
+  return t
+end
+local function split(l)
+  local t = {}
+  for field in (l .. "\t"):gmatch("([^\t]*)\t") do t[#t + 1] = field end
+  return t
+end
+
+local meta = {}
+for _, l in ipairs(lines(meta_path)) do
+  local k, v = l:match("^([^\t]+)\t(.*)$")
+  if k then meta[k] = v end
+end
+
+-- rows[group][job][system] = list of rows
+local rows, header = {}, nil
+for i, l in ipairs(lines(results_path)) do
+  local f = split(l)
+  if i == 1 then
+    header = f
+  else
+    local r = {}
+    for j, name in ipairs(header) do r[name] = f[j] end
+    rows[r.group] = rows[r.group] or {}
+    rows[r.group][r.job] = rows[r.group][r.job] or {}
+    local by_sys = rows[r.group][r.job]
+    by_sys[r.system] = by_sys[r.system] or {}
+    table.insert(by_sys[r.system], r)
+  end
+end
+
+local status = {}
+for _, l in ipairs(lines(status_path)) do
+  local f = split(l)
+  if f[1] and f[1] ~= "" then
+    status[#status + 1] = { job = f[1], system = f[2], state = f[3], reason = f[4] or "" }
+  end
+end
+
+-- ---- statistics -----------------------------------------------------------------
+local function values(list, field)
+  local t = {}
+  for _, r in ipairs(list or {}) do
+    local v = tonumber(r[field])
+    if v then t[#t + 1] = v end
+  end
+  table.sort(t)
+  return t
+end
+local function median(t)
+  local n = #t
+  if n == 0 then return nil end
+  if n % 2 == 1 then return t[(n + 1) // 2] end
+  return (t[n // 2] + t[n // 2 + 1]) / 2
+end
+-- stat(group, job, system, field) -> median, min, max, n
+local function stat(group, job, system, field)
+  local t = values(rows[group] and rows[group][job] and rows[group][job][system], field)
+  return median(t), t[1], t[#t], #t
+end
+local function errors(group, job, system)
+  local sum = 0
+  for _, r in ipairs(rows[group] and rows[group][job] and rows[group][job][system] or {}) do
+    sum = sum + (tonumber(r.errors) or 0)
+  end
+  return sum
+end
+
+-- ---- formatting -------------------------------------------------------------------
+local function thousands(n)
+  local s = string.format("%.0f", n)
+  local out = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return (out:gsub("^,", ""))
+end
+local function fmt(v, kind)
+  if v == nil then return "—" end
+  if kind == "cpu" then return string.format("%.2f", v)
+  elseif kind == "rps" then return thousands(v)
+  elseif kind == "ms" then return string.format(v < 10 and "%.2f" or "%.1f", v)
+  elseif kind == "bytes" then return string.format("%.0f", v)
+  elseif kind == "ratio" then return string.format("%.2f×", v)
+  end
+  return tostring(v)
+end
+local function ratio(a, b)
+  if a == nil or b == nil or b == 0 then return nil end
+  return a / b
+end
+
+local SYSTEMS = {
+  iocore = "iocore (Lua)", luv = "luv (Lua)", nginx_c = "nginx C", nginx_lua = "nginx Lua",
+  floor = "floor: io_uring C, 1 thread", redis = "redis-server",
+  uring_1t = "io_uring, 1 thread", uring_2t = "io_uring, 2 threads",
+  epoll_1t = "epoll, 1 thread", epoll_2t = "epoll, 2 threads",
+}
+local JOBS = { http = "HTTP keep-alive", conn = "new connection per request", resp = "RESP", idle = "idle connection" }
+local ORDER = {
+  http = { "iocore", "luv", "nginx_c", "nginx_lua", "floor" },
+  conn = { "iocore", "luv", "nginx_c" },
+  resp = { "iocore", "luv", "redis" },
+  idle = { "iocore", "luv", "nginx_c" },
+}
+local VARIANTS = { "uring_1t", "uring_2t", "epoll_1t", "epoll_2t" }
+
+local function state_of(job, system)
+  for _, s in ipairs(status) do
+    if s.job == job and s.system == system then return s.state, s.reason end
+  end
+  return nil
+end
+
+-- ---- targets ------------------------------------------------------------------------
+local function cpu(job, sys) return (stat("cmp", job, sys, "cpu_us")) end
+local targets = {
+  { what = "HTTP keep-alive: server CPU per request ≤ 0.75 × luv",
+    value = ratio(cpu("http", "iocore"), cpu("http", "luv")), limit = 0.75, le = true },
+  { what = "HTTP keep-alive: server CPU per request ≤ 1.0 × nginx C",
+    value = ratio(cpu("http", "iocore"), cpu("http", "nginx_c")), limit = 1.0, le = true },
+  { what = "HTTP keep-alive: p99 latency ≤ luv",
+    value = ratio((stat("cmp", "http", "iocore", "p99_ms")), (stat("cmp", "http", "luv", "p99_ms"))), limit = 1.0, le = true },
+  { what = "new connection per request: server CPU per request ≤ 1.0 × nginx C",
+    value = ratio(cpu("conn", "iocore"), cpu("conn", "nginx_c")), limit = 1.0, le = true },
+  { what = "RESP: server CPU per request ≤ 0.6 × luv",
+    value = ratio(cpu("resp", "iocore"), cpu("resp", "luv")), limit = 0.6, le = true },
+  { what = "RESP: throughput ≥ 1.3 × luv",
+    value = ratio((stat("cmp", "resp", "iocore", "rps")), (stat("cmp", "resp", "luv", "rps"))), limit = 1.3, le = false },
+  { what = "idle connection: server RSS ≤ 400 bytes each",
+    value = (stat("cmp", "idle", "iocore", "bytes_conn")), limit = 400, le = true, bytes = true },
+}
+local met_count = 0
+for _, t in ipairs(targets) do
+  if t.value ~= nil then
+    t.met = t.le and t.value <= t.limit or (not t.le and t.value >= t.limit)
+    if t.met then met_count = met_count + 1 end
+  end
+  t.shown = t.value == nil and "—" or (t.bytes and (fmt(t.value, "bytes") .. " B") or fmt(t.value, "ratio"))
+  t.verdict = t.value == nil and "not measured" or (t.met and "**met**" or "not met")
+end
+
+-- ---- markdown -------------------------------------------------------------------------
+local md = {}
+local function w(...) md[#md + 1] = table.concat({ ... }) end
+
+w("# Benchmarks")
+w("")
+w("iocore's Lua front end against what users would otherwise pick, on one machine in one run. ",
+  "Written by `scripts/bench`; do not edit by hand.")
+w("")
+w("- **Machine:** ", meta.nproc or "?", " cores, ", meta.cpu or "?", "; ", meta.kernel or "?", "; ", meta.os or "?")
+w("- **Date:** ", meta.date or "?", " — ", meta.rounds or "?", " interleaved round(s) (A B C … A B C …), run time ",
+  meta.elapsed and string.format("%d min %02d s", tonumber(meta.elapsed) // 60, tonumber(meta.elapsed) % 60) or "?")
+w("- **iocore:** commit ", meta.commit or "?", "; module ", meta.module or "?", "; backends here: ", meta.backends or "?")
+w("- **Load average** (1, 5, 15 min) before the run: ", meta.load_start or "?", "; after: ", meta.load_end or "?",
+  " (anything much above 0 means other work shared the 2 cores)")
+w("- **Peers:** luv ", meta.v_luv or "?", " on ", meta.v_lua or "?", "; nginx ", meta.v_nginx or "?",
+  " (1 worker); redis-server ", meta.v_redis or "?", "; load from wrk ", meta.v_wrk or "?", ", ab, redis-benchmark")
+w("- **Reproduce:** `", meta.command or "scripts/bench", "` (the quick self-check is `scripts/bench --quick`)")
+w("")
+w("The steady figure is **server CPU time per request**: utime+stime of the server process ",
+  "(nginx: master + worker) from `/proc/PID/stat`, read before and after each load run and divided by ",
+  "the requests the load tool completed. On a 2-core machine the load tool and the server share the ",
+  "CPUs, so requests per second mostly measure the client; CPU per request does not. ",
+  "Ratios are iocore ÷ peer: below 1 is better for CPU and latency, above 1 is better for throughput.")
+w("")
+w("![server CPU per request and memory per idle connection](", png_name, ")")
+w("")
+w("## Targets")
+w("")
+w("| target | measured | |")
+w("| --- | --- | --- |")
+for _, t in ipairs(targets) do w("| ", t.what, " | ", t.shown, " | ", t.verdict, " |") end
+w("")
+
+local function range(group, job, sys, field, kind)
+  local m, lo, hi, n = stat(group, job, sys, field)
+  if not m then return "—" end
+  if n > 1 then return string.format("%s (%s–%s)", fmt(m, kind), fmt(lo, kind), fmt(hi, kind)) end
+  return fmt(m, kind)
+end
+local function missing_note(job, sys)
+  local st, why = state_of(job, sys)
+  if st == "skip" then return "skipped: " .. why end
+  if st == "fail" then return "FAILED: " .. why end
+  return "no data"
+end
+
+local function load_table(job, title, how)
+  if not rows.cmp or not rows.cmp[job] then
+    local any = false
+    for _, s in ipairs(status) do if s.job == job and SYSTEMS[s.system] and not s.system:match("_%dt$") then any = true end end
+    if not any then return end
+  end
+  w("## ", title)
+  w("")
+  w(how)
+  w("")
+  w("| system | CPU µs/request, median (min–max) | requests/s | p99 ms | iocore ÷ this: CPU | req/s | p99 |")
+  w("| --- | --- | --- | --- | --- | --- | --- |")
+  local base_cpu = stat("cmp", job, "iocore", "cpu_us")
+  local base_rps = stat("cmp", job, "iocore", "rps")
+  local base_p99 = stat("cmp", job, "iocore", "p99_ms")
+  for _, sys in ipairs(ORDER[job]) do
+    local c = stat("cmp", job, sys, "cpu_us")
+    local name = SYSTEMS[sys]
+    if sys == "floor" then name = name .. " (yardstick)" end
+    if c then
+      local rps, p99 = stat("cmp", job, sys, "rps"), stat("cmp", job, sys, "p99_ms")
+      local errs = errors("cmp", job, sys)
+      local rc = sys == "iocore" and "" or fmt(ratio(base_cpu, c), "ratio")
+      local rr = sys == "iocore" and "" or fmt(ratio(base_rps, rps), "ratio")
+      local rp = sys == "iocore" and "" or fmt(ratio(base_p99, p99), "ratio")
+      w("| ", name, errs > 0 and string.format(" (%d errors)", errs) or "", " | ", range("cmp", job, sys, "cpu_us", "cpu"),
+        " | ", fmt(rps, "rps"), " | ", fmt(p99, "ms"), " | ", rc, " | ", rr, " | ", rp, " |")
+    elseif state_of(job, sys) then
+      w("| ", name, " | ", missing_note(job, sys), " | | | | | |")
+    end
+  end
+  w("")
+end
+
+load_table("http", "1. HTTP/1.1 keep-alive \"Hello, World!\"",
+  "`wrk " .. (meta.wrk or "") .. "`. iocore: `examples/http_hello.lua` (2 worker threads, default backend); " ..
+  "luv: `peers/luv_http.lua`; nginx: `peers/nginx.conf` (port 8082 `return 200`, port 8083 `content_by_lua_block`). " ..
+  "The floor program (one thread, io_uring, no parsing) shows what the kernel's loopback TCP alone costs.")
+load_table("conn", "2. A new connection per request",
+  "`ab " .. (meta.ab or "") .. "` without `-k`: HTTP/1.0, the server closes after each answer, so every request " ..
+  "is an accept, a read, a write and a close. Same servers as job 1.")
+load_table("resp", "3. RESP: PING, SET, GET",
+  "`redis-benchmark " .. (meta.redis or "") .. "` (four tests: PING inline, PING bulk, SET, GET; " ..
+  "requests/s = all requests ÷ the sum of the tests' times; p99 = the worst test's). " ..
+  "iocore: `examples/resp_server.lua`; luv: `peers/luv_redis.lua`; redis-server with `--save \"\" --appendonly no`.")
+
+do -- 4. idle memory
+  local any = rows.cmp and rows.cmp.idle
+  for _, s in ipairs(status) do if s.job == "idle" then any = true end end
+  if any then
+    w("## 4. Memory per idle connection")
+    w("")
+    w("A fresh server each round; its RSS (`VmRSS`, nginx: master + worker) settled, then ", meta.idle or "?",
+      " connections opened by `bench/idle_conns.c` and held idle, RSS settled again. Bytes per connection = ",
+      "the difference ÷ connections. HTTP servers of job 1.")
+    w("")
+    w("| system | bytes per connection, median (min–max) | RSS before → after (kB, median) | iocore ÷ this |")
+    w("| --- | --- | --- | --- |")
+    local base = stat("cmp", "idle", "iocore", "bytes_conn")
+    for _, sys in ipairs(ORDER.idle) do
+      local b = stat("cmp", "idle", sys, "bytes_conn")
+      if b then
+        local errs = errors("cmp", "idle", sys)
+        w("| ", SYSTEMS[sys], errs > 0 and string.format(" (%d connections lost)", errs) or "", " | ",
+          range("cmp", "idle", sys, "bytes_conn", "bytes"), " | ",
+          fmt((stat("cmp", "idle", sys, "rss_before_kb")), "bytes"), " → ", fmt((stat("cmp", "idle", sys, "rss_after_kb")), "bytes"),
+          " | ", sys == "iocore" and "" or fmt(ratio(base, b), "ratio"), " |")
+      elseif state_of("idle", sys) then
+        w("| ", SYSTEMS[sys], " | ", missing_note("idle", sys), " | | |")
+      end
+    end
+    w("")
+  end
+end
+
+do -- 5. variants
+  local any = rows.var ~= nil
+  for _, s in ipairs(status) do if s.system:match("_%dt$") then any = true end end
+  if any then
+    w("## 5. iocore: backends and worker threads")
+    w("")
+    w("Jobs 1–3 again, iocore only, with `IOCORE_BACKEND` forced and 1 or 2 worker threads (the scripts' second argument). ",
+      "Medians; CPU in µs per request.")
+    w("")
+    w("| iocore | HTTP CPU | HTTP req/s | HTTP p99 ms | new-conn CPU | new-conn req/s | RESP CPU | RESP req/s | RESP p99 ms |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for _, v in ipairs(VARIANTS) do
+      local cells = {}
+      local function cell(job, field, kind)
+        local m = stat("var", job, v, field)
+        if m then return fmt(m, kind) end
+        local st = state_of(job, v)
+        return st == "skip" and "skipped" or st == "fail" and "FAILED" or "—"
+      end
+      cells[#cells + 1] = cell("http", "cpu_us", "cpu")
+      cells[#cells + 1] = cell("http", "rps", "rps")
+      cells[#cells + 1] = cell("http", "p99_ms", "ms")
+      cells[#cells + 1] = cell("conn", "cpu_us", "cpu")
+      cells[#cells + 1] = cell("conn", "rps", "rps")
+      cells[#cells + 1] = cell("resp", "cpu_us", "cpu")
+      cells[#cells + 1] = cell("resp", "rps", "rps")
+      cells[#cells + 1] = cell("resp", "p99_ms", "ms")
+      w("| ", SYSTEMS[v], " | ", table.concat(cells, " | "), " |")
+    end
+    w("")
+  end
+end
+
+local problems = {}
+for _, s in ipairs(status) do
+  if s.state ~= "pass" then problems[#problems + 1] = s end
+end
+if #problems > 0 then
+  w("## Not measured")
+  w("")
+  for _, s in ipairs(problems) do
+    w("- ", JOBS[s.job] or s.job, ", ", SYSTEMS[s.system] or s.system, ": ", s.state == "skip" and "skipped" or "FAILED", " — ", s.reason)
+  end
+  w("")
+end
+
+w("## Method")
+w("")
+w("- Every server listens on 127.0.0.1 on its own port; all are started before the first job and stopped at the end ",
+  "(also on Ctrl-C or failure). Idle servers do not spend CPU, so each is measured alone.")
+w("- Each job warms every server up once, then runs ", meta.rounds or "?", " rounds; within a round the systems take turns ",
+  "in a fixed order, so slow drift (thermal, other tenants) spreads over all of them. The tables show medians and the spread.")
+w("- CPU time comes from `/proc/PID/stat` in clock ticks (10 ms); a run spends whole seconds of CPU, so the rounding is ",
+  "well under 1 %.")
+w("- `scripts/bench --quick` runs every job once with tiny sizes; `scripts/test` uses it to check that the harness still works ",
+  "(no timing assertions).")
+w("")
+
+local f = assert(io.open(md_path, "w"))
+f:write(table.concat(md, "\n"))
+f:close()
+
+-- ---- chart data ---------------------------------------------------------------------------
+-- One file per panel of bench/chart.gp: rows of  "label" value colour
+os.execute("mkdir -p '" .. chart_dir:gsub("'", "'\\''") .. "'")
+local COLOUR = { iocore = 1, luv = 2, nginx_c = 3, nginx_lua = 4, redis = 5, floor = 6,
+                 uring_1t = 7, uring_2t = 8, epoll_1t = 9, epoll_2t = 10 }
+local CHART_LABEL = { iocore = "iocore", luv = "luv", nginx_c = "nginx C", nginx_lua = "nginx Lua",
+                      redis = "redis-server", floor = "floor", uring_1t = "uring 1t",
+                      uring_2t = "uring 2t", epoll_1t = "epoll 1t", epoll_2t = "epoll 2t" }
+local function panel(name, group, job, systems, field)
+  local out = {}
+  for _, s in ipairs(systems) do
+    local v = stat(group, job, s, field)
+    if v then out[#out + 1] = string.format("%q %.3f %d", CHART_LABEL[s], v, COLOUR[s]) end
+  end
+  if #out == 0 then out[1] = '"no data" 0 0' end
+  local fh = assert(io.open(chart_dir .. "/" .. name, "w"))
+  fh:write(table.concat(out, "\n"), "\n")
+  fh:close()
+end
+for _, job in ipairs({ "http", "conn", "resp" }) do
+  panel(job .. ".dat", "cmp", job, ORDER[job], "cpu_us")
+  panel("var-" .. job .. ".dat", "var", job, VARIANTS, "cpu_us")
+end
+panel("idle.dat", "cmp", "idle", ORDER.idle, "bytes_conn")
+local vars = assert(io.open(chart_dir .. "/vars.gp", "w"))
+vars:write(string.format("title_machine = %q\n",
+  string.format("%s cores, %s, %s, %s", meta.nproc or "?", meta.cpu or "?", meta.kernel or "?", meta.date or "?")))
+vars:close()
+
+-- ---- one-screen summary -----------------------------------------------------------------
+local p = print
+p("")
+p(string.format("== %s: %s cores, %s, %s, %s round(s)", meta.mode or "bench", meta.nproc or "?", meta.cpu or "?", meta.kernel or "?", meta.rounds or "?"))
+p(string.format("%-28s %-14s %10s %12s %9s %11s", "job", "system", "CPU us/req", "req/s", "p99 ms", "iocore/this"))
+for _, job in ipairs({ "http", "conn", "resp" }) do
+  local base = stat("cmp", job, "iocore", "cpu_us")
+  for _, sys in ipairs(ORDER[job]) do
+    local c = stat("cmp", job, sys, "cpu_us")
+    if c then
+      p(string.format("%-28s %-14s %10s %12s %9s %11s", JOBS[job], sys, fmt(c, "cpu"), fmt((stat("cmp", job, sys, "rps")), "rps"),
+        fmt((stat("cmp", job, sys, "p99_ms")), "ms"), sys == "iocore" and "" or fmt(ratio(base, c), "ratio")))
+    end
+  end
+end
+do
+  local base = stat("cmp", "idle", "iocore", "bytes_conn")
+  for _, sys in ipairs(ORDER.idle) do
+    local b = stat("cmp", "idle", sys, "bytes_conn")
+    if b then
+      p(string.format("%-28s %-14s %10s %12s %9s %11s", "idle connection (bytes)", sys, fmt(b, "bytes"), "", "",
+        sys == "iocore" and "" or fmt(ratio(base, b), "ratio")))
+    end
+  end
+end
+for _, v in ipairs(VARIANTS) do
+  local c = {}
+  for _, job in ipairs({ "http", "conn", "resp" }) do c[#c + 1] = fmt((stat("var", job, v, "cpu_us")), "cpu") end
+  if rows.var then
+    p(string.format("%-28s %-14s %s", "iocore " .. v .. " (CPU us/req)", "", "http " .. c[1] .. ", conn " .. c[2] .. ", resp " .. c[3]))
+  end
+end
+p(string.format("targets met: %d of %d", met_count, #targets))
+for _, t in ipairs(targets) do
+  p(string.format("  %-68s %8s  %s", t.what, t.shown, t.value == nil and "not measured" or (t.met and "met" or "NOT MET")))
+end
