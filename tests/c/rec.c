@@ -118,6 +118,7 @@ void rec_server_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   ASSERT_MSG(i < REC_SERVER_MAX, "more than %d sessions accepted", REC_SERVER_MAX);
   rec_t *r = &srv->recs[i];
   r->s = s;
+  r->peer_port = ioc_addr_port(ioc_session_peer(s));
   ioc_session_callbacks_t cb = rec_callbacks();
   ioc_session_set_callbacks(s, &cb, r);
   ASSERT(ioc_session_userdata(s) == r);

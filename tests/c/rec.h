@@ -9,6 +9,7 @@
 
 typedef struct rec {
   ioc_session_t *s;
+  int peer_port; /* accepted sessions: the client's port, kept past on_close */
   atomic_int opens, closes, drains, recvs;
   int open_err, close_err;
   atomic_int in_recv; /* a second on_recv while one runs = violation */

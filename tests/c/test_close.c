@@ -35,12 +35,13 @@ static sock_t slow_client(const ioc_addr_t *to) {
   return c;
 }
 
-/* Finds the server rec whose session's peer port is the client's port. */
+/* Finds the server rec whose session's peer port is the client's port
+ * (by the port noted at accept: other sessions may be gone already). */
 static rec_t *rec_for_client(rec_server_t *srv, sock_t c) {
   int port = sock_local_port(c);
   int n = atomic_load(&srv->naccepted);
   for (int i = 0; i < n; i++)
-    if (ioc_addr_port(ioc_session_peer(srv->recs[i].s)) == port) return &srv->recs[i];
+    if (srv->recs[i].peer_port == port) return &srv->recs[i];
   FAILF("no accepted session has peer port %d", port);
 }
 
