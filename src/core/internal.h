@@ -69,7 +69,7 @@ struct ioc__op {
   ioc__object_t *owner;   /* holds a reference while in flight (NULL for POST) */
   ioc__handle_t *handle;  /* the socket it works on (NULL for POST/TIMER/JOB) */
   uint8_t type;           /* ioc__op_type_t */
-  uint8_t flags;          /* backend-private */
+  uint8_t flags;          /* backend-private, except IOC__OPF_SEND_WAITED */
   uint16_t bufid;         /* backend-private: which provided buffer holds the data */
   int32_t res;            /* result */
   char *buf;              /* RECV: the received bytes, valid during dispatch only */
@@ -102,6 +102,13 @@ struct ioc__op {
   } u;
 };
 
+/* The one op->flags bit the layers above read: a backend sets it on a SEND
+ * that could not be written at once and waited for the peer to make room,
+ * when that does not show as a short write (IOCP: WSASend went pending and
+ * completed in full later). session.c treats it like a short write: on_drain
+ * is due once the queue empties. Backends keep their own bits below it. */
+#define IOC__OPF_SEND_WAITED 0x80u
+
 static inline void ioc__op_init(ioc__op_t *op, ioc__op_type_t type, ioc__object_t *owner,
                                 ioc__handle_t *handle) {
   op->next = NULL;
@@ -114,7 +121,11 @@ static inline void ioc__op_init(ioc__op_t *op, ioc__op_type_t type, ioc__object_
   op->buf = NULL;
 }
 
-/* Starts op on its handle through the backend. Takes a reference on the owner
+/* While an op is in flight the backend owns op->next, type, flags, bufid
+ * and res; the owner reads them only in its dispatch. An op is never
+ * submitted again before its completion has been dispatched.
+ *
+ * Starts op on its handle through the backend. Takes a reference on the owner
  * and counts the op in flight. Returns 0 (a completion will come, exactly
  * once) or a negative code (nothing started, no completion, no reference). */
 int ioc__op_submit(ioc_core_t *core, ioc__op_t *op);
@@ -157,7 +168,8 @@ struct ioc__handle {
 /* One reaped completion as the backend's wait() hands it out, before it is
  * turned into an op completion by complete() outside the poll lock. */
 typedef struct ioc__cqe {
-  void *ptr;      /* backend's meaning: an op (io_uring, iocp), a handle (epoll), NULL = wake */
+  void *ptr;      /* backend-private token: an op (io_uring, iocp), the fd's slot (epoll,
+                     with res = its generation), NULL = wake */
   int32_t res;
   uint32_t flags;
 } ioc__cqe_t;
@@ -181,7 +193,8 @@ struct ioc__backend {
   /* Associates a socket with the port. Any thread. */
   int (*add)(ioc_core_t *core, ioc__handle_t *h);
   /* Dissociates it; called once no op on h is in flight, before the socket
-   * is closed. Any thread. */
+   * is closed and before h is freed. After it returns the backend never
+   * touches h again. Any thread. */
   void (*del)(ioc_core_t *core, ioc__handle_t *h);
   /* Starts op on op->handle. 0 = a completion will come; < 0 = nothing started.
    * Any thread. May complete at once through ioc__core_defer (never by

@@ -46,6 +46,16 @@ static int post_accept(ioc_listener_t *l, int i) {
 
 static void backoff_fire(ioc_timer_t *t, void *ud);
 
+/* A closed listener gives its port back as soon as no accept is in flight,
+ * not when the object is freed (its sessions keep it alive). Under l->lock. */
+static void close_socket_when_idle(ioc_listener_t *l) {
+  if (!l->closing || l->nposted > 0 || l->h.fd == IOC_BAD_FD) return;
+  ioc_core_t *core = l->obj.core;
+  core->backend->del(core, &l->h);
+  ioc__socket_close(core, l->h.fd);
+  l->h.fd = IOC_BAD_FD;
+}
+
 /* Re-posts every accept not in flight, or arms the back-off if that fails.
  * Under l->lock. */
 static void repost_missing(ioc_listener_t *l) {
@@ -76,6 +86,7 @@ static void backoff_fire(ioc_timer_t *t, void *ud) {
   ioc__spin_lock(&l->lock);
   l->backoff_armed = false;
   repost_missing(l);
+  close_socket_when_idle(l);
   ioc__spin_unlock(&l->lock);
   ioc__object_unref(&l->obj);
 }
@@ -164,10 +175,13 @@ static void listener_dispatch(ioc__object_t *obj, ioc__op_t *op) {
           ioc__object_unref(&l->obj);
         }
       }
-    } else if (post_accept(l, i) < 0) {
+    } else if (!l->posted[i] && post_accept(l, i) < 0) {
+      /* posted[i] may be set already: a back-off that fired while this
+       * completion ran on_accept re-posted every idle op, this one too. */
       repost_missing(l);
     }
   }
+  close_socket_when_idle(l);
   ioc__spin_unlock(&l->lock);
 }
 
@@ -271,6 +285,7 @@ void ioc_listener_close(ioc_listener_t *l) {
   l->closing = true;
   for (int i = 0; i < l->naccepts; i++)
     if (l->posted[i]) ioc__op_cancel(core, &l->ops[i]);
+  close_socket_when_idle(l);
   ioc__spin_unlock(&l->lock);
   ioc__mutex_lock(&core->objects_lock);
   if (l->prev) l->prev->next = l->next; else core->listeners = l->next;
