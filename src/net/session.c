@@ -270,7 +270,8 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
     if (s->state < IOC__S_CLOSING) {
       consume(s->sq, (size_t)res);
       s->pending -= (size_t)res;
-      if ((size_t)res < asked) s->want_drain = true; /* could not be written at once */
+      /* could not be written at once */
+      if ((size_t)res < asked || (op->flags & IOC__OPF_SEND_WAITED)) s->want_drain = true;
     }
   } else if (res == 0) {
     res = IOC_EPIPE; /* nothing written for a non-empty write: never loop on it */
