@@ -467,6 +467,14 @@ static void handlers_from_opts(lua_State *L, int idx, const char *fn, int first)
   }
 }
 
+/* The address argument: a string, and only a string. luaL_checklstring would
+ * turn a number into text ("42"), so a misuse would come back as EINVAL
+ * instead of raising as the contract says. */
+static const char *check_address(lua_State *L, int idx, size_t *len) {
+  if (lua_type(L, idx) != LUA_TSTRING) luaL_typeerror(L, idx, "string");
+  return lua_tolstring(L, idx, len);
+}
+
 static uint64_t opt_u64(lua_State *L, int idx, const char *k, uint64_t def, uint64_t lo, uint64_t hi,
                         const char *fn) {
   if (!idx) return def;
@@ -489,7 +497,7 @@ static uint64_t opt_u64(lua_State *L, int idx, const char *k, uint64_t def, uint
 int lb_core_listen(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   size_t alen;
-  const char *addr = luaL_checklstring(L, 2, &alen);
+  const char *addr = check_address(L, 2, &alen);
   int oi = 0;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -590,7 +598,7 @@ static const luaL_Reg listener_methods[] = {{"address", l_listener_address}, {"p
 int lb_core_connect(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   size_t alen;
-  const char *addr = luaL_checklstring(L, 2, &alen);
+  const char *addr = check_address(L, 2, &alen);
   int oi = 0;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
