@@ -229,7 +229,9 @@ static void process_close(lcore *lc, lev *e) {
   if (lua_isfunction(T, -1)) {
     lua_pushvalue(T, -2);
     push_err(T, e->err);
-    lb_call(lc, 2, NULL); /* the session is closed already: nothing to abort */
+    /* on_error gets the session too; the abort lb_call does on an error
+     * is a no-op here, the session being closed already. */
+    lb_call(lc, 2, e->s);
   } else {
     lua_pop(T, 1);
   }
