@@ -483,8 +483,13 @@ static int l_core_run(lua_State *L) {
     int ms = deadline == UINT64_MAX ? -1 : (int)((deadline - now) > 0x7fffffff ? 0x7fffffff : deadline - now);
     wait_events(lc, sfd, ms);
   }
-  /* Take the state back: wait for the handler in progress, then the workers. */
-  pthread_mutex_lock(&lc->lua_lock);
+  /* Take the state back: wait for the handler in progress, then the workers.
+   * The watchdog keeps running meanwhile: blocking on the lock would leave a
+   * runaway handler uninterrupted and run(timeout) would never return. */
+  while (pthread_mutex_trylock(&lc->lua_lock) != 0) {
+    poll(NULL, 0, 2);
+    watchdog(lc);
+  }
   lc->running = false;
   pthread_mutex_unlock(&lc->lua_lock);
   ioc_core_stop(lc->core);
