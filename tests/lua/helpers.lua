@@ -1,0 +1,329 @@
+-- Helpers shared by the Lua suite: cores that check they closed cleanly,
+-- waiting without timing assertions, clients made of core:connect sessions,
+-- payloads, and subprocesses (examples, signals).
+--
+-- Every test runs its body through H.with_core(): the body gets a fresh core
+-- whose handler errors are collected (a handler error the test did not ask
+-- for fails the test), and when the body returns the core is run until no
+-- session, socket or operation is left, then collected and closed, and
+-- core:close() must return true.
+local lu = require "luaunit"
+local iocore = require "iocore"
+
+local H = { iocore = iocore, lu = lu }
+
+H.lua = "lua5.4" -- set by run.lua to the interpreter running the suite
+H.root = "."     -- set by run.lua to the repository root
+
+-- ---- time ----------------------------------------------------------------------
+
+-- Milliseconds from a monotonic clock (/proc/uptime, 10 ms steps); only used
+-- for deadlines, never in an assertion.
+function H.now()
+  local f = io.open("/proc/uptime", "r")
+  if f then
+    local s = f:read("n")
+    f:close()
+    if s then return s * 1000 end
+  end
+  return os.time() * 1000
+end
+
+-- Runs `core` in short slices until cond() is true or `ms` pass. Returns
+-- whether cond() became true. A slice that ends in stop() is fine: the core
+-- stays usable.
+function H.wait(core, cond, ms)
+  local deadline = H.now() + (ms or 10000)
+  while not cond() do
+    if H.now() > deadline then return cond() end
+    core:run(10)
+  end
+  return true
+end
+
+-- H.wait, failing the test with `what` on time-out.
+function H.wait_for(core, cond, what, ms)
+  if not H.wait(core, cond, ms) then
+    lu.fail("timed out waiting for " .. (what or "a condition"), 2)
+  end
+end
+
+-- Sleeps without a core.
+function H.sleep(ms)
+  os.execute(("sleep %.3f"):format(ms / 1000))
+end
+
+-- ---- cores ---------------------------------------------------------------------
+
+local DEFAULT_THREADS = 2
+
+-- A core with handler errors collected into ctx.errors. opts as for
+-- iocore.core; threads defaults to 2.
+function H.new_core(opts)
+  opts = opts or {}
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  if o.threads == nil then o.threads = DEFAULT_THREADS end
+  if o.signals == nil then o.signals = false end
+  local core, err = iocore.core(o)
+  lu.assertNotNil(core, err)
+  local ctx = { errors = {} }
+  core:on_error(function(msg, s)
+    ctx.errors[#ctx.errors + 1] = { msg = msg, session = s }
+  end)
+  return core, ctx
+end
+
+local function is_luaunit_status(e)
+  return type(e) == "string" and (e:find(lu.FAILURE_PREFIX, 1, true) or e:find(lu.SKIP_PREFIX, 1, true))
+end
+
+-- The end of every test: nothing open, nothing in flight, nothing queued;
+-- then every Lua object is collected and core:close() returns true.
+-- (Objects the test dropped are collected first: a listener's socket is only
+-- closed once its Lua object is gone, see test_listener_close_...)
+function H.assert_closed_cleanly(core)
+  collectgarbage()
+  collectgarbage()
+  local function idle()
+    local st = core:stats()
+    return st.active == 0 and st.sockets == 0 and st.ops_inflight == 0 and st.queued == 0
+  end
+  H.wait(core, idle, 10000)
+  local st = core:stats()
+  lu.assertEquals(st.active, 0, "sessions still open at the end of the test")
+  lu.assertEquals(st.sockets, 0, "sockets still open at the end of the test")
+  lu.assertEquals(st.ops_inflight, 0, "operations still in flight at the end of the test")
+  lu.assertEquals(st.queued, 0, "events still queued at the end of the test")
+  collectgarbage()
+  collectgarbage()
+  local ok, err = core:close()
+  lu.assertTrue(ok, "core:close(): " .. tostring(err))
+end
+
+-- Runs body(core, ctx) on a fresh core, then checks that it closed cleanly.
+-- Handler errors fail the test unless the body set ctx.allow_errors (and
+-- then it checks ctx.errors itself). On a failure the core is closed
+-- (abortively) before the failure is passed on.
+function H.with_core(opts, body)
+  if type(opts) == "function" then opts, body = nil, opts end
+  local core, ctx = H.new_core(opts)
+  local ok, err = xpcall(body, function(e)
+    if is_luaunit_status(e) then return e end
+    return debug.traceback(tostring(e), 2)
+  end, core, ctx)
+  if ok and not ctx.allow_errors and #ctx.errors > 0 then
+    ok, err = false, lu.FAILURE_PREFIX .. ("%d unexpected handler error(s); first:\n%s"):format(
+      #ctx.errors, ctx.errors[1].msg)
+  end
+  ctx.errors = {} -- they may hold sessions
+  if ok then
+    ok, err = xpcall(H.assert_closed_cleanly, function(e)
+      if is_luaunit_status(e) then return e end
+      return debug.traceback(tostring(e), 2)
+    end, core)
+  end
+  if not ok then
+    pcall(core.close, core)
+    error(err, 0)
+  end
+end
+
+-- ---- results --------------------------------------------------------------------
+
+-- Asserts `msg` is an error message "CODE: text" (any code when code is nil).
+function H.assert_msg(msg, code, what)
+  local pat = "^" .. (code or "E[%u%d]+") .. ": .+"
+  if type(msg) ~= "string" or not msg:match(pat) then
+    lu.fail(("%sexpected an error message %q, got %s"):format(what and (what .. ": ") or "",
+      (code or "ECODE") .. ": ...", type(msg) == "string" and ("%q"):format(msg) or tostring(msg)), 2)
+  end
+end
+
+-- Asserts the results of a call are exactly nil, "CODE: text", "CODE".
+function H.assert_fail(code, what, ...)
+  local n, v, msg, got = select("#", ...), ...
+  what = what or "call"
+  if v ~= nil or n ~= 3 or got ~= code or type(msg) ~= "string" or not msg:match("^" .. code .. ": .+") then
+    local shown = {}
+    for i = 1, n do shown[i] = ("%q"):format(tostring((select(i, ...)))) end
+    lu.fail(("%s: expected nil, %q, %q; got %s"):format(what, code .. ": ...", code,
+      n == 0 and "nothing" or table.concat(shown, ", ")), 2)
+  end
+end
+
+-- ---- listeners and clients -------------------------------------------------------
+
+-- A listener on a free loopback port.
+function H.listen(core, opts)
+  local l, err = core:listen("127.0.0.1:0", opts)
+  lu.assertNotNil(l, err)
+  return l
+end
+
+-- An echo server: every byte received is sent back. Returns the listener.
+function H.echo_server(core, opts)
+  opts = opts or {}
+  local o = { on_recv = function(s, data) s:send(data) end }
+  for k, v in pairs(opts) do o[k] = v end
+  return H.listen(core, o)
+end
+
+-- A client session of `core` connected to `address` that collects what it
+-- receives. Returns a record:
+--   c.s        the session
+--   c.connected  true once on_connect(s, nil) ran; c.connect_err otherwise
+--   c.chunks   what on_recv got, in order; c:data() concatenates them
+--   c.received byte count
+--   c.closed   true once on_close ran; c.close_err its err; c.close_calls count
+-- opts.on_connect(c), opts.on_recv(c, data), opts.on_close(c, err) are
+-- called after the bookkeeping.
+function H.client(core, address, opts)
+  opts = opts or {}
+  local c = { chunks = {}, received = 0, close_calls = 0, events = {} }
+  function c:data() return table.concat(self.chunks) end
+  local s, err = core:connect(address, {
+    on_connect = function(s, e)
+      c.events[#c.events + 1] = "connect"
+      if e then c.connect_err = e else c.connected = true end
+      if opts.on_connect then opts.on_connect(c, e) end
+    end,
+    on_recv = function(s, data)
+      c.events[#c.events + 1] = "recv"
+      c.chunks[#c.chunks + 1] = data
+      c.received = c.received + #data
+      if opts.on_recv then opts.on_recv(c, data) end
+    end,
+    on_close = function(s, e)
+      c.events[#c.events + 1] = "close"
+      c.closed = true
+      c.close_err = e
+      c.close_calls = c.close_calls + 1
+      if opts.on_close then opts.on_close(c, e) end
+    end,
+  })
+  lu.assertNotNil(s, err)
+  c.s = s
+  return c
+end
+
+-- ---- payloads --------------------------------------------------------------------
+
+local pool
+-- A deterministic pseudo-random byte string of n bytes (seeded).
+function H.payload(n, seed)
+  if not pool then
+    local rnd = math.random
+    math.randomseed(12345)
+    local parts = {}
+    for i = 1, 256 do
+      local t = {}
+      for j = 1, 1024 do t[j] = rnd(0, 255) end
+      parts[i] = string.char(table.unpack(t))
+    end
+    pool = table.concat(parts) -- 256 KiB
+  end
+  math.randomseed(seed or n)
+  local out, have = {}, 0
+  while have < n do
+    local take = math.min(n - have, math.random(1, 65536))
+    local at = math.random(1, #pool - take + 1)
+    out[#out + 1] = pool:sub(at, at + take - 1)
+    have = have + take
+  end
+  return table.concat(out)
+end
+
+-- ---- subprocesses ----------------------------------------------------------------
+
+local procs = {}
+
+local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+H.shq = shq
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+H.read_file = read_file
+
+-- Starts `lua5.4 script args...` in the background (same environment, so
+-- the same module and backend), output to a file. Never blocks. Returns a
+-- record: p.pid, p:output(), p:exited(), p.status (exit status, once exited),
+-- p:kill(sig).
+function H.spawn(script, ...)
+  local base = os.tmpname()
+  local p = { out = base .. ".out", pidf = base .. ".pid", statusf = base .. ".status", base = base }
+  local args = { shq(H.lua), shq(script) }
+  for _, a in ipairs({ ... }) do args[#args + 1] = shq(a) end
+  local cmd = ("( %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s ) >/dev/null 2>&1 </dev/null &")
+      :format(table.concat(args, " "), shq(p.out), shq(p.pidf), shq(p.statusf))
+  os.execute(cmd)
+  function p:output() return read_file(self.out) or "" end
+  function p:exited()
+    if self.status then return true end
+    local s = read_file(self.statusf)
+    if s and s:match("%d+") then
+      self.status = tonumber(s:match("%d+"))
+      return true
+    end
+    return false
+  end
+  function p:getpid()
+    if not self.pid then
+      local s = read_file(self.pidf)
+      self.pid = s and tonumber(s:match("%d+"))
+    end
+    return self.pid
+  end
+  function p:kill(sig)
+    local pid = self:getpid()
+    if pid and not self:exited() then os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", pid)) end
+  end
+  procs[#procs + 1] = p
+  return p
+end
+
+-- Waits (running `core`, or sleeping) until the subprocess printed a line
+-- matching `pattern`; returns the first capture (or the match).
+function H.wait_output(core, p, pattern, ms)
+  local found
+  local function check()
+    found = p:output():match(pattern)
+    return found ~= nil or p:exited()
+  end
+  if core then
+    H.wait(core, check, ms or 10000)
+  else
+    local deadline = H.now() + (ms or 10000)
+    while not check() and H.now() < deadline do H.sleep(10) end
+  end
+  if not found then
+    lu.fail(("subprocess %s: no output matching %q (exited: %s)\n--- output:\n%s"):format(
+      p.base, pattern, tostring(p.status), p:output()), 2)
+  end
+  return found
+end
+
+-- Kills what is still running and removes the files (tearDown).
+function H.reap()
+  for _, p in ipairs(procs) do
+    if not p:exited() then p:kill("KILL") end
+    for _, f in ipairs({ p.out, p.pidf, p.statusf, p.base }) do os.remove(f) end
+  end
+  procs = {}
+end
+
+-- luaunit hooks every test class uses.
+function H.setUp() end
+function H.tearDown() H.reap() end
+
+-- A test class with the shared setUp/tearDown.
+function H.class()
+  return { setUp = H.setUp, tearDown = H.tearDown }
+end
+
+return H
