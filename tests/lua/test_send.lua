@@ -1,0 +1,223 @@
+-- Sending and closing: ECLOSED, graceful close flushing, abort dropping,
+-- gathered sends, pending()/on_drain, max_pending.
+local H = require "helpers"
+local lu = H.lu
+
+TestSend = H.class()
+
+local MiB = 1 << 20
+
+-- A listener whose accepted sessions are handed to on_session(s); returns
+-- the listener.
+local function server(core, on_session, opts)
+  local o = { on_accept = on_session }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return H.listen(core, o)
+end
+
+function TestSend:test_send_after_close_returns_eclosed()
+  H.with_core(function(core)
+    local server_session
+    local l = server(core, function(s) server_session = s end)
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.connected and server_session end, "connect")
+    lu.assertTrue(c.s:send("before"))
+    lu.assertTrue(c.s:close())
+    lu.assertTrue(c.s:closed())
+    H.assert_fail("ECLOSED", "send after close()", c.s:send("after"))
+    H.assert_fail("ECLOSED", "gathered send after close()", c.s:send({ "a", "b" }))
+    H.assert_fail("ECLOSED", "second close()", c.s:close())
+    H.wait_for(core, function() return c.closed end, "on_close")
+    H.assert_fail("ECLOSED", "send after on_close", c.s:send("late"))
+    lu.assertEquals(c.s:pending(), 0)
+    l:close()
+  end)
+end
+
+function TestSend:test_close_flushes_4MiB_then_peer_sees_eof()
+  H.with_core(function(core)
+    local data = H.payload(4 * MiB, 44)
+    local server_close = "not yet"
+    local l = server(core, function(s)
+      lu.assertTrue(s:send(data))
+      lu.assertTrue(s:pending() > 0)
+      lu.assertTrue(s:close())
+      s:on_close(function(_, err) server_close = err end)
+    end)
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.closed and server_close ~= "not yet" end, "flush and close", 20000)
+    lu.assertNil(c.close_err, "the client's on_close sees a clean close")
+    lu.assertEquals(c.received, #data)
+    lu.assertTrue(c:data() == data, "the 4 MiB arrive intact")
+    lu.assertNil(server_close)
+    l:close()
+  end)
+end
+
+function TestSend:test_abort_drops_queued_data()
+  H.with_core(function(core)
+    local data = H.payload(4 * MiB, 45)
+    local server_close = "not yet"
+    local l = server(core, function(s)
+      s:on_close(function(_, err) server_close = err end)
+      lu.assertTrue(s:send(data))
+      lu.assertTrue(s:abort())
+      lu.assertTrue(s:closed())
+      H.assert_fail("ECLOSED", "send after abort()", s:send("x"))
+    end)
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.closed and server_close ~= "not yet" end, "abort", 20000)
+    -- the peer sees a reset, or at least not everything that was queued
+    local reset = c.close_err ~= nil and c.close_err:match("^ECONNRESET: ") ~= nil
+    lu.assertTrue(reset or c.received < #data,
+      ("peer got %d of %d bytes, on_close err %s"):format(c.received, #data, tostring(c.close_err)))
+    lu.assertNil(server_close, "abort() gives on_close(s, nil)")
+    l:close()
+  end)
+end
+
+function TestSend:test_abort_right_after_connect_gives_peer_reset()
+  H.with_core(function(core)
+    local l = server(core, function(s) s:abort() end)
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.closed end, "reset")
+    H.assert_msg(c.close_err, "ECONNRESET", "client on_close after the server's abort()")
+    l:close()
+  end)
+end
+
+function TestSend:test_gathered_send_arrives_in_order()
+  H.with_core(function(core)
+    local small, big = {}, {}
+    for i = 1, 5 do small[i] = string.rep(string.char(64 + i), i) end
+    for i = 1, 1000 do big[i] = ("<%d>"):format(i) .. string.rep("x", i % 7) end
+    big[500] = ""  -- empty pieces are fine
+    local expected = table.concat(small) .. table.concat(big) .. "tail"
+    local l = server(core, function(s)
+      lu.assertTrue(s:send(small))
+      lu.assertTrue(s:send(big))
+      lu.assertTrue(s:send({}))
+      lu.assertTrue(s:send({ "tail" }))
+      s:close()
+    end)
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.closed end, "gathered data and close")
+    lu.assertNil(c.close_err)
+    lu.assertEquals(c:data(), expected)
+    l:close()
+  end)
+end
+
+function TestSend:test_pending_after_big_send_and_on_drain_when_it_empties()
+  H.with_core(function(core)
+    local data = H.payload(8 * MiB, 46)
+    local pending_after_send, drained, pending_at_drain, drains = nil, false, nil, 0
+    local l = server(core, function(s)
+      lu.assertIs(s:on_drain(function(s2)
+        drains = drains + 1
+        drained = true
+        pending_at_drain = s2:pending()
+      end), s)
+      lu.assertTrue(s:send(data))
+      pending_after_send = s:pending()
+    end)
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.received == #data end, "8 MiB", 20000)
+    H.wait_for(core, function() return drained end, "on_drain", 5000)
+    lu.assertTrue(pending_after_send > 0, "pending() right after an 8 MiB send")
+    lu.assertTrue(pending_after_send <= #data)
+    lu.assertEquals(pending_at_drain, 0)
+    lu.assertEquals(drains, 1)
+    lu.assertTrue(c:data() == data)
+    c.s:close()
+    H.wait_for(core, function() return c.closed end, "close")
+    l:close()
+  end)
+end
+
+function TestSend:test_send_over_max_pending_returns_enobufs_and_queues_nothing()
+  H.with_core(function(core)
+    local results = {}
+    local l = server(core, function(s)
+      results.first = s:pending()
+      results.ok = s:send(string.rep("a", 60000))
+      results.pending1 = s:pending()
+      results.over = table.pack(s:send(string.rep("b", 10000)))
+      results.pending2 = s:pending()
+      s:close()
+    end, { max_pending = 64 * 1024 })
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.closed end, "close")
+    lu.assertTrue(results.ok)
+    lu.assertEquals(results.pending1, 60000)
+    H.assert_fail("ENOBUFS", "send over max_pending", table.unpack(results.over, 1, results.over.n))
+    lu.assertEquals(results.pending2, 60000, "a refused send queues nothing")
+    lu.assertEquals(c.received, 60000)
+    lu.assertEquals(c:data(), string.rep("a", 60000))
+    l:close()
+  end)
+end
+
+function TestSend:test_peer_close_gives_on_close_nil_on_both_sides()
+  H.with_core(function(core)
+    local server_err = "not yet"
+    local l = H.echo_server(core, { on_accept = function(s) s:on_close(function(_, err) server_err = err end) end })
+    local c = H.client(core, l:address(), {
+      on_connect = function(c) c.s:send("x") end,
+      on_recv = function(c) c.s:close() end,
+    })
+    H.wait_for(core, function() return c.closed and server_err ~= "not yet" end, "both closes")
+    lu.assertNil(c.close_err)
+    lu.assertNil(server_err)
+    l:close()
+  end)
+end
+
+-- close() from inside on_connect: the FIN goes out, and the peer's FIN that
+-- answers it must be read, so on_close follows at once, not after the
+-- 5 s linger that only guards against a peer that never closes.
+function TestSend:test_close_from_on_connect_finishes_on_the_peers_fin()
+  H.with_core(function(core)
+    local server_err = "not yet"
+    local l = H.listen(core, { on_accept = function(s) s:on_close(function(_, err) server_err = err end) end })
+    local c = H.client(core, l:address(), { on_connect = function(c) c.s:close() end })
+    H.wait_for(core, function() return server_err ~= "not yet" end, "the server's close")
+    H.wait_for(core, function() return c.closed end,
+      "the client's on_close after the server's FIN (it waited for the linger: its receive was never posted?)", 3000)
+    lu.assertNil(c.close_err)
+    lu.assertNil(server_err)
+    l:close()
+  end)
+end
+
+-- The server answers in on_recv; the client half-closes right after its
+-- request (send, then close(): FIN after the data). The answer must still
+-- be sendable from on_recv even when the Lua side lags behind the sockets:
+-- here a timer keeps the state busy while the other worker accepts, reads
+-- the requests and the FINs, so on_recv runs after the C side saw the FIN.
+function TestSend:test_reply_from_on_recv_after_peer_half_close()
+  H.with_core({ threads = 2 }, function(core)
+    local N = 5
+    local failures, replies, closed = {}, 0, 0
+    local l = H.listen(core, {
+      on_recv = function(s, data)
+        local ok, err = s:send("reply")
+        if ok then replies = replies + 1 else failures[#failures + 1] = err end
+      end,
+      on_close = function() closed = closed + 1 end,
+    })
+    core:after(0, function()
+      local until_ms = H.now() + 300
+      while H.now() < until_ms do end
+    end)
+    for _ = 1, N do
+      local c = H.client(core, l:address())
+      lu.assertTrue(c.s:send("request"))  -- queued until connected
+      lu.assertTrue(c.s:close())          -- then written, then FIN
+    end
+    H.wait_for(core, function() return closed == N end, "every session", 20000)
+    lu.assertEquals(#failures, 0, ("%d of %d replies refused; first: %s"):format(#failures, N, tostring(failures[1])))
+    lu.assertEquals(replies, N)
+    l:close()
+  end)
+end
