@@ -42,6 +42,12 @@ local function when(term)
   end
 end
 
+-- premake5's Visual Studio actions: the gcc flags below are kept from
+-- cl.exe (gccoptions / gcclinkoptions), and C11 is asked for its way.
+local msvc = not premake4 and _ACTION ~= nil and _ACTION:match("^vs") ~= nil
+local function gccoptions(list) if not msvc then buildoptions(list) end end
+local function gcclinkoptions(list) if not msvc then linkoptions(list) end end
+
 local function have(pattern)
   return #os.matchfiles(pattern) > 0
 end
@@ -58,7 +64,14 @@ solution "iocore"
   configurations { "debug", "release", "asan", "tsan" }
   language "C"
   includedirs { "src/include", "src/core", "src/net" }
-  buildoptions { "-std=c11", "-Wall", "-Wextra" }
+  gccoptions { "-std=c11", "-Wall", "-Wextra" }
+  if msvc then
+    -- <stdatomic.h> needs Visual Studio 2022 17.5 or later
+    cdialect "C11"
+    buildoptions { "/experimental:c11atomics" }
+    warnings "Extra"
+    defines { "_CRT_SECURE_NO_WARNINGS" }
+  end
   -- debug info in every configuration (premake4 would otherwise link with -s)
   if premake4 then
     flags { "Symbols" }
@@ -68,22 +81,22 @@ solution "iocore"
 
   when("debug")
     defines { "IOC_DEBUG" }
-    buildoptions { "-O0" }
+    gccoptions { "-O0" }
 
   when("release")
     defines { "NDEBUG" }
-    buildoptions { "-O2" }
+    gccoptions { "-O2" }
 
   when("asan")
     defines { "IOC_DEBUG" }
-    buildoptions { "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+    gccoptions { "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                    "-fno-omit-frame-pointer" }
-    linkoptions { "-fsanitize=address,undefined" }
+    gcclinkoptions { "-fsanitize=address,undefined" }
 
   when("tsan")
     defines { "IOC_DEBUG" }
-    buildoptions { "-O1", "-fsanitize=thread", "-fno-omit-frame-pointer" }
-    linkoptions { "-fsanitize=thread" }
+    gccoptions { "-O1", "-fsanitize=thread", "-fno-omit-frame-pointer" }
+    gcclinkoptions { "-fsanitize=thread" }
 
   -- Strict C11 hides POSIX (O_CLOEXEC, clock_gettime...): ask glibc for
   -- POSIX.1-2008 + BSD, as a plain `cc` would. Files that need GNU
@@ -91,8 +104,13 @@ solution "iocore"
   when("not windows")
     defines { "_DEFAULT_SOURCE" }
 
+  -- __USE_MINGW_ANSI_STDIO: mingw's own printf family, so %zu and %llu
+  -- work on every Windows (msvcrt.dll's do not know them).
   when("windows")
-    defines { "_WIN32_WINNT=0x0600", "WIN32_LEAN_AND_MEAN" }
+    defines { "_WIN32_WINNT=0x0600", "WIN32_LEAN_AND_MEAN", "__USE_MINGW_ANSI_STDIO=1" }
+    -- libgcc linked in: the .exe and .dll files need no mingw DLL beside
+    -- them, so they run under wine or on a bare Windows as they are.
+    gcclinkoptions { "-static-libgcc" }
 
   when()
 
@@ -123,9 +141,9 @@ project "iocore"
   kind "StaticLib"
   files(lib_sources)
   files(lib_headers)
-  buildoptions { "-fvisibility=hidden" }
+  gccoptions { "-fvisibility=hidden" }
   when("not windows")
-    buildoptions { "-fPIC" }
+    gccoptions { "-fPIC" }
   common("iocore", false, "lib")
 
 -- The same library as libiocore.so / iocore.dll (public symbols only).
@@ -135,14 +153,17 @@ project "iocore_shared"
   files(lib_sources)
   files(lib_headers)
   defines { "IOC_SHARED_BUILD" }
-  buildoptions { "-fvisibility=hidden" }
+  gccoptions { "-fvisibility=hidden" }
   common("iocore_shared", true)
 
 -- The Lua 5.4 module: build/bin/<config>/iocore.so with the library
 -- compiled in. Not linked against liblua: a C module takes the Lua API from
 -- the interpreter that loads it. With -fvisibility=hidden, luaopen_iocore
 -- must be declared IOC_API (LUAMOD_API alone is plain `extern`).
-if have("src/lua/*.c") then
+-- Not on Windows yet: the binding uses pthread, eventfd, signalfd and poll,
+-- and a Windows DLL cannot leave the Lua API unresolved (it must link
+-- lua54); docs/windows.md lists what the port takes.
+if have("src/lua/*.c") and not windows then
   project "iocore_lua"
     kind "SharedLib"
     targetname "iocore"
@@ -151,21 +172,11 @@ if have("src/lua/*.c") then
     files(lib_sources)
     files(lib_headers)
     defines { "IOC_SHARED_BUILD" }
-    buildoptions { "-fvisibility=hidden" }
+    gccoptions { "-fvisibility=hidden" }
     when("not windows")
       includedirs { "/usr/include/lua5.4" }
     when()
     common("iocore_lua", true)
-    if windows then
-      -- iocore_shared is iocore.dll too: keep the module in its own folder.
-      -- (A Windows DLL cannot leave the Lua API unresolved: linking lua54
-      -- is part of the Windows port.)
-      for _, cfg in ipairs({ "debug", "release", "asan", "tsan" }) do
-        when(cfg)
-          targetdir(root .. "/bin/" .. cfg .. "/lua")
-      end
-      when()
-    end
 end
 
 -- The C test suite (tests/c/*.c): one binary, `iocore_tests --backend NAME`.
