@@ -13,6 +13,10 @@
 #if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
 #endif
+/* mingw-w64: C99 printf (%zu, %lld) instead of msvcrt's */
+#if defined(_WIN32) && !defined(__USE_MINGW_ANSI_STDIO)
+#define __USE_MINGW_ANSI_STDIO 1
+#endif
 
 #ifdef _WIN32
 #ifndef WIN32_LEAN_AND_MEAN
@@ -40,7 +44,11 @@
 
 #if defined(__GNUC__)
 #define T_NORETURN __attribute__((noreturn))
+#ifdef _WIN32
+#define T_PRINTF(a, b) __attribute__((format(gnu_printf, a, b)))
+#else
 #define T_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#endif
 #else
 #define T_NORETURN
 #define T_PRINTF(a, b)

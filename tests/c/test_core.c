@@ -478,3 +478,47 @@ void test_close_all_closes_listeners_and_sessions(void) {
     ASSERT_CORE_CLEAN(core);
   }
 }
+
+/* ---- two_cores_run_independently --------------------------------------------------- */
+
+static atomic_int two_accepts;
+static void two_recv(ioc_session_t *s, const char *data, size_t len) { ASSERT_OK(ioc_session_send(s, data, len)); }
+static void two_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
+  (void)l;
+  (void)ud;
+  ioc_session_callbacks_t cb = callbacks(NULL, two_recv, NULL, NULL);
+  ioc_session_set_callbacks(s, &cb, NULL);
+  atomic_fetch_add(&two_accepts, 1);
+}
+
+static void ping_through(ioc_listener_t *l) {
+  sock_t c = tcp_connect(ioc_listener_address(l));
+  sock_set_timeouts(c, 5000);
+  ASSERT_EQ(sock_send_all(c, "ping", 4), 0);
+  char b[4];
+  ASSERT_OK(sock_recv_exact(c, b, 4));
+  ASSERT(memcmp(b, "ping", 4) == 0);
+  sock_close(c);
+}
+
+void test_two_cores_run_independently(void) {
+  ioc_core_t *a, *b;
+  make_core(&a);
+  make_core(&b);
+  ASSERT_OK(ioc_core_start(a, 2));
+  ASSERT_OK(ioc_core_start(b, 2));
+  ioc_listener_t *la = listen_loopback(a, NULL, two_accept, NULL);
+  ioc_listener_t *lb = listen_loopback(b, NULL, two_accept, NULL);
+  ping_through(la);
+  ping_through(lb);
+  /* stopping one leaves the other running */
+  ioc_core_stop(a);
+  ioc_core_join(a);
+  ping_through(lb);
+  ASSERT_OK(ioc_core_start(a, 1));
+  ping_through(la);
+  ioc_listener_close(la);
+  ioc_listener_close(lb);
+  ASSERT_CORE_CLEAN(a);
+  ASSERT_CORE_CLEAN(b);
+}

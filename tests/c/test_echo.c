@@ -498,3 +498,32 @@ void test_stats_count_bytes_and_sessions(void) {
   ASSERT_CORE_CLEAN(core);
   echo_server_free(srv);
 }
+
+/* ---- small_queue_depth_still_carries_many_sessions ------------------------------------- */
+
+/* io_uring with 8 submission entries and far more operations than that in
+ * flight: submissions must queue, not fail, and completions must not be
+ * dropped. (Other backends ignore queue_depth; the test holds for them too.) */
+void test_small_queue_depth_still_carries_many_sessions(void) {
+  enum { N = 64 };
+  ioc_core_t *core;
+  ioc_core_options_t opts;
+  memset(&opts, 0, sizeof opts);
+  opts.queue_depth = 8;
+  make_core_opts(&core, &opts);
+  ASSERT_OK(ioc_core_start(core, 2));
+  echo_server_t *srv = echo_server_new(N, 0);
+  ioc_listener_options_t lo;
+  memset(&lo, 0, sizeof lo);
+  lo.accepts = 32; /* more accepts than submission entries on their own */
+  ioc_listener_t *l = listen_loopback(core, &lo, es_accept, srv);
+  WAIT_UNTIL(core, core_stats(core).accepts_posted == 32, 5000);
+  echo_conn_t *conns = (echo_conn_t *)calloc(N, sizeof *conns);
+  uint64_t rng = 8;
+  for (int i = 0; i < N; i++) plan_conn(&conns[i], &rng, (int)scaled_load(20, 4), 0, 64 * 1024);
+  run_echo(core, l, srv, conns, N, 2, 60000);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+  free_conns(conns, N);
+  echo_server_free(srv);
+}

@@ -15,6 +15,7 @@
   X(stop_from_callback_cancels_dispatch, 0)                    \
   X(core_destroy_refuses_while_objects_alive, 0)               \
   X(close_all_closes_listeners_and_sessions, 0)                \
+  X(two_cores_run_independently, 0)                    \
   /* test_timer.c */                                           \
   X(timers_fire_in_order, 0)                                   \
   X(repeating_timer_repeats_and_cancel_stops_it, 0)            \
@@ -23,6 +24,7 @@
   X(timers_on_4_workers_fire_exactly_once, 0)                  \
   X(timer_cancel_from_another_thread_stops_it, 0)              \
   X(timer_ids_are_never_reused, 0)                             \
+  X(timer_started_from_callback_fires, 0)              \
   /* test_address.c */                                         \
   X(address_parse_rejects_malformed_forms, 0)                  \
   X(address_parse_and_format_round_trip, 0)                    \
@@ -38,6 +40,7 @@
   X(listener_close_keeps_accepted_sessions, 0)                 \
   X(listener_max_connections_rejects_excess, 0)                \
   X(listener_set_accept_replaces_callback, 0)                  \
+  X(reuseport_lets_two_listeners_share_a_port, 0)      \
   /* test_session.c */                                         \
   X(connect_succeeds, 0)                                       \
   X(connect_refused_reports_econnrefused, 0)                   \
@@ -62,5 +65,6 @@
   X(echo_integrity_100_sessions_4_workers, 120000)             \
   X(session_callbacks_order_accept_recv_close, 60000)          \
   X(stats_count_bytes_and_sessions, 0)                         \
+  X(small_queue_depth_still_carries_many_sessions, 0)  \
   /* test_emfile.c */                                          \
   X(emfile_neither_spins_nor_kills_listener, 60000)

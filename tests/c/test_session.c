@@ -115,10 +115,31 @@ void test_connect_succeeds(void) {
   ASSERT_EQ(st.connected, 2);
   ASSERT_EQ(st.accepted, 1);
   ioc_listener_close(l);
-  ASSERT_CORE_CLEAN(core);
+  WAIT_UNTIL(core, core_stats(core).objects == 0, 5000);
   free(data);
   rec_free(&r);
   rec_server_free(srv);
+
+  /* 3. "localhost:port" resolves to 127.0.0.1 */
+  os = tcp_listen_os(&os_addr);
+  char lh[64];
+  snprintf(lh, sizeof lh, "localhost:%d", ioc_addr_port(&os_addr));
+  rec_init(&r, 0);
+  ioc_session_callbacks_t cb = rec_callbacks();
+  ASSERT_OK(ioc_connect(core, lh, strlen(lh), &cb, &r, NULL, &s));
+  WAIT_UNTIL(core, atomic_load(&r.opens) == 1, 5000);
+  ASSERT_ERR(r.open_err, 0);
+  ASSERT(ioc_addr_format(ioc_session_peer(s), got, sizeof got) > 0);
+  snprintf(want, sizeof want, "127.0.0.1:%d", ioc_addr_port(&os_addr));
+  ASSERT_STR_EQ(got, want);
+  peer = tcp_accept_os(os, 5000);
+  ASSERT(peer != BAD_SOCK);
+  sock_close(peer);
+  WAIT_UNTIL(core, atomic_load(&r.closes) == 1, 5000);
+  ioc_session_release(s);
+  sock_close(os);
+  rec_free(&r);
+  ASSERT_CORE_CLEAN(core);
 }
 
 /* ---- connect_refused_reports_econnrefused ----------------------------------------- */
