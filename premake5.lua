@@ -68,6 +68,7 @@ solution "iocore"
   if msvc then
     -- <stdatomic.h> needs Visual Studio 2022 17.5 or later
     cdialect "C11"
+    architecture "x86_64"
     buildoptions { "/experimental:c11atomics" }
     warnings "Extra"
     defines { "_CRT_SECURE_NO_WARNINGS" }
