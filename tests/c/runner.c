@@ -133,7 +133,7 @@ static void judge(result_t *r, const char *line, int exited, int status, int sig
                   int sig, int timed_out, int timeout_ms) {
   if (timed_out) {
     r->outcome = R_FAIL;
-    snprintf(r->reason, sizeof r->reason, "timed out after %d ms%s%s", timeout_ms,
+    snprintf(r->reason, sizeof r->reason, "timed out after %d ms%s%.1900s", timeout_ms,
              line[0] ? "; last report: " : "", line);
     return;
   }
