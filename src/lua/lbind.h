@@ -37,6 +37,7 @@ typedef enum {
   LEV_CLOSE,      /* s closed (err) */
   LEV_TIMER,      /* timer id fired */
   LEV_POST,       /* run posts[id] */
+  LEV_EOF,        /* s: the peer sent FIN; close gracefully after the handlers before it */
   LEV_KICK        /* nothing: makes a worker drain the queue */
 } lev_type;
 
@@ -76,6 +77,11 @@ typedef struct lcore {
   size_t memory_used;
   lua_Alloc prev_alloc;
   void *prev_alloc_ud;
+
+  /* T's stack top when the event being processed began (see stats().stack);
+   * `processing` is true meanwhile. Both under lua_lock. */
+  int stack_top;
+  bool processing;
 
   uint64_t handler_errors;
   uint64_t next_post_id;
