@@ -18,6 +18,14 @@
 #include <string.h>
 
 static _Thread_local const ioc_core_t *tls_dispatching;
+static _Thread_local int tls_batch_left;
+
+int ioc__core_batch_left(void) { return tls_batch_left; }
+
+void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud) {
+  core->batch_hook_ud = ud;
+  core->batch_hook = fn;
+}
 
 /* ---- objects -------------------------------------------------------------- */
 
@@ -267,6 +275,7 @@ static int run_ready(ioc_core_t *core) {
   int n = 0;
   while (op) {
     ioc__op_t *next = op->next;
+    tls_batch_left = next != NULL;
     if (op->type == IOC__OP_BACKEND)
       core->backend->run_deferred(core, op);
     else
@@ -334,7 +343,10 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
       n = m;
       break;
     }
-    for (int i = 0; i < m; i++) n += be->complete(core, &cqes[i]);
+    for (int i = 0; i < m; i++) {
+      tls_batch_left = m - i - 1;
+      n += be->complete(core, &cqes[i]);
+    }
     if (n > 0) break;
     if (deadline != UINT64_MAX && ioc__now_ms() >= deadline) {
       /* One last look so a timer due exactly now is not reported as a time-out. */
@@ -342,7 +354,9 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
       break;
     }
   }
+  tls_batch_left = 0;
   if (be->flush) be->flush(core);
+  if (core->batch_hook) core->batch_hook(core->batch_hook_ud);
   tls_dispatching = saved;
   return n;
 }

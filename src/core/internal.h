@@ -147,6 +147,13 @@ void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
 /* True when the calling thread is inside ioc_core_dispatch(core). Backends
  * use it to batch submissions until the end of the batch. */
 bool ioc__core_in_dispatch(const ioc_core_t *core);
+/* Inside a completion: how many completions this thread still has to run
+ * in its current batch after this one (0 = this is the last). */
+int ioc__core_batch_left(void);
+/* Runs fn(ud) on the dispatching thread at the end of every batch, after
+ * the batch's submissions were flushed (the Lua binding drains its queue
+ * there, so a long handler never holds completions of the batch back). */
+void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud);
 
 /* ---- handles ------------------------------------------------------------ */
 
@@ -261,6 +268,8 @@ struct ioc_core {
   void (*log)(void *ud, const char *line);
   void *log_ud;
   unsigned queue_depth;
+  void (*batch_hook)(void *ud);
+  void *batch_hook_ud;
 
   struct {
     atomic_uint_fast64_t accepted, connected, active, closed, bytes_in, bytes_out;

@@ -245,6 +245,11 @@ typedef struct ioc_session_callbacks {
   void (*on_recv)(ioc_session_t *s, const char *data, size_t len);
   void (*on_drain)(ioc_session_t *s);
   void (*on_close)(ioc_session_t *s, int err);
+  /* The peer sent FIN (it will send nothing more) after the last on_recv.
+   * NULL: the session closes gracefully at once (queued data, then FIN).
+   * Set: the session stays open for sends, and the callee closes it when it
+   * is done replying (ioc_session_close). */
+  void (*on_eof)(ioc_session_t *s);
 } ioc_session_callbacks_t;
 
 typedef struct ioc_buf {

@@ -78,7 +78,13 @@ static void cb_close(ioc_session_t *s, int err) {
   lb_push_event(ioc_session_userdata(s), e);
 }
 
-const ioc_session_callbacks_t lb_session_cbs = {cb_open, cb_recv, cb_drain, cb_close};
+/* The peer's FIN: queued behind the session's earlier events, so the Lua
+ * handlers of the data before it can still reply; then a graceful close. */
+static void cb_eof(ioc_session_t *s) {
+  push_or_abort(ioc_session_userdata(s), new_event(LEV_EOF, s, 0), s);
+}
+
+const ioc_session_callbacks_t lb_session_cbs = {cb_open, cb_recv, cb_drain, cb_close, cb_eof};
 
 static void cb_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   lcore *lc = ud;
@@ -266,6 +272,7 @@ void lb_process(lcore *lc, lev *e) {
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;
   case LEV_POST: process_post(lc, e); break;
+  case LEV_EOF: ioc_session_close(e->s); break;
   default: break;
   }
 }

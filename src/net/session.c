@@ -228,7 +228,7 @@ static void close_job(ioc__op_t *op) { op_done(IOC__CONTAINER_OF(op, ioc_session
 
 static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   int res = op->res;
-  bool deliver = false;
+  bool deliver = false, eof = false;
   ioc__spin_lock(&s->lock);
   s->recv_posted = false;
   if (res > 0) {
@@ -238,9 +238,13 @@ static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   } else if (res == 0) {
     s->peer_eof = true;
     if (s->state == IOC__S_OPEN) {
-      /* The peer is done sending: finish ours (queued data, then FIN). */
-      s->state = IOC__S_DRAINING;
-      if (!s->send_posted && queue_empty(s->sq)) shutdown_write(s);
+      if (s->cbs.on_eof) {
+        eof = true; /* the owner replies, then closes */
+      } else {
+        /* The peer is done sending: finish ours (queued data, then FIN). */
+        s->state = IOC__S_DRAINING;
+        if (!s->send_posted && queue_empty(s->sq)) shutdown_write(s);
+      }
     } else if (s->state == IOC__S_SHUTDOWN) {
       enter_closing(s, 0);
     }
@@ -250,6 +254,7 @@ static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   ioc__spin_unlock(&s->lock);
 
   if (deliver && s->cbs.on_recv) s->cbs.on_recv(s, op->buf, (size_t)res);
+  if (eof) s->cbs.on_eof(s);
 
   ioc__spin_lock(&s->lock);
   if (!s->peer_eof && !s->recv_posted && s->state >= IOC__S_OPEN && s->state <= IOC__S_SHUTDOWN)
@@ -312,14 +317,14 @@ static void on_connect_done(ioc_session_t *s, ioc__op_t *op) {
   if (s->cbs.on_open) s->cbs.on_open(s, res);
 
   ioc__spin_lock(&s->lock);
-  if (s->state >= IOC__S_OPEN && s->state <= IOC__S_DRAINING) {
-    post_recv(s);
-    if (s->state < IOC__S_CLOSING && !s->send_posted) {
-      if (!queue_empty(s->sq))
-        post_send(s);
-      else if (s->state == IOC__S_DRAINING)
-        shutdown_write(s);
-    }
+  /* on_open may have closed the session already (SHUTDOWN: FIN sent, and
+   * the receive is what notices the peer's FIN). */
+  if (s->state >= IOC__S_OPEN && s->state <= IOC__S_SHUTDOWN) post_recv(s);
+  if ((s->state == IOC__S_OPEN || s->state == IOC__S_DRAINING) && !s->send_posted) {
+    if (!queue_empty(s->sq))
+      post_send(s);
+    else if (s->state == IOC__S_DRAINING)
+      shutdown_write(s);
   }
   ioc__spin_unlock(&s->lock);
   op_done(s);
