@@ -68,7 +68,7 @@ static void rec_drain(ioc_session_t *s) {
   rec_t *r = rec_of(s);
   check_not_closed(r, "on_drain");
   ASSERT_MSG(atomic_load(&r->opens) == 1, "on_drain before on_open");
-  r->pending_at_drain = ioc_session_pending(s);
+  atomic_store(&r->pending_at_drain, ioc_session_pending(s));
   atomic_fetch_add(&r->drains, 1);
 }
 

@@ -20,7 +20,9 @@ typedef struct rec {
   int keep_data;
   int echo;     /* on_recv sends the bytes back */
   uint64_t close_ms; /* now_ms() at on_close */
-  size_t pending_at_drain;
+  /* the header does not say two on_drain of one session never overlap, so
+   * this is written atomically */
+  atomic_size_t pending_at_drain;
 } rec_t;
 
 void rec_init(rec_t *r, int keep_data);

@@ -385,7 +385,7 @@ void test_on_drain_runs_when_queue_empties(void) {
   memset(data, 0, n);
   test_thread_t *th = thread_start(reader_main, &rd);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].drains) >= 1, 10000);
-  ASSERT_EQ(srv->recs[0].pending_at_drain, 0);
+  ASSERT_EQ(atomic_load(&srv->recs[0].pending_at_drain), 0);
   ASSERT_EQ(ioc_session_pending(s), 0);
   pump_for(core, 50);
   ASSERT_EQ(atomic_load(&srv->recs[0].drains), 1);
@@ -603,4 +603,108 @@ void test_retained_session_outlives_on_close(void) {
   WAIT_UNTIL(core, core_stats(core).objects == 1, 2000);
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
+}
+
+/* ---- sends_from_4_threads_stay_whole_and_ordered_per_thread ------------------------- */
+
+/* Four threads that are not workers send framed messages on one session
+ * while two workers dispatch. Each ioc_session_send / ioc_session_sendv call
+ * is queued whole, so the client must find every frame intact, and each
+ * thread's frames in its own order. Frame: u32 payload length, u32 thread,
+ * u32 sequence, then the payload (pattern seeded by thread and sequence). */
+
+#define SENDERS 4
+
+typedef struct sender {
+  ioc_session_t *s;
+  uint32_t tid;
+  int count;
+} sender_t;
+
+static void put_u32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)v;
+  p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16);
+  p[3] = (unsigned char)(v >> 24);
+}
+static uint32_t get_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void sender_main(void *arg) {
+  sender_t *sd = (sender_t *)arg;
+  static _Thread_local unsigned char frame[12 + 2048];
+  uint64_t rng = sd->tid * 7919u + 1;
+  for (int i = 0; i < sd->count; i++) {
+    uint32_t len = (uint32_t)rng_range(&rng, 0, 2048);
+    put_u32(frame, len);
+    put_u32(frame + 4, sd->tid);
+    put_u32(frame + 8, (uint32_t)i);
+    pattern_fill(((uint64_t)sd->tid << 32) | (uint32_t)i, 0, frame + 12, len);
+    int rc;
+    if (i % 2) {
+      ioc_buf_t bufs[3] = {{frame, 4}, {frame + 4, 8}, {frame + 12, len}};
+      rc = ioc_session_sendv(sd->s, bufs, 3);
+    } else {
+      rc = ioc_session_send(sd->s, frame, 12 + len);
+    }
+    if (rc != 0) FAILF("sender %u, frame %d: %d (%s)", sd->tid, i, rc, ioc_err_name(rc));
+  }
+}
+
+void test_sends_from_4_threads_stay_whole_and_ordered_per_thread(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  ASSERT_OK(ioc_core_start(core, 2));
+  rec_server_t *srv = rec_server_new(0, 0);
+  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, srv);
+  sock_t c = tcp_connect(ioc_listener_address(l));
+  sock_set_timeouts(c, 20000);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].opens) == 1, 5000);
+  ioc_session_t *s = srv->recs[0].s;
+  int per = (int)scaled_load(2000, 100);
+  reader_t rd;
+  memset(&rd, 0, sizeof rd);
+  rd.s = c;
+  rd.cap = (size_t)per * SENDERS * (12 + 2048);
+  rd.buf = (char *)malloc(rd.cap);
+  ASSERT(rd.buf != NULL);
+  test_thread_t *reader = thread_start(reader_main, &rd);
+  sender_t sd[SENDERS];
+  test_thread_t *th[SENDERS];
+  for (int i = 0; i < SENDERS; i++) {
+    sd[i].s = s;
+    sd[i].tid = (uint32_t)i;
+    sd[i].count = per;
+    th[i] = thread_start(sender_main, &sd[i]);
+  }
+  for (int i = 0; i < SENDERS; i++) thread_join(th[i]);
+  ioc_session_close(s);
+  WAIT_UNTIL(core, atomic_load(&rd.done), 20000);
+  thread_join(reader);
+  ASSERT_MSG(rd.err == 0, "client read ended with %s after %zu bytes", ioc_err_name(rd.err), rd.got);
+  uint32_t next[SENDERS] = {0};
+  size_t off = 0;
+  int frames = 0;
+  const unsigned char *p = (const unsigned char *)rd.buf;
+  while (off < rd.got) {
+    ASSERT_MSG(off + 12 <= rd.got, "a frame header is cut at byte %zu of %zu", off, rd.got);
+    uint32_t len = get_u32(p + off), tid = get_u32(p + off + 4), seq = get_u32(p + off + 8);
+    ASSERT_MSG(len <= 2048 && tid < SENDERS, "garbage frame header at byte %zu (len %u, thread %u): calls interleaved", off, len, tid);
+    ASSERT_MSG(seq == next[tid], "thread %u: frame %u where %u was due (byte %zu)", tid, seq, next[tid], off);
+    ASSERT_MSG(off + 12 + len <= rd.got, "frame %u of thread %u is cut", seq, tid);
+    long bad = pattern_check(((uint64_t)tid << 32) | seq, 0, p + off + 12, len);
+    ASSERT_MSG(bad < 0, "frame %u of thread %u: payload byte %ld wrong", seq, tid, bad);
+    next[tid]++;
+    off += 12 + len;
+    frames++;
+  }
+  ASSERT_EQ(frames, per * SENDERS);
+  sock_close(c);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
+  ASSERT_ERR(srv->recs[0].close_err, 0);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+  free(rd.buf);
+  rec_server_free(srv);
 }
