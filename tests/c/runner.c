@@ -418,6 +418,58 @@ static int probe_backend(char *reason, size_t size) {
   return 1;
 }
 
+/* Runs probe_backend in a child process on POSIX, so the runner itself
+ * never touches a backend before forking the tests (under valgrind, a test
+ * forked from a process that had set up and torn down an io_uring ring
+ * hangs in its worker pool; without valgrind it makes no difference). */
+static int probe_isolated(char *reason, size_t size) {
+#ifdef _WIN32
+  return probe_backend(reason, size);
+#else
+  int p[2];
+  if (pipe(p) != 0) return probe_backend(reason, size);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(p[0]);
+    close(p[1]);
+    return probe_backend(reason, size);
+  }
+  if (pid == 0) {
+    close(p[0]);
+    char buf[600];
+    int rc = probe_backend(buf + 1, sizeof buf - 1);
+    buf[0] = (char)(rc < 0 ? '-' : rc > 0 ? '+' : '0');
+    ssize_t w = write(p[1], buf, rc ? strlen(buf) + 1 : 1);
+    (void)w;
+    _exit(0);
+  }
+  close(p[1]);
+  char buf[600];
+  size_t used = 0;
+  for (;;) {
+    ssize_t n = read(p[0], buf + used, sizeof buf - 1 - used);
+    if (n > 0) {
+      used += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  close(p[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  buf[used] = 0;
+  if (used == 0) {
+    snprintf(reason, size, "the backend probe process died (status %d)", status);
+    return 1;
+  }
+  snprintf(reason, size, "%s", buf + 1);
+  return buf[0] == '-' ? -1 : buf[0] == '+' ? 1 : 0;
+#endif
+}
+
 int main(int argc, char **argv) {
   const char *backend = NULL, *child = NULL;
   int list = 0;
@@ -496,7 +548,7 @@ int main(int argc, char **argv) {
   }
 
   char reason[512];
-  int pr = probe_backend(reason, sizeof reason);
+  int pr = probe_isolated(reason, sizeof reason);
   if (pr < 0) {
     printf("SKIP backend %s: not available on this machine (%s)\n", backend, reason);
     return 77;
