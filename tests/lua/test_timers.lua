@@ -154,16 +154,41 @@ function TestTimers:test_stop_from_a_timer_makes_run_return_true()
   end)
 end
 
+-- run() without a time-out, ended by stop() from a repeating timer. A
+-- one-shot safety timer ends it too if the ticks stall, so the suite never
+-- hangs; the test then fails.
 function TestTimers:test_run_without_timeout_returns_on_stop()
   H.with_core(function(core)
-    local ticks = 0
+    local ticks, safety = 0, false
     local t
     t = core:every(5, function()
       ticks = ticks + 1
       if ticks == 3 then t:cancel(); core:stop() end
     end)
+    local guard = core:after(5000, function() safety = true; core:stop() end)
     lu.assertTrue(core:run())
+    guard:cancel()
+    lu.assertFalse(safety, ("the every(5) timer stalled after %d tick(s); the safety timer stopped run()"):format(ticks))
     lu.assertEquals(ticks, 3)
+  end)
+end
+
+-- A repeating timer keeps firing inside one long run(), with no I/O to wake
+-- the workers: re-arming it must wake a worker already asleep without a
+-- deadline.
+function TestTimers:test_every_keeps_firing_within_one_run()
+  H.with_core(function(core)
+    for round = 1, 50 do
+      local ticks = 0
+      local t
+      t = core:every(2, function()
+        ticks = ticks + 1
+        if ticks == 5 then t:cancel(); core:stop() end
+      end)
+      local stopped = core:run(3000)
+      t:cancel()
+      lu.assertTrue(stopped, ("round %d: every(2) stalled after %d tick(s) within run(3000)"):format(round, ticks))
+    end
   end)
 end
 
