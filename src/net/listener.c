@@ -16,6 +16,7 @@
 #include <string.h>
 #ifndef _WIN32
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #endif
 
@@ -85,6 +86,9 @@ static void backoff_fire(ioc_timer_t *t, void *ud) {
   ioc_listener_t *l = ud;
   ioc__spin_lock(&l->lock);
   l->backoff_armed = false;
+#ifndef _WIN32
+  if (l->reserve_fd < 0 && !l->closing) l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+#endif
   repost_missing(l);
   close_socket_when_idle(l);
   ioc__spin_unlock(&l->lock);
@@ -93,7 +97,13 @@ static void backoff_fire(ioc_timer_t *t, void *ud) {
 
 #ifndef _WIN32
 /* Out of fds: drop what waits in the backlog using the reserve fd's slot.
- * Under l->lock. */
+ * Under l->lock.
+ * The slot is free between close(reserve) and the accepts/open below, and
+ * another accept of this very listener (another worker's accept4 on epoll,
+ * an accept the kernel completes on io_uring) may take it. Then nothing can
+ * be shed and the reserve cannot be re-opened; the thief's completion
+ * hands the slot back (see reclaim_reserve), so the reserve is never lost
+ * for good to the listener's own accepts. */
 static void shed_backlog(ioc_listener_t *l) {
   if (l->reserve_fd >= 0) {
     close(l->reserve_fd);
@@ -108,6 +118,20 @@ static void shed_backlog(ioc_listener_t *l) {
   }
   l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (shed) IOC__STAT_ADD(l->obj.core, rejected, shed);
+}
+
+/* An accepted connection while the reserve is missing: its descriptor
+ * becomes the reserve (the connection shut down: the client sees it
+ * closed, and it counts as rejected). Without this, a reserve lost at
+ * EMFILE stays lost while every descriptor is held, the backlog is never
+ * shed again, and new clients hang in it. Returns true if fd was taken.
+ * Under l->lock. */
+static bool reclaim_reserve(ioc_listener_t *l, int fd) {
+  if (l->reserve_fd >= 0 || l->closing) return false;
+  shutdown(fd, SHUT_RDWR);
+  l->reserve_fd = fd;
+  IOC__STAT_ADD(l->obj.core, rejected, 1);
+  return true;
 }
 #endif
 
@@ -126,6 +150,14 @@ static void listener_dispatch(ioc__object_t *obj, ioc__op_t *op) {
   ioc__spin_unlock(&l->lock);
 
   bool backoff = false;
+#ifndef _WIN32
+  if (res >= 0) {
+    ioc__spin_lock(&l->lock);
+    bool reclaimed = reclaim_reserve(l, fd);
+    ioc__spin_unlock(&l->lock);
+    if (reclaimed) res = IOC_ECONNABORTED; /* re-posted below like a dropped connection */
+  }
+#endif
   if (res >= 0) {
     ioc__socket_adopt(core, fd);
     ioc_session_t *s = NULL;
