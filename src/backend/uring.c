@@ -762,8 +762,8 @@ static void ur_wake(ioc_core_t *core) {
     ioc__mutex_unlock(&bd->sq_lock);
     if (sqe)
       return;
-    /* The kernel takes no SQE (out of memory). The waiter caps its sleep at
-     * UR_STUCK_MS while anything is stuck, so this only has to be retried. */
+    /* The kernel takes no SQE (out of memory). A waiter already asleep can
+     * only be reached through the ring, so keep trying until it takes one. */
     if (tries == 0)
       ioc__log(core, "io_uring: no SQE for a wake-up, retrying");
     struct timespec ts = {0, 1000000};
