@@ -24,7 +24,7 @@ set style fill solid 0.85 border -1
 set boxwidth 0.6
 set grid ytics lc rgb "#dddddd"
 set border 3
-set xtics nomirror noenhanced font "sans,9"
+set xtics nomirror noenhanced font "sans,9" rotate by -25
 set ytics nomirror
 set yrange [0:*]
 set offsets 0.5, 0.5, 0, 0

@@ -173,7 +173,7 @@ w("- **Date:** ", meta.date or "?", " — ", meta.rounds or "?", " interleaved r
 w("- **iocore:** commit ", meta.commit or "?", "; module ", meta.module or "?", "; backends here: ", meta.backends or "?")
 w("- **Load average** (1, 5, 15 min) before the run: ", meta.load_start or "?", "; after: ", meta.load_end or "?",
   " (anything much above 0 means other work shared the 2 cores)")
-w("- **Peers:** luv ", meta.v_luv or "?", " on ", meta.v_lua or "?", "; nginx ", meta.v_nginx or "?",
+w("- **Peers:** luv ", meta.v_luv or "?", " on Lua ", meta.v_lua or "?", "; nginx ", meta.v_nginx or "?",
   " (1 worker); redis-server ", meta.v_redis or "?", "; load from wrk ", meta.v_wrk or "?", ", ab, redis-benchmark")
 w("- **Reproduce:** `", meta.command or "scripts/bench", "` (the quick self-check is `scripts/bench --quick`)")
 w("")
@@ -261,7 +261,8 @@ do -- 4. idle memory
   if any then
     w("## 4. Memory per idle connection")
     w("")
-    w("A fresh server each round; its RSS (`VmRSS`, nginx: master + worker) settled, then ", meta.idle or "?",
+    w("A fresh server each round; its RSS (`VmRSS`, nginx: master + worker) settled, then ",
+      tonumber(meta.idle) and thousands(tonumber(meta.idle)) or "?",
       " connections opened by `bench/idle_conns.c` and held idle, RSS settled again. Bytes per connection = ",
       "the difference ÷ connections. HTTP servers of job 1.")
     w("")
@@ -353,7 +354,7 @@ local COLOUR = { iocore = 1, luv = 2, nginx_c = 3, nginx_lua = 4, redis = 5, flo
                  uring_1t = 7, uring_2t = 8, epoll_1t = 9, epoll_2t = 10 }
 local CHART_LABEL = { iocore = "iocore", luv = "luv", nginx_c = "nginx C", nginx_lua = "nginx Lua",
                       redis = "redis-server", floor = "floor", uring_1t = "uring 1t",
-                      iocore_luvparse = "iocore, luv's parser",
+                      iocore_luvparse = "iocore (luv parser)",
                       uring_2t = "uring 2t", epoll_1t = "epoll 1t", epoll_2t = "epoll 2t" }
 local function panel(name, group, job, systems, field)
   local out = {}
