@@ -176,7 +176,7 @@ int ioc__timers_run(ioc_core_t *core) {
       IOC__STAT_ADD(core, completions, 1);
       t->cb(t, t->ud);
     }
-    bool rearmed = false;
+    bool rearmed = false, earliest = false;
     if (ran && t->repeat) {
       ioc__mutex_lock(&core->timer_lock);
       /* A cancel() while cb ran found the timer unarmed and left the heap's
@@ -187,9 +187,13 @@ int ioc__timers_run(ioc_core_t *core) {
         t->deadline += t->repeat;
         if (t->deadline < now) t->deadline = now + t->repeat; /* no burst after a stall */
         rearmed = heap_push(h, t) == 0;
+        earliest = rearmed && t->slot == 0;
       }
       ioc__mutex_unlock(&core->timer_lock);
     }
+    /* Another worker may have become the leader while cb ran, seen no
+     * timer, and gone to sleep without a deadline. */
+    if (earliest) core->backend->wake(core);
     if (!rearmed) ioc__object_unref(&t->obj);
   }
   return n;
