@@ -54,12 +54,22 @@ H.lua = (arg and arg[-1]) or "lua5.4"
 H.root = root
 
 -- Load the test files in name order (each defines global Test* classes).
+-- Listing needs a shell; should that fail, the known files are used.
+local KNOWN = { "test_connect.lua", "test_echo.lua", "test_errors.lua", "test_examples.lua",
+                "test_limits.lua", "test_listen.lua", "test_order.lua", "test_send.lua", "test_sessions.lua",
+                "test_timers.lua" }
 local files = {}
 local p = io.popen("ls " .. H.shq(dir) .. " 2>/dev/null")
-for name in p:lines() do
-  if name:match("^test_.*%.lua$") then files[#files + 1] = name end
+if p then
+  for name in p:lines() do
+    if name:match("^test_.*%.lua$") then files[#files + 1] = name end
+  end
+  p:close()
 end
-p:close()
+if #files == 0 then
+  print("run.lua: could not list " .. dir .. "; running the known test files")
+  files = KNOWN
+end
 table.sort(files)
 for _, name in ipairs(files) do
   dofile(dir .. "/" .. name)
