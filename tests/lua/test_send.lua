@@ -221,3 +221,26 @@ function TestSend:test_reply_from_on_recv_after_peer_half_close()
     l:close()
   end)
 end
+
+-- Sends made by handlers that run from the event queue (on_accept always
+-- does) must reach the kernel without waiting for some other completion:
+-- 30 clients in a row, each greeted from on_accept, inside one run().
+function TestSend:test_send_from_on_accept_goes_out_within_one_run()
+  H.with_core(function(core)
+    local l = H.listen(core, { on_accept = function(s) s:send("hi") end })
+    local done, N = 0, 30
+    local function next_client()
+      core:connect(l:address(), {
+        on_recv = function(s)
+          s:close()
+          done = done + 1
+          if done == N then core:stop() else next_client() end
+        end,
+      })
+    end
+    next_client()
+    local stopped = core:run(5000)
+    lu.assertTrue(stopped, ("only %d of %d greetings arrived within run(5000): a send from on_accept sat unsubmitted"):format(done, N))
+    l:close()
+  end)
+end
