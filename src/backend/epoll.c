@@ -219,12 +219,12 @@ static int do_recv(ioc__handle_t *h, char *buf) {
  * (the session re-posts the rest). More than IOV_MAX iovecs are written as
  * a short write of the first IOV_MAX rather than failing with EMSGSIZE. */
 static int do_send(ioc__handle_t *h, ioc__op_t *op) {
-  struct msghdr *m = &op->u.send.msg;
-  memset(m, 0, sizeof *m);
-  m->msg_iov = op->u.send.iov;
-  m->msg_iovlen = (size_t)(op->u.send.iovcnt > IOV_MAX ? IOV_MAX : op->u.send.iovcnt);
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_iov = op->u.send.iov;
+  m.msg_iovlen = (size_t)(op->u.send.iovcnt > IOV_MAX ? IOV_MAX : op->u.send.iovcnt);
   ssize_t n;
-  do n = sendmsg(h->fd, m, MSG_NOSIGNAL);
+  do n = sendmsg(h->fd, &m, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : (int)n;
 }

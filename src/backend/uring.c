@@ -429,10 +429,10 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
     sqe->buf_group = UR_BUF_GROUP;
     break;
   case IOC__OP_SEND:
-    memset(&op->u.send.msg, 0, sizeof op->u.send.msg);
-    op->u.send.msg.msg_iov = op->u.send.iov;
-    op->u.send.msg.msg_iovlen = (size_t)op->u.send.iovcnt;
-    io_uring_prep_sendmsg(sqe, fd, &op->u.send.msg, MSG_NOSIGNAL);
+    memset(op->u.send.msg, 0, sizeof *op->u.send.msg);
+    op->u.send.msg->msg_iov = op->u.send.iov;
+    op->u.send.msg->msg_iovlen = (size_t)op->u.send.iovcnt;
+    io_uring_prep_sendmsg(sqe, fd, op->u.send.msg, MSG_NOSIGNAL);
     break;
   default:
     break;

@@ -356,7 +356,12 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
   }
   tls_batch_left = 0;
   if (be->flush) be->flush(core);
-  if (core->batch_hook) core->batch_hook(core->batch_hook_ud);
+  if (core->batch_hook) {
+    /* Submissions the hook makes (Lua handlers' sends) go out now: this
+     * thread may next queue as a follower behind a sleeping leader. */
+    core->batch_hook(core->batch_hook_ud);
+    if (be->flush) be->flush(core);
+  }
   tls_dispatching = saved;
   return n;
 }

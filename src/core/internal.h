@@ -89,7 +89,8 @@ struct ioc__op {
       ioc__iov_t *iov;
       int iovcnt;
 #ifndef _WIN32
-      struct msghdr msg;  /* scratch for sendmsg */
+      struct msghdr *msg; /* scratch for sendmsg, owned by the session's send state
+                             (kept out of the op so receive and accept ops stay small) */
 #endif
     } send;
     struct {
@@ -163,7 +164,6 @@ void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud);
  * them. */
 struct ioc__handle {
   ioc_fd_t fd;
-  ioc__object_t *owner;
   ioc__spin_t lock;        /* guards everything below */
   uint32_t bflags;         /* backend-private state bits (readable, writable, registered...) */
   ioc__op_t *rd_head, *rd_tail; /* pending ACCEPT / RECV */

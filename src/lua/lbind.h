@@ -111,6 +111,7 @@ typedef struct ltimer {
 /* Registry tables per core, in the core's uservalue table */
 #define K_SESSIONS "sessions"   /* lightuserdata(ioc_session_t*) -> session userdata (open ones) */
 #define K_LISTENERS "listeners" /* lightuserdata(ioc_listener_t*) -> listener userdata (open ones) */
+
 #define K_TIMERS "timers"       /* id -> timer userdata (armed) */
 #define K_POSTS "posts"         /* id -> function */
 #define K_ONERROR "on_error"

@@ -556,9 +556,21 @@ static bool core_close(lua_State *L, lcore *lc) {
   atomic_store(&lc->q_len, 0);
   while (e) {
     lev *next = e->next;
+    if (e->s && e->s->lua_href > 0) { /* a session whose Lua object was never made */
+      luaL_unref(L, LUA_REGISTRYINDEX, e->s->lua_href);
+      e->s->lua_href = 0;
+    }
     lb_free_event(e);
     e = next;
   }
+  ioc__mutex_lock(&lc->core->objects_lock);
+  for (ioc_session_t *s = lc->core->sessions; s; s = s->next) {
+    if (s->lua_href > 0) {
+      luaL_unref(L, LUA_REGISTRYINDEX, s->lua_href);
+      s->lua_href = 0;
+    }
+  }
+  ioc__mutex_unlock(&lc->core->objects_lock);
   /* Sessions still referenced from Lua stay valid and report ECLOSED. */
   lb_push_registry(L, lc, K_SESSIONS);
   lua_pushnil(L);

@@ -130,11 +130,31 @@ static lsession *new_session_ud(lua_State *L, lcore *lc, ioc_session_t *s, int h
   return ls;
 }
 
+/* Makes, anchors and pushes the Lua object of an accepted session whose
+ * creation was put off: an idle connection of a listener without on_accept
+ * costs one registry slot (a reference to its handler table) until an event
+ * first needs its object. */
+static void make_lazy_session(lua_State *L, lcore *lc, ioc_session_t *s) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_href);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->lua_href);
+  s->lua_href = 0;
+  new_session_ud(L, lc, s, -1);
+  lua_remove(L, -2);
+  lb_push_registry(L, lc, K_SESSIONS);
+  lua_pushvalue(L, -2);
+  lua_rawsetp(L, -2, s);
+  lua_pop(L, 1);
+}
+
 /* Pushes the session userdata of s (or nil). */
 static void push_session(lua_State *L, lcore *lc, ioc_session_t *s) {
   lb_push_registry(L, lc, K_SESSIONS);
   lua_rawgetp(L, -1, s);
   lua_remove(L, -2);
+  if (lua_isnil(L, -1) && s->lua_href > 0) {
+    lua_pop(L, 1);
+    make_lazy_session(L, lc, s);
+  }
 }
 
 /* Pushes handler `name` of the session userdata at idx (or nil). */
@@ -191,39 +211,45 @@ static void deliver_simple(lcore *lc, ioc_session_t *s, const char *name, int na
 
 static void process_accept(lcore *lc, lev *e) {
   lua_State *T = lc->T;
+  int top = lua_gettop(T);
   lb_push_registry(T, lc, K_LISTENERS);
   lua_rawgetp(T, -1, e->l);
-  lua_remove(T, -2);
   if (lua_isnil(T, -1)) {
-    /* Accepted while its listener was being closed and collected: there is
-     * no handler to give it to. */
-    lua_pop(T, 1);
+    /* Accepted while its listener was being closed: no handler to give it to. */
+    lua_settop(T, top);
     ioc_session_abort(e->s);
     return;
   }
-  int lidx = lua_gettop(T);
-  lua_getiuservalue(T, lidx, 1); /* the listener's handlers */
-  new_session_ud(T, lc, e->s, -1);
-  lua_remove(T, -2);
-  /* anchor while open */
-  lb_push_registry(T, lc, K_SESSIONS);
+  lua_getiuservalue(T, -1, 1); /* top+3: the listener's handlers */
+  lua_getfield(T, -1, "on_accept");
+  if (!lua_isfunction(T, -1)) {
+    lua_pop(T, 1);
+    e->s->lua_href = luaL_ref(T, LUA_REGISTRYINDEX); /* made on its first event */
+    lua_settop(T, top);
+    return;
+  }
+  new_session_ud(T, lc, e->s, top + 3);
+  lb_push_registry(T, lc, K_SESSIONS); /* anchor while open */
   lua_pushvalue(T, -2);
   lua_rawsetp(T, -2, e->s);
   lua_pop(T, 1);
-  lua_getiuservalue(T, lidx, 1);
-  lua_getfield(T, -1, "on_accept");
-  lua_remove(T, -2);
-  if (lua_isfunction(T, -1)) {
-    lua_insert(T, -2);
-    lb_call(lc, 1, e->s);
-  } else {
-    lua_pop(T, 1);
-  }
-  lua_settop(T, lidx - 1);
+  lb_call(lc, 1, e->s); /* on_accept(session) */
+  lua_settop(T, top);
 }
 
 static void process_close(lcore *lc, lev *e) {
   lua_State *T = lc->T;
+  if (e->s->lua_href > 0) {
+    /* Never needed a Lua object: make one only for an on_close handler. */
+    lua_rawgeti(T, LUA_REGISTRYINDEX, e->s->lua_href);
+    bool wanted = lua_getfield(T, -1, "on_close") == LUA_TFUNCTION;
+    lua_pop(T, 2);
+    if (!wanted) {
+      luaL_unref(T, LUA_REGISTRYINDEX, e->s->lua_href);
+      e->s->lua_href = 0;
+      return;
+    }
+  }
   push_session(T, lc, e->s);
   if (lua_isnil(T, -1)) {
     lua_pop(T, 1);

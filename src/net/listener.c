@@ -249,6 +249,9 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   ioc_fd_t fd;
   rc = ioc__socket_open(core, addr.u.family, &fd);
   if (rc < 0) return rc;
+  /* TCP_NODELAY here is inherited by every accepted socket (Linux): one
+   * syscall per listener instead of one per connection. */
+  ioc__socket_set_nodelay(fd);
   if ((rc = ioc__socket_set_reuseaddr(fd)) < 0 ||
       (o.reuseport && (rc = ioc__socket_set_reuseport(fd)) < 0) ||
       (rc = ioc__socket_bind(fd, &addr)) < 0 || (rc = ioc__socket_listen(fd, o.backlog)) < 0 ||
@@ -264,7 +267,6 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   }
   ioc__object_init(&l->obj, core, &listener_vtbl); /* the open reference */
   l->h.fd = fd;
-  l->h.owner = &l->obj;
   l->addr = addr;
   l->opts = o;
   l->on_accept = on_accept;

@@ -52,6 +52,9 @@ typedef struct ioc__chunk {
  * wrote holds no send state at all. */
 typedef struct ioc__sendq {
   ioc__op_t op;
+#ifndef _WIN32
+  struct msghdr msg;
+#endif
   ioc__chunk_t *head, *tail;
   ioc__iov_t iov[IOC__SEND_IOV_MAX];
 } ioc__sendq_t;
@@ -75,8 +78,12 @@ struct ioc_session {
   bool want_drain;  /* a send found the socket busy: on_drain when the queue empties */
   bool aborting;    /* reset on close */
   bool outbound;
+  bool local_owned; /* local was allocated here */
   int close_err;
   uint32_t inflight; /* operations of this session in flight */
+  /* The Lua binding's, under its lock: a registry reference to the handler
+   * table of an accepted session whose Lua object is not made yet (0: none). */
+  int32_t lua_href;
   size_t pending;
   size_t max_pending;
   uint64_t idle_timeout_ms;
@@ -87,7 +94,11 @@ struct ioc_session {
   ioc_listener_t *listener; /* holds a reference while the session lives */
   ioc_session_callbacks_t cbs;
   void *ud;
-  ioc_addr_t peer, local;
+  ioc_addr_t peer;
+  /* The local address: the listener's own when it is bound to a specific
+   * address (the same for every session it accepts), else looked up and
+   * allocated on first use. */
+  const ioc_addr_t *local;
   ioc__op_t rop; /* the one receive (and the connect, and the final close job) */
   ioc_session_t *prev, *next; /* core->sessions, under objects_lock */
 };

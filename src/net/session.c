@@ -18,6 +18,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <netinet/in.h>
+#endif
 
 static void session_dispatch(ioc__object_t *obj, ioc__op_t *op);
 static void session_destroy(ioc__object_t *obj);
@@ -115,6 +118,9 @@ static void post_send(ioc_session_t *s) {
   ioc__op_init(&q->op, IOC__OP_SEND, &s->obj, &s->h);
   q->op.u.send.iov = q->iov;
   q->op.u.send.iovcnt = n;
+#ifndef _WIN32
+  q->op.u.send.msg = &q->msg;
+#endif
   s->inflight++;
   s->send_posted = true;
   int rc = ioc__op_submit(s->obj.core, &q->op);
@@ -305,7 +311,6 @@ static void on_connect_done(ioc_session_t *s, ioc__op_t *op) {
   s->connect_posted = false;
   if (res == 0 && s->state < IOC__S_CLOSING) {
     s->state = s->state == IOC__S_CONNECTING ? IOC__S_OPEN : s->state;
-    ioc__socket_local_addr(s->h.fd, &s->local);
     ioc__socket_set_nodelay(s->h.fd);
     IOC__STAT_ADD(core, connected, 1);
   } else {
@@ -342,10 +347,21 @@ static void session_dispatch(ioc__object_t *obj, ioc__op_t *op) {
 
 static void session_destroy(ioc__object_t *obj) {
   ioc_session_t *s = IOC__CONTAINER_OF(obj, ioc_session_t, obj);
+  if (s->local_owned) free((void *)s->local);
   if (s->listener) ioc__listener_unref(s->listener);
   free_chunks(s);
   free(s->sq);
   free(s);
+}
+
+static bool addr_is_wildcard(const ioc_addr_t *a) {
+  static const unsigned char zero[16];
+  if (a->u.family == AF_INET) {
+    const struct sockaddr_in *in = (const void *)a->u.bytes;
+    return in->sin_addr.s_addr == 0;
+  }
+  const struct sockaddr_in6 *in6 = (const void *)a->u.bytes;
+  return memcmp(&in6->sin6_addr, zero, 16) == 0;
 }
 
 /* ---- creation ------------------------------------------------------------------------ */
@@ -356,7 +372,6 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   if (!s) return IOC_ENOMEM;
   ioc__object_init(&s->obj, core, &session_vtbl); /* the core's reference */
   s->h.fd = fd;
-  s->h.owner = &s->obj;
   s->max_pending = o && o->max_pending ? o->max_pending : IOC__DEFAULT_MAX_PENDING;
   s->idle_timeout_ms = o ? o->idle_timeout_ms : 0;
   s->id = atomic_fetch_add(&core->next_id, 1);
@@ -385,8 +400,10 @@ int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
   if (rc < 0) return rc;
   s->state = IOC__S_OPEN;
   s->peer = *peer;
-  ioc__socket_local_addr(fd, &s->local);
+  if (!addr_is_wildcard(&l->addr)) s->local = &l->addr;
+#ifdef _WIN32
   ioc__socket_set_nodelay(fd);
+#endif /* Linux: accepted sockets inherit TCP_NODELAY from the listener */
   s->listener = l;
   ioc__listener_ref(l);
   atomic_fetch_add(&l->nsessions, 1);
@@ -560,6 +577,22 @@ void *ioc_session_userdata(const ioc_session_t *s) { return s->ud; }
 ioc_core_t *ioc_session_core(const ioc_session_t *s) { return s->obj.core; }
 uint64_t ioc_session_id(const ioc_session_t *s) { return s->id; }
 const ioc_addr_t *ioc_session_peer(const ioc_session_t *s) { return &s->peer; }
-const ioc_addr_t *ioc_session_local(const ioc_session_t *s) { return &s->local; }
+const ioc_addr_t *ioc_session_local(const ioc_session_t *s) {
+  static const ioc_addr_t none; /* family 0: formats as EINVAL */
+  ioc_session_t *m = (ioc_session_t *)s;
+  ioc__spin_lock(&m->lock);
+  if (!m->local && m->h.fd != IOC_BAD_FD) {
+    ioc_addr_t *a = calloc(1, sizeof *a);
+    if (a && ioc__socket_local_addr(m->h.fd, a) == 0) {
+      m->local = a;
+      m->local_owned = true;
+    } else {
+      free(a);
+    }
+  }
+  const ioc_addr_t *r = m->local ? m->local : &none;
+  ioc__spin_unlock(&m->lock);
+  return r;
+}
 void ioc_session_retain(ioc_session_t *s) { ioc__object_ref(&s->obj); }
 void ioc_session_release(ioc_session_t *s) { ioc__object_unref(&s->obj); }
