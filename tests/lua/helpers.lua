@@ -255,10 +255,17 @@ H.read_file = read_file
 -- record: p.pid, p:output(), p:exited(), p.status (exit status, once exited),
 -- p:kill(sig).
 function H.spawn(script, ...)
+  local argv = { H.lua, script }
+  for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
+  return H.spawn_argv(argv)
+end
+
+-- The same for any command: argv is { program, args... }.
+function H.spawn_argv(argv)
   local base = os.tmpname()
   local p = { out = base .. ".out", pidf = base .. ".pid", statusf = base .. ".status", base = base }
-  local args = { shq(H.lua), shq(script) }
-  for _, a in ipairs({ ... }) do args[#args + 1] = shq(a) end
+  local args = {}
+  for i, a in ipairs(argv) do args[i] = shq(a) end
   local cmd = ("( %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s ) >/dev/null 2>&1 </dev/null &")
       :format(table.concat(args, " "), shq(p.out), shq(p.pidf), shq(p.statusf))
   os.execute(cmd)
@@ -287,6 +294,27 @@ function H.spawn(script, ...)
   return p
 end
 
+-- A client in another process that connects to 127.0.0.1:port and reads
+-- nothing for `delay_s` seconds, then reads everything until EOF into a
+-- file; p:received() is the byte count so far. Used where the contract
+-- needs a send that cannot be written at once. (bash's /dev/tcp; bash is
+-- part of every Debian installation.)
+function H.slow_reader(port, delay_s)
+  local file = os.tmpname()
+  local p = H.spawn_argv({ "bash", "-c",
+    ('exec 3<>/dev/tcp/127.0.0.1/%d || exit 9; echo connected; sleep %s; cat <&3 >%s'):format(
+      port, tostring(delay_s), shq(file)) })
+  p.file = file
+  function p:received()
+    local f = io.open(self.file, "rb")
+    if not f then return 0 end
+    local n = f:seek("end")
+    f:close()
+    return n
+  end
+  return p
+end
+
 -- Waits (running `core`, or sleeping) until the subprocess printed a line
 -- matching `pattern`; returns the first capture (or the match).
 function H.wait_output(core, p, pattern, ms)
@@ -312,7 +340,7 @@ end
 function H.reap()
   for _, p in ipairs(procs) do
     if not p:exited() then p:kill("KILL") end
-    for _, f in ipairs({ p.out, p.pidf, p.statusf, p.base }) do os.remove(f) end
+    for _, f in ipairs({ p.out, p.pidf, p.statusf, p.base, p.file }) do os.remove(f) end
   end
   procs = {}
 end

@@ -129,12 +129,14 @@ function TestHandlerErrors:test_error_in_on_drain()
         error("boom in on_drain")
       end,
     })
-    local c = H.client(core, st.listener:address())
+    -- a reader in another process that waits before reading: the 8 MiB
+    -- cannot be written at once, so on_drain is due
+    local reader = H.slow_reader(st.listener:port(), 0.5)
     H.wait_for(core, function() return drains == 1 end, "on_drain", 20000)
     local s = st.sessions[1]
     assert_one_error(core, ctx, "boom in on_drain", s)
     assert_aborted(core, st, s)
-    H.wait_for(core, function() return c.closed end, "client close")
+    H.wait_for(core, function() return reader:exited() end, "the reader to see the reset")
     still_serving(core, st.listener:address())
     st.listener:close()
   end)
