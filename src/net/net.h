@@ -45,11 +45,14 @@ typedef struct ioc__chunk {
   char data[];
 } ioc__chunk_t;
 
-#define IOC__SEND_IOV_MAX 64
-#define IOC__CHUNK_SMALL 4096
+/* Buffers per gathered write; 32 keeps the send state under 1 KiB, in
+ * malloc's per-thread cache. */
+#define IOC__SEND_IOV_MAX 32
+/* Smallest chunk: small writes coalesce into it while a send is in flight. */
+#define IOC__CHUNK_SMALL 1000
 
-/* Allocated at the first send (or connect), so an idle session that never
- * wrote holds no send state at all. */
+/* Allocated when the queue goes from empty to non-empty and freed when it
+ * drains, so a session holds no send state (nor buffer) between replies. */
 typedef struct ioc__sendq {
   ioc__op_t op;
 #ifndef _WIN32

@@ -89,10 +89,6 @@ static void consume(ioc__sendq_t *q, size_t n) {
       return;
     }
     n -= avail;
-    if (c == q->tail && c->cap > c->len) {
-      c->off = c->len = 0; /* keep the tail for coalescing */
-      return;
-    }
     q->head = c->next;
     if (!q->head) q->tail = NULL;
     free(c);
@@ -101,6 +97,16 @@ static void consume(ioc__sendq_t *q, size_t n) {
 
 static bool queue_empty(const ioc__sendq_t *q) {
   return !q || !q->head || (q->head == q->tail && q->head->off == q->head->len);
+}
+
+/* Frees the send state once nothing is queued or in flight. Called from
+ * the send's own completion too: the op lives in the state, and nothing
+ * reads an op after its dispatch. Under s->lock. */
+static void release_sendq_if_idle(ioc_session_t *s) {
+  if (!s->sq || s->send_posted || !queue_empty(s->sq)) return;
+  free_chunks(s);
+  free(s->sq);
+  s->sq = NULL;
 }
 
 static void enter_closing(ioc_session_t *s, int err);
@@ -299,6 +305,7 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
       drain = true;
     }
   }
+  if (s->state < IOC__S_CLOSING) release_sendq_if_idle(s); /* op is gone after this */
   ioc__spin_unlock(&s->lock);
   if (drain && s->cbs.on_drain) s->cbs.on_drain(s);
   op_done(s);
@@ -454,18 +461,14 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
     *out = s;
   }
   ioc__spin_lock(&s->lock);
-  if (ensure_sendq(s) == 0) {
-    ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
-    s->rop.u.connect.addr = addr;
-    s->inflight++;
-    s->connect_posted = true;
-    rc = ioc__op_submit(core, &s->rop);
-    if (rc < 0) {
-      s->inflight--;
-      s->connect_posted = false;
-    }
-  } else {
-    rc = IOC_ENOMEM;
+  ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
+  s->rop.u.connect.addr = addr;
+  s->inflight++;
+  s->connect_posted = true;
+  rc = ioc__op_submit(core, &s->rop);
+  if (rc < 0) {
+    s->inflight--;
+    s->connect_posted = false;
   }
   if (rc < 0) enter_closing(s, rc); /* reported through on_open + on_close */
   ioc__spin_unlock(&s->lock);
