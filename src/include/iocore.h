@@ -112,7 +112,7 @@ typedef struct ioc_addr {
   union {
     uint16_t family; /* AF_INET or AF_INET6 (first member of any sockaddr) */
     unsigned char bytes[28];
-    uint64_t align_;
+    uint32_t align_; /* sockaddr_in6's strictest member is 4 bytes */
   } u;
   uint32_t len;
 } ioc_addr_t;

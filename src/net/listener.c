@@ -382,7 +382,8 @@ static void sweep_fire(ioc_timer_t *t, void *ud) {
     if (!s->idle_timeout_ms) continue;
     any = true;
     ioc__spin_lock(&s->lock);
-    bool expired = s->state < IOC__S_CLOSING && now - s->last_recv_ms >= s->idle_timeout_ms;
+    bool expired = s->state < IOC__S_CLOSING &&
+                   (uint32_t)((uint32_t)now - s->last_recv_ms) >= s->idle_timeout_ms;
     ioc__spin_unlock(&s->lock);
     if (!expired) continue;
     if (n == cap) {

@@ -89,8 +89,8 @@ struct ioc_session {
   int32_t lua_href;
   size_t pending;
   size_t max_pending;
-  uint64_t idle_timeout_ms;
-  uint64_t last_recv_ms;
+  uint32_t idle_timeout_ms; /* (clamped to 2^32-1 ms, 49 days) */
+  uint32_t last_recv_ms;    /* low 32 bits of ioc__now_ms(); compared with wrap-around */
   ioc__sendq_t *sq;
   ioc_timer_t *linger;
   uint64_t id;

@@ -245,7 +245,7 @@ static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   s->recv_posted = false;
   if (res > 0) {
     IOC__STAT_ADD(s->obj.core, bytes_in, res);
-    s->last_recv_ms = ioc__now_ms();
+    s->last_recv_ms = (uint32_t)ioc__now_ms();
     deliver = s->state == IOC__S_OPEN; /* after close() the rest is discarded */
   } else if (res == 0) {
     s->peer_eof = true;
@@ -380,9 +380,10 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   ioc__object_init(&s->obj, core, &session_vtbl); /* the core's reference */
   s->h.fd = fd;
   s->max_pending = o && o->max_pending ? o->max_pending : IOC__DEFAULT_MAX_PENDING;
-  s->idle_timeout_ms = o ? o->idle_timeout_ms : 0;
+  uint64_t idle = o ? o->idle_timeout_ms : 0;
+  s->idle_timeout_ms = idle > UINT32_MAX ? UINT32_MAX : (uint32_t)idle;
   s->id = atomic_fetch_add(&core->next_id, 1);
-  s->last_recv_ms = ioc__now_ms();
+  s->last_recv_ms = (uint32_t)ioc__now_ms();
   int rc = core->backend->add(core, &s->h);
   if (rc < 0) {
     s->h.fd = IOC_BAD_FD;
