@@ -95,6 +95,13 @@ function H.assert_closed_cleanly(core)
   lu.assertEquals(st.sockets, 0, "sockets still open at the end of the test")
   lu.assertEquals(st.ops_inflight, 0, "operations still in flight at the end of the test")
   lu.assertEquals(st.queued, 0, "events still queued at the end of the test")
+  -- every C object gone once Lua let go of them (internal timers get a
+  -- moment to retire: see test_core_close_right_after_idle_sessions...)
+  H.wait(core, function()
+    collectgarbage()
+    return core:stats().objects == 0
+  end, 5000)
+  lu.assertEquals(core:stats().objects, 0, "C objects (sessions, listeners, timers) left after GC")
   collectgarbage()
   collectgarbage()
   local ok, err = core:close()

@@ -87,3 +87,23 @@ function TestLimits:test_default_on_error_writes_the_traceback_to_stderr()
   end)
   os.remove(script)
 end
+
+-- The idle sweep is a timer of the core's own. When the last session is
+-- gone it must not be left armed: core:close() frees the C core only when
+-- no object is alive, and an object the script cannot see makes it leak
+-- the core (ring/epoll fd and memory) while still returning true.
+function TestLimits:test_core_close_right_after_idle_sessions_frees_everything()
+  H.with_core(function(core)
+    local l = H.listen(core, { idle_timeout = 60000 })
+    local c = H.client(core, l:address())
+    H.wait_for(core, function() return c.connected and core:stats().accepted == 1 end, "connect")
+    c.s:close()
+    H.wait_for(core, function() return core:stats().active == 0 end, "closes")
+    l:close()
+    l, c = nil, nil
+    collectgarbage()
+    collectgarbage()
+    lu.assertEquals(core:stats().objects, 0,
+      "a C object outlives every session and listener (the idle sweep timer?): core:close() now would leak the core")
+  end)
+end
