@@ -465,7 +465,7 @@ static int probe_isolated(char *reason, size_t size) {
     snprintf(reason, size, "the backend probe process died (status %d)", status);
     return 1;
   }
-  snprintf(reason, size, "%s", buf + 1);
+  snprintf(reason, size, "%.500s", buf + 1);
   return buf[0] == '-' ? -1 : buf[0] == '+' ? 1 : 0;
 #endif
 }
