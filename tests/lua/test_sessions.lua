@@ -207,3 +207,26 @@ function TestSessions:test_sockets_are_not_inherited_by_child_processes()
     l:close()
   end)
 end
+
+-- address() and peer() of a session accepted on a wildcard listener, asked
+-- for the first time in on_close and after it (the socket is closed then).
+function TestSessions:test_addresses_in_and_after_on_close_on_a_wildcard_listener()
+  H.with_core(function(core)
+    local in_close, server_s
+    local l = assert(core:listen("0.0.0.0:0", {
+      on_accept = function(s) server_s = s end,
+      on_close = function(s) in_close = { address = table.pack(s:address()), peer = s:peer() } end,
+    }))
+    local c = H.client(core, "127.0.0.1:" .. l:port(), { on_connect = function(c) c.s:send("x") end })
+    H.wait_for(core, function() return server_s ~= nil and c.connected end, "connect")
+    c.s:close()
+    H.wait_for(core, function() return in_close ~= nil and c.closed end, "on_close")
+    local want = "127.0.0.1:" .. l:port()
+    lu.assertEquals(in_close.address[1], want, "address() inside on_close: " ..
+      tostring(in_close.address[2] or in_close.address[1]))
+    lu.assertEquals(in_close.peer, c.s:address())
+    lu.assertEquals(server_s:address(), want, "address() after on_close")
+    lu.assertEquals(server_s:peer(), c.s:address())
+    l:close()
+  end)
+end
