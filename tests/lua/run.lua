@@ -39,8 +39,11 @@ end
 do
   local probe, err, code = iocore.core { threads = 1, signals = false }
   if not probe then
-    print(("SKIP: backend %s not available here: %s"):format(tostring(backend_env), tostring(err)))
-    if code == "ENOSYS" then os.exit(77) end
+    if code == "ENOSYS" then
+      print(("SKIP: backend %s not available here: %s"):format(tostring(backend_env), tostring(err)))
+      os.exit(77)
+    end
+    print(("run.lua: cannot make a core (IOCORE_BACKEND=%s): %s"):format(tostring(backend_env), tostring(err)))
     print(("RESULT %s: 0 passed, 1 failed, 0 skipped"):format(suite))
     os.exit(1)
   end
