@@ -236,7 +236,7 @@ IOC_API uint64_t ioc_timer_id(const ioc_timer_t *timer);
  *   on_open (accepted: err 0; connect: err 0 or the failure) first;
  *   on_recv calls in stream order, never two at once;
  *   on_drain when the send queue empties after a send that was not written at once
- *     (may run concurrently with on_recv, never with on_open/on_close);
+ *     (never two at once; may run concurrently with on_recv, never with on_open/on_close);
  *   on_close exactly once, last, after every other callback has returned;
  *     err is 0 for a clean close by either side, else the cause.
  * A connect that fails calls on_open(err) and then on_close(err). */
@@ -288,7 +288,9 @@ IOC_API int ioc_session_send(ioc_session_t *s, const void *data, size_t len);
 IOC_API int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n);
 /* Bytes queued and not yet written to the socket. */
 IOC_API size_t ioc_session_pending(ioc_session_t *s);
-/* Graceful: queued data is written, then FIN; on_close(s, 0) follows. */
+/* Graceful: queued data is written, then FIN; the session then reads (and
+ * discards) until the peer's FIN, at most 5 s, so that a reset cannot
+ * destroy the reply; on_close(s, 0) follows (after the linger, a reset). */
 IOC_API void ioc_session_close(ioc_session_t *s);
 /* Immediate reset (RST); queued data is dropped; on_close follows. */
 IOC_API void ioc_session_abort(ioc_session_t *s);

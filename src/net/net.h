@@ -82,6 +82,8 @@ struct ioc_session {
   bool aborting;    /* reset on close */
   bool outbound;
   bool local_owned; /* local was allocated here */
+  bool in_drain;    /* on_drain is running (on some worker) */
+  bool drain_again; /* ...and another one was due meanwhile */
   int close_err;
   uint32_t inflight; /* operations of this session in flight */
   /* The Lua binding's, under its lock: a registry reference to the handler

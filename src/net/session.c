@@ -302,12 +302,24 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
       shutdown_write(s);
     } else if (s->want_drain && s->state == IOC__S_OPEN) {
       s->want_drain = false;
-      drain = true;
+      /* One on_drain at a time per session: a send from another thread
+       * can finish its write while one is still running elsewhere. */
+      if (s->in_drain)
+        s->drain_again = true;
+      else
+        drain = s->in_drain = true;
     }
   }
   if (s->state < IOC__S_CLOSING) release_sendq_if_idle(s); /* op is gone after this */
   ioc__spin_unlock(&s->lock);
-  if (drain && s->cbs.on_drain) s->cbs.on_drain(s);
+  while (drain) {
+    if (s->cbs.on_drain) s->cbs.on_drain(s);
+    ioc__spin_lock(&s->lock);
+    drain = s->drain_again && s->state == IOC__S_OPEN;
+    s->drain_again = false;
+    s->in_drain = drain;
+    ioc__spin_unlock(&s->lock);
+  }
   op_done(s);
 }
 
