@@ -346,7 +346,12 @@ end
 -- Kills what is still running and removes the files (tearDown).
 function H.reap()
   for _, p in ipairs(procs) do
-    if not p:exited() then p:kill("KILL") end
+    if not p:exited() then
+      p:kill("KILL")
+      -- the wrapper writes the status file once the process is gone
+      local deadline = H.now() + 2000
+      while not p:exited() and H.now() < deadline do H.sleep(20) end
+    end
     for _, f in ipairs({ p.out, p.pidf, p.statusf, p.base, p.file }) do os.remove(f) end
   end
   procs = {}
