@@ -263,7 +263,10 @@ struct ioc_core {
   ioc_listener_t *listeners;
   ioc_session_t *sessions;
   atomic_uint_fast64_t next_id;
-  atomic_int sweep_armed; /* the idle sweep timer runs (net/listener.c) */
+  /* The idle sweep (net/listener.c), under objects_lock: it runs exactly
+   * while some session has an idle time-out. */
+  ioc_timer_t *sweep;
+  size_t idle_sessions;
 
   void (*log)(void *ud, const char *line);
   void *log_ud;

@@ -523,12 +523,31 @@ static int l_core_run(lua_State *L) {
 
 /* ---- closing ----------------------------------------------------------------------------------- */
 
-static void destroy_core(lcore *lc) {
-  ioc_core_destroy(lc->core);
+/* Frees the C core once nothing of it is alive. Objects of the core's own
+ * (a listener's accept back-off, a lingering close's timer) may need a few
+ * more completions first. Returns false, and frees nothing, if something
+ * stays alive: better a leak than a free under live objects. */
+static bool destroy_core(lcore *lc) {
+  uint64_t deadline = ioc__now_ms() + 6000;
+  int rc;
+  while ((rc = ioc_core_destroy(lc->core)) == IOC_EBUSY && ioc__now_ms() < deadline)
+    ioc_core_dispatch(lc->core, 10);
+  if (rc < 0) {
+    ioc_stats_t st;
+    ioc_core_stats(lc->core, &st);
+    fprintf(stderr, "iocore: the core cannot be freed (%s): %llu objects, %llu operations alive\n",
+            ioc_err_name(rc), (unsigned long long)st.objects, (unsigned long long)st.ops_inflight);
+    return false;
+  }
+  for (lev *e = lc->q_head, *next; e; e = next) { /* timer events that came meanwhile */
+    next = e->next;
+    lb_free_event(e);
+  }
   if (lc->wake_fd >= 0) close(lc->wake_fd);
   pthread_mutex_destroy(&lc->lua_lock);
   ioc__mutex_destroy(&lc->q_lock);
   free(lc);
+  return true;
 }
 
 void lb_object_gone(lcore *lc) {
@@ -594,11 +613,7 @@ static bool core_close(lua_State *L, lcore *lc) {
     lc->memory_limit = 0;
   }
   lc->closed = true;
-  if (lc->live_objects == 0) {
-    destroy_core(lc);
-    return true;
-  }
-  return false;
+  return lc->live_objects == 0 && destroy_core(lc);
 }
 
 static int l_core_close(lua_State *L) {

@@ -372,15 +372,14 @@ void ioc_core_close_all(ioc_core_t *core, int abort) {
 #define SWEEP_MS 100
 
 static void sweep_fire(ioc_timer_t *t, void *ud) {
+  IOC__UNUSED(t);
   ioc_core_t *core = ud;
   uint64_t now = ioc__now_ms();
   size_t n = 0, cap = 0;
   ioc_session_t **idle = NULL;
-  bool any = false;
   ioc__mutex_lock(&core->objects_lock);
   for (ioc_session_t *s = core->sessions; s; s = s->next) {
     if (!s->idle_timeout_ms) continue;
-    any = true;
     ioc__spin_lock(&s->lock);
     bool expired = s->state < IOC__S_CLOSING &&
                    (uint32_t)((uint32_t)now - s->last_recv_ms) >= s->idle_timeout_ms;
@@ -395,13 +394,7 @@ static void sweep_fire(ioc_timer_t *t, void *ud) {
     ioc__object_ref(&s->obj);
     idle[n++] = s;
   }
-  if (!any) {
-    atomic_store(&core->sweep_armed, 0);
-    ioc__mutex_unlock(&core->objects_lock);
-    ioc_timer_cancel(t);
-  } else {
-    ioc__mutex_unlock(&core->objects_lock);
-  }
+  ioc__mutex_unlock(&core->objects_lock);
   for (size_t i = 0; i < n; i++) {
     ioc__session_fail(idle[i], IOC_ETIMEDOUT);
     ioc__object_unref(&idle[i]->obj);
@@ -409,10 +402,18 @@ static void sweep_fire(ioc_timer_t *t, void *ud) {
   free(idle);
 }
 
-void ioc__sweep_schedule(ioc_core_t *core) {
-  int expect = 0;
-  if (!atomic_compare_exchange_strong(&core->sweep_armed, &expect, 1)) return;
-  ioc_timer_t *t;
-  if (ioc_timer_start(core, SWEEP_MS, SWEEP_MS, sweep_fire, core, &t) < 0)
-    atomic_store(&core->sweep_armed, 0);
+void ioc__sweep_add(ioc_core_t *core) {
+  if (core->idle_sessions++ == 0 &&
+      ioc_timer_start(core, SWEEP_MS, SWEEP_MS, sweep_fire, core, &core->sweep) < 0) {
+    core->sweep = NULL;
+    ioc__log(core, "idle sweep: no timer (out of memory): idle time-outs are not enforced");
+  }
+}
+
+void ioc__sweep_remove(ioc_core_t *core) {
+  if (--core->idle_sessions == 0 && core->sweep) {
+    /* No object of the core's own outlives the last session that needed it. */
+    ioc_timer_cancel(core->sweep);
+    core->sweep = NULL;
+  }
 }

@@ -108,9 +108,10 @@ struct ioc_session {
   ioc_session_t *prev, *next; /* core->sessions, under objects_lock */
 };
 
-/* Starts the core's idle sweep if it is not running. Call after a session
- * with an idle time-out is in core->sessions. */
-void ioc__sweep_schedule(ioc_core_t *core);
+/* A session with an idle time-out comes / goes: the sweep runs exactly
+ * while there is one. Under core->objects_lock. */
+void ioc__sweep_add(ioc_core_t *core);
+void ioc__sweep_remove(ioc_core_t *core);
 void ioc__listener_ref(ioc_listener_t *l);
 void ioc__listener_unref(ioc_listener_t *l);
 

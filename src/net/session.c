@@ -206,6 +206,8 @@ static void finalize(ioc_session_t *s) {
     /* Cancel takes the timer's callback away only if it had not started. */
     if (ioc__timer_cancel(t)) ioc__object_unref(&s->obj);
   }
+  /* session:address() stays answerable in and after on_close. */
+  if (!s->local) ioc_session_local(s);
   core->backend->del(core, &s->h);
   if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
   ioc__socket_close(core, s->h.fd);
@@ -217,6 +219,7 @@ static void finalize(ioc_session_t *s) {
   if (s->prev) s->prev->next = s->next; else core->sessions = s->next;
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = NULL;
+  if (s->idle_timeout_ms) ioc__sweep_remove(core);
   ioc__mutex_unlock(&core->objects_lock);
   IOC__STAT_SUB(core, active, 1);
   IOC__STAT_ADD(core, closed, 1);
@@ -406,9 +409,9 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   s->next = core->sessions;
   if (s->next) s->next->prev = s;
   core->sessions = s;
+  if (s->idle_timeout_ms) ioc__sweep_add(core);
   ioc__mutex_unlock(&core->objects_lock);
   IOC__STAT_ADD(core, active, 1);
-  if (s->idle_timeout_ms) ioc__sweep_schedule(core);
   *out = s;
   return 0;
 }
