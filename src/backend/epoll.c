@@ -219,6 +219,12 @@ static int do_recv(ioc__handle_t *h, char *buf) {
  * (the session re-posts the rest). More than IOV_MAX iovecs are written as
  * a short write of the first IOV_MAX rather than failing with EMSGSIZE. */
 static int do_send(ioc__handle_t *h, ioc__op_t *op) {
+  if (op->u.send.iovcnt == 1) {
+    ssize_t n;
+    do n = send(h->fd, op->u.send.iov[0].iov_base, op->u.send.iov[0].iov_len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (int)n;
+  }
   struct msghdr m;
   memset(&m, 0, sizeof m);
   m.msg_iov = op->u.send.iov;

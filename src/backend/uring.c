@@ -232,7 +232,8 @@ static int ur_ring_init(struct io_uring *ring, unsigned depth) {
 
 static int ur_ops_check(struct io_uring *ring) {
   static const int needed[] = {IORING_OP_NOP,     IORING_OP_ACCEPT,       IORING_OP_CONNECT,
-                               IORING_OP_RECV,    IORING_OP_SENDMSG,      IORING_OP_ASYNC_CANCEL,
+                               IORING_OP_RECV,    IORING_OP_SEND,         IORING_OP_SENDMSG,
+                               IORING_OP_ASYNC_CANCEL,
                                IORING_OP_TIMEOUT, IORING_OP_POLL_ADD};
   struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
   if (!probe)
@@ -429,6 +430,11 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
     sqe->buf_group = UR_BUF_GROUP;
     break;
   case IOC__OP_SEND:
+    if (op->u.send.iovcnt == 1) {
+      /* One buffer (a typical reply): plain send, no msghdr for the kernel to copy. */
+      io_uring_prep_send(sqe, fd, op->u.send.iov[0].iov_base, op->u.send.iov[0].iov_len, MSG_NOSIGNAL);
+      break;
+    }
     memset(op->u.send.msg, 0, sizeof *op->u.send.msg);
     op->u.send.msg->msg_iov = op->u.send.iov;
     op->u.send.msg->msg_iovlen = (size_t)op->u.send.iovcnt;
