@@ -240,7 +240,7 @@ local function load_table(job, title, how)
 end
 
 load_table("http", "1. HTTP/1.1 keep-alive \"Hello, World!\"",
-  "`wrk " .. (meta.wrk or "") .. "`. iocore: `examples/http_hello.lua` (2 worker threads, default backend); " ..
+  "`wrk " .. (meta.wrk or "") .. "`. iocore: `examples/http_hello.lua` (" .. (meta.threads or "1") .. " worker thread(s) like each peer, default backend; job 5 has 2); " ..
   "luv: `peers/luv_http.lua`; nginx: `peers/nginx.conf` (port 8082 `return 200`, port 8083 `content_by_lua_block`). " ..
   "The floor program (one thread, io_uring, no parsing) shows what the kernel's loopback TCP alone costs.")
 load_table("conn", "2. A new connection per request",
