@@ -189,6 +189,23 @@ if have("tests/c/*.c") then
     common("iocore_tests", true)
 end
 
+-- The reliability suite's tools (tests/stress/, docs/reliability.md): the
+-- load generator and the launcher that hides io_uring behind seccomp.
+-- Linux only; they use nothing of the library.
+if have("tests/stress/loadgen.c") and not windows then
+  project "loadgen"
+    kind "ConsoleApp"
+    files { "tests/stress/loadgen.c" }
+    -- optimised in every configuration: it must outrun the server it loads
+    gccoptions { "-O2" }
+    common("loadgen", false)
+
+  project "no_uring"
+    kind "ConsoleApp"
+    files { "tests/stress/no_uring.c" }
+    common("no_uring", false)
+end
+
 if os.isfile("examples/echo.c") then
   project "echo"
     kind "ConsoleApp"
