@@ -425,7 +425,10 @@ static bool wait_events(lcore *lc, int sfd, int ms) {
   struct pollfd p[2] = {{lc->wake_fd, POLLIN, 0}, {sfd, POLLIN, 0}};
   int slice = ms;
   if (lc->handler_timeout_ms) {
-    int w = (int)(lc->handler_timeout_ms / 10);
+    /* The watchdog's lag is up to one slice: 5% of handler_timeout keeps a
+     * runaway's total under handler_timeout + 10% with room for the hook
+     * to fire and the next handler to run (a tenth used up all of it). */
+    int w = (int)(lc->handler_timeout_ms / 20);
     if (w < 5) w = 5;
     if (w > 200) w = 200;
     if (slice < 0 || slice > w) slice = w;
