@@ -5,7 +5,8 @@
 --
 -- Keys: threads, handler_timeout, memory_limit (core options); idle_timeout,
 -- max_connections, max_pending, accepts, backlog (listener options); greet=1
--- (send "G\n" to every accepted session); port (default 0 = any).
+-- (send "G\n" to every accepted session); port (default 0 = any);
+-- echo_delay_ms (every echo handler call spins that long first).
 -- The backend is the default one, so IOCORE_BACKEND chooses it.
 --
 -- Every connection starts with one header line saying what it wants:
@@ -146,6 +147,9 @@ end
 -- ---- the protocol --------------------------------------------------------------------------
 
 local handlers = {}
+-- echo_delay_ms: every echo handler call spins this long first, so the
+-- C side (receives, the peer's FIN) runs ahead of the Lua handlers
+local delay = num("echo_delay_ms") and num("echo_delay_ms") / 1000
 
 function handlers.on_accept(s)
   C.accepted = C.accepted + 1
@@ -185,6 +189,10 @@ end
 function handlers.on_recv(s, data)
   local mode = s.mode
   if mode == "echo" then
+    if delay then
+      local t = os.clock() + delay
+      repeat until os.clock() >= t
+    end
     if not s:send(data) then C.send_fail = C.send_fail + 1 end
     return
   elseif mode == "sink" then

@@ -3,7 +3,10 @@ local lu = require "luaunit"
 local S = require "lib"
 
 TestSlowClients = S.class()
-TestSlowClients.limits = { test_slowloris_closed_by_idle_timeout = { 60, 120 } }
+TestSlowClients.limits = {
+  test_slowloris_closed_by_idle_timeout = { 60, 120 },
+  test_half_close_with_slow_handlers = { 60, 120 },
+}
 
 local IDLE = 1000
 
@@ -60,6 +63,29 @@ function TestSlowClients:test_half_close_gets_whole_reply_then_fin()
   S.check(r, "stalled", 0)
   S.check(r, "ok", conns)
   lu.assertEquals(st.send_fail, 0, "the server's echo sends were refused (ECLOSED after the peer's FIN?)")
+  S.assert_no_leak(srv, base)
+  S.stop_server(srv)
+end
+
+-- The same with handlers that take 2 ms per call: the C side receives the
+-- rest of the data and the peer's FIN long before the Lua handlers for the
+-- earlier data have run, and their replies must still all go out, then the
+-- FIN. 50 connections x 100 KB (long: 500).
+function TestSlowClients:test_half_close_with_slow_handlers()
+  local conns = S.size(50, 500)
+  local srv = S.server({ echo_delay_ms = 2 })
+  local base = srv.start_stats
+  local lg = S.loadgen("halfclose", srv:addr(), { conns = conns, size = 100000, timeout = 60000 })
+  local r = lg:result(90000)
+  local st = srv:stats()
+  S.note("%d connections x 100 KB then FIN, 2 ms per handler call: %d whole replies then EOF", conns, r.ok)
+  S.check(r, "connected", conns)
+  S.check(r, "mismatches", 0)
+  S.check(r, "short", 0)
+  S.check(r, "resets", 0)
+  S.check(r, "stalled", 0)
+  S.check(r, "ok", conns)
+  lu.assertEquals(st.send_fail, 0, "the server's echo sends were refused")
   S.assert_no_leak(srv, base)
   S.stop_server(srv)
 end
