@@ -193,8 +193,8 @@ for _, t in ipairs(selected) do
   local limit = lim and (S.long and lim[2] or lim[1]) or (S.long and 900 or 120)
   local out = S.tmpname("test")
   local t0 = S.now()
-  local cmd = ("timeout -k 5 %d %s %s --one %s >%s 2>&1"):format(limit, S.shq(S.lua), S.shq(arg[0]),
-    S.shq(t.full), S.shq(out))
+  local cmd = ("STRESS_TMP=%s timeout -k 5 %d %s %s --one %s >%s 2>&1"):format(S.shq(S.tmpdir()), limit,
+    S.shq(S.lua), S.shq(arg[0]), S.shq(t.full), S.shq(out))
   local _, how, code = os.execute(cmd)
   local secs = (S.now() - t0) / 1000
   local text = S.read_file(out) or ""
