@@ -393,6 +393,11 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   ioc_session_t *s = calloc(1, sizeof *s);
   if (!s) return IOC_ENOMEM;
   ioc__object_init(&s->obj, core, &session_vtbl); /* the core's reference */
+  /* A creation guard: the session is in core->sessions (close_all and the
+   * idle sweep can reach it) before it is started. Counting the start as an
+   * operation keeps a close from finalizing it underneath its creator;
+   * ioc__session_start / ioc_connect release it. */
+  s->inflight = 1;
   s->h.fd = fd;
   s->max_pending = o && o->max_pending ? o->max_pending : IOC__DEFAULT_MAX_PENDING;
   uint64_t idle = o ? o->idle_timeout_ms : 0;
@@ -436,12 +441,10 @@ int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
 }
 
 /* For an accepted session, after on_accept: on_open, then the first receive.
- * Runs inside the listener's accept completion; the extra inflight count
- * keeps a close() from inside the callbacks from finalizing underneath. */
+ * Runs inside the listener's accept completion and ends the creation guard,
+ * which also keeps a close() from inside the callbacks from finalizing
+ * underneath. */
 void ioc__session_start(ioc_session_t *s) {
-  ioc__spin_lock(&s->lock);
-  s->inflight++;
-  ioc__spin_unlock(&s->lock);
   if (s->cbs.on_open) s->cbs.on_open(s, 0);
   ioc__spin_lock(&s->lock);
   if (s->state <= IOC__S_SHUTDOWN) post_recv(s);
@@ -483,10 +486,18 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
   s->connect_posted = true;
   rc = ioc__op_submit(core, &s->rop);
   if (rc < 0) {
-    s->inflight--;
-    s->connect_posted = false;
+    /* Never started: complete it as failed from a dispatching thread, so the
+     * owner hears on_open(err) then on_close(err), as for any failure. */
+    s->rop.res = rc;
+    ioc__object_ref(&s->obj);
+    IOC__STAT_ADD(core, ops_inflight, 1);
+    ioc__core_defer(core, &s->rop);
   }
-  if (rc < 0) enter_closing(s, rc); /* reported through on_open + on_close */
+  /* End the creation guard. Not inline: on_close must come from dispatch. */
+  if (--s->inflight == 0 && s->state == IOC__S_CLOSING) {
+    s->inflight++;
+    ioc__core_queue_job(core, &s->rop, &s->obj, close_job);
+  }
   ioc__spin_unlock(&s->lock);
   return 0;
 }
