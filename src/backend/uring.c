@@ -111,7 +111,10 @@ enum {
   UR_F_CANCEL = 1u << 1,   /* the owner asked for a cancel: ECANCELED is final */
   UR_F_STARVED = 1u << 2,  /* on the starved list (buf_lock) */
   UR_F_BACKLOG = 1u << 3,  /* on the backlog (sq_lock) */
-  UR_F_CONNPOLL = 1u << 4  /* a CONNECT now waiting as POLL_ADD(POLLOUT) */
+  /* Re-submitted after EINTR/EAGAIN (or a thread-exit cancel): wait for
+   * readiness first. A CONNECT waits as POLL_ADD(POLLOUT) and reads
+   * SO_ERROR; a RECV/SEND carries IORING_RECVSEND_POLL_FIRST. */
+  UR_F_POLL = 1u << 4
 };
 
 /* user_data markers for CQEs that are not ops. 0 is a wake. */
@@ -418,7 +421,7 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
                          (socklen_t *)&op->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     break;
   case IOC__OP_CONNECT:
-    if (ur_flags(op) & UR_F_CONNPOLL)
+    if (ur_flags(op) & UR_F_POLL)
       io_uring_prep_poll_add(sqe, fd, POLLOUT);
     else
       io_uring_prep_connect(sqe, fd, (const struct sockaddr *)(const void *)op->u.connect.addr.u.bytes,
@@ -428,17 +431,21 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
     io_uring_prep_recv(sqe, fd, NULL, bd->buf_size, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = UR_BUF_GROUP;
+    if (ur_flags(op) & UR_F_POLL)
+      sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     break;
   case IOC__OP_SEND:
     if (op->u.send.iovcnt == 1) {
       /* One buffer (a typical reply): plain send, no msghdr for the kernel to copy. */
       io_uring_prep_send(sqe, fd, op->u.send.iov[0].iov_base, op->u.send.iov[0].iov_len, MSG_NOSIGNAL);
-      break;
+    } else {
+      memset(op->u.send.msg, 0, sizeof *op->u.send.msg);
+      op->u.send.msg->msg_iov = op->u.send.iov;
+      op->u.send.msg->msg_iovlen = (size_t)op->u.send.iovcnt;
+      io_uring_prep_sendmsg(sqe, fd, op->u.send.msg, MSG_NOSIGNAL);
     }
-    memset(op->u.send.msg, 0, sizeof *op->u.send.msg);
-    op->u.send.msg->msg_iov = op->u.send.iov;
-    op->u.send.msg->msg_iovlen = (size_t)op->u.send.iovcnt;
-    io_uring_prep_sendmsg(sqe, fd, op->u.send.msg, MSG_NOSIGNAL);
+    if (ur_flags(op) & UR_F_POLL)
+      sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     break;
   default:
     break;
@@ -917,9 +924,16 @@ static int32_t ur_connect_result(ioc__op_t *op, int32_t res) {
  *    submitted the op exited: the kernel cancels such requests when their
  *    socket becomes ready (seen on 6.18; since 5.12 requests belong to the
  *    submitting task), without consuming data or connections. The op is
- *    submitted again from this live thread. A CONNECT cannot be reissued
- *    (connect(2) says EALREADY), so it waits for POLLOUT instead and reads
- *    SO_ERROR. */
+ *    submitted again from this live thread;
+ *  - -EINTR and -EAGAIN are transient and not the owner's business either:
+ *    the kernel turns -ERESTARTSYS into -EINTR for every socket op, and an
+ *    op on an O_NONBLOCK socket (all of ours) that was punted to io-wq
+ *    returns -EAGAIN instead of waiting (liburing issue #364). Neither
+ *    consumed data or a connection; the op is submitted again, waiting for
+ *    readiness first (UR_F_POLL), so a real EAGAIN cannot spin.
+ *  A CONNECT cannot be reissued (connect(2) says EALREADY), and after
+ *  EINTR or EINPROGRESS it goes on in the background: it waits for POLLOUT
+ *  instead and reads SO_ERROR. (EAGAIN from connect(2) is a real failure.) */
 static int ur_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
   ur_backend_t *bd = core->bd;
   if (!cqe->ptr || cqe->ptr == &ur_cancel_marker)
@@ -937,15 +951,20 @@ static int ur_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
   if (op->type == IOC__OP_RECV && res == -ENOBUFS && !has_buf)
     return ur_starve(core, bd, op);
 
-  if (res == -ECANCELED && !(ur_flags(op) & UR_F_CANCEL)) {
+  bool again = (res == -ECANCELED && !(ur_flags(op) & UR_F_CANCEL)) || res == -EINTR;
+  if (op->type == IOC__OP_CONNECT)
+    again = again || ((res == -EINPROGRESS || res == -EALREADY) && !(ur_flags(op) & UR_F_POLL));
+  else
+    again = again || res == -EAGAIN;
+  if (again) {
     if (has_buf)
       done += ur_buf_return(core, bd, bid);
-    if (op->type == IOC__OP_CONNECT)
-      ur_flags_set(op, UR_F_CONNPOLL);
+    if (op->type != IOC__OP_ACCEPT)
+      ur_flags_set(op, UR_F_POLL);
     return done + ur_resubmit(core, op);
   }
 
-  if (op->type == IOC__OP_CONNECT && (ur_flags(op) & UR_F_CONNPOLL))
+  if (op->type == IOC__OP_CONNECT && (ur_flags(op) & UR_F_POLL))
     res = ur_connect_result(op, res);
 
   switch (op->type) {
