@@ -348,6 +348,11 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
       n += be->complete(core, &cqes[i]);
     }
     if (n > 0) break;
+    /* Every entry was absorbed by the backend (an op re-submitted or
+     * parked): nothing ran, but submissions may have been batched. Push
+     * them before waiting again: as a follower this thread may sleep
+     * behind a leader that waits for exactly those. */
+    if (m > 0 && be->flush) be->flush(core);
     if (deadline != UINT64_MAX && ioc__now_ms() >= deadline) {
       /* One last look so a timer due exactly now is not reported as a time-out. */
       n = run_ready(core) + ioc__timers_run(core);
