@@ -57,6 +57,7 @@
 #define EP_WRITABLE 0x2u /* the same for writing */
 #define EP_PEER_DONE 0x4u /* FIN or an error was reported: a short read proves nothing */
 #define EP_RD_BUSY 0x8u  /* a thread (or a deferred token) runs the read side */
+#define EP_REARM 0x10u   /* fault injection: an injected EAGAIN wants the edge re-armed */
 
 /* op->flags, all under h->lock */
 #define EP_OP_RDQ 0x1u    /* in h->rd queue */
@@ -190,10 +191,71 @@ static void make_token(ioc__op_t *op) {
   op->next = NULL;
 }
 
+/* ---- fault injection (fault.h) ----------------------------------------------
+ *
+ * At the system call sites, under h->lock: the call is pretended to have
+ * returned one of
+ *   EINTR       retried by the site's loop, as a real one is;
+ *   EAGAIN      the op stays queued and the readiness bit is cleared, as
+ *               after a real EAGAIN. A real one means the socket was not
+ *               ready, so any later data (room, connection) raises a new
+ *               edge. This one was not real, and no edge would come for what
+ *               is already there: so the handle is re-armed with
+ *               EPOLL_CTL_MOD, which makes the kernel report the fd again if
+ *               it is ready now (ep_rearm_locked). What the backend sees is
+ *               then "EAGAIN, and the data came right after": a real race.
+ *               (For a connect: readiness that is not the end of the
+ *               handshake, which ADD reports for a fresh socket.)
+ *   ECONNRESET  recv/sendmsg: the peer reset the connection;
+ *   ECONNABORTED, ENOMEM  accept4: a connection died in the backlog (the
+ *               site's loop takes the next one) / no memory, before a
+ *               connection was dequeued.
+ * A send may also be cut short: it is given a prefix of its bytes, so the
+ * kernel really writes only that much (do_send). */
+enum { EP_SITE_ACCEPT, EP_SITE_RECV, EP_SITE_SEND, EP_SITE_CONNECT };
+
+static int ep_fault(ioc_core_t *core, ioc__handle_t *h, int site) {
+  ioc__faults_t *f = &core->faults;
+  if (site != EP_SITE_CONNECT && ioc__fault_roll(f, IOC__FAULT_EINTR)) return -EINTR;
+  if (ioc__fault_roll(f, IOC__FAULT_EAGAIN)) {
+    h->bflags |= EP_REARM;
+    return -EAGAIN;
+  }
+  if (site == EP_SITE_CONNECT) return 0;
+  if (ioc__fault_roll(f, IOC__FAULT_ECONNRESET))
+    return site == EP_SITE_ACCEPT ? -ECONNABORTED : -ECONNRESET;
+  if (site == EP_SITE_ACCEPT && ioc__fault_roll(f, IOC__FAULT_ENOMEM)) return -ENOMEM;
+  return 0;
+}
+
+/* Re-arms fd (registered as generation gen) after an injected EAGAIN: MOD
+ * with the same events makes an edge-triggered fd report its present
+ * readiness again. Under the slot lock, with gen checked, so the fd cannot
+ * have been closed and reused meanwhile. */
+static void ep_rearm_locked(ep_state_t *st, int fd, uint32_t gen) {
+  struct epoll_event ev = {
+      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+      .data.u64 = (uint64_t)gen << 32 | (uint32_t)fd,
+  };
+  epoll_ctl(st->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+/* Takes EP_REARM off h (under h->lock); true if it was set. */
+static bool ep_take_rearm(ioc__handle_t *h) {
+  if (IOC__LIKELY(!(h->bflags & EP_REARM))) return false;
+  h->bflags &= ~EP_REARM;
+  return true;
+}
+
 /* ---- the syscalls (each returns a result or -errno; EAGAIN means "later") -- */
 
-static int do_accept(ioc__handle_t *h, ioc__op_t *op) {
+static int do_accept(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
   for (;;) {
+    if (IOC__FAULTS_ON(core)) {
+      int inj = ep_fault(core, h, EP_SITE_ACCEPT);
+      if (inj == -EINTR || inj == -ECONNABORTED) continue; /* as below */
+      if (inj) return inj;
+    }
     socklen_t len = sizeof op->u.accept.addr.u.bytes;
     int fd = accept4(h->fd, (struct sockaddr *)op->u.accept.addr.u.bytes, &len,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -208,18 +270,46 @@ static int do_accept(ioc__handle_t *h, ioc__op_t *op) {
   }
 }
 
-static int do_recv(ioc__handle_t *h, char *buf) {
+static int do_recv(ioc_core_t *core, ioc__handle_t *h, char *buf) {
   ssize_t n;
-  do n = recv(h->fd, buf, EP_RECV_BUF, 0);
-  while (n < 0 && errno == EINTR);
+  for (;;) {
+    if (IOC__FAULTS_ON(core)) {
+      int inj = ep_fault(core, h, EP_SITE_RECV);
+      if (inj == -EINTR) continue;
+      if (inj) return inj;
+    }
+    n = recv(h->fd, buf, EP_RECV_BUF, 0);
+    if (n >= 0 || errno != EINTR) break;
+  }
   return n < 0 ? -errno : (int)n;
+}
+
+/* Injected short write: maybe points m at a copy of a random non-empty
+ * proper prefix of its bytes (within its first EP_CUT_IOV iovecs). */
+#define EP_CUT_IOV 64
+static void ep_fault_cut(ioc_core_t *core, struct msghdr *m, struct iovec cut[EP_CUT_IOV]) {
+  size_t n = m->msg_iovlen < EP_CUT_IOV ? m->msg_iovlen : EP_CUT_IOV;
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++) total += m->msg_iov[i].iov_len;
+  if (total < 2 || !ioc__fault_roll(&core->faults, IOC__FAULT_SHORT_WRITE)) return;
+  uint64_t at = 1 + ioc__fault_below(&core->faults, total - 1), acc = 0;
+  for (size_t i = 0; i < n; i++) {
+    cut[i] = m->msg_iov[i];
+    if (acc + cut[i].iov_len >= at) {
+      cut[i].iov_len = (size_t)(at - acc);
+      m->msg_iov = cut;
+      m->msg_iovlen = i + 1;
+      return;
+    }
+    acc += cut[i].iov_len;
+  }
 }
 
 /* One gathered write of the op's iovecs; a short write is a valid result
  * (the session re-posts the rest). More than IOV_MAX iovecs are written as
  * a short write of the first IOV_MAX rather than failing with EMSGSIZE. */
-static int do_send(ioc__handle_t *h, ioc__op_t *op) {
-  if (op->u.send.iovcnt == 1) {
+static int do_send(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
+  if (op->u.send.iovcnt == 1 && !IOC__FAULTS_ON(core)) {
     ssize_t n;
     do n = send(h->fd, op->u.send.iov[0].iov_base, op->u.send.iov[0].iov_len, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
@@ -229,9 +319,21 @@ static int do_send(ioc__handle_t *h, ioc__op_t *op) {
   memset(&m, 0, sizeof m);
   m.msg_iov = op->u.send.iov;
   m.msg_iovlen = (size_t)(op->u.send.iovcnt > IOV_MAX ? IOV_MAX : op->u.send.iovcnt);
+  struct iovec cut[EP_CUT_IOV];
   ssize_t n;
-  do n = sendmsg(h->fd, &m, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
+  for (;;) {
+    if (IOC__FAULTS_ON(core)) {
+      int inj = ep_fault(core, h, EP_SITE_SEND);
+      if (inj == -EINTR) continue;
+      if (inj) return inj;
+      ep_fault_cut(core, &m, cut);
+    }
+    if (m.msg_iovlen == 1) /* as above, with injection on */
+      n = send(h->fd, m.msg_iov[0].iov_base, m.msg_iov[0].iov_len, MSG_NOSIGNAL);
+    else
+      n = sendmsg(h->fd, &m, MSG_NOSIGNAL);
+    if (n >= 0 || errno != EINTR) break;
+  }
   return n < 0 ? -errno : (int)n;
 }
 
@@ -240,7 +342,8 @@ static int do_send(ioc__handle_t *h, ioc__op_t *op) {
  * ADD of a fresh socket reports EPOLLOUT|EPOLLHUP for its unconnected state,
  * and that event may be reaped before connect() and completed after it. So
  * a zero SO_ERROR is confirmed with getpeername(). */
-static int connect_result(ioc__handle_t *h) {
+static int connect_result(ioc_core_t *core, ioc__handle_t *h) {
+  if (IOC__FAULTS_ON(core) && ep_fault(core, h, EP_SITE_CONNECT)) return -EAGAIN;
   int err = 0;
   socklen_t len = sizeof err;
   if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
@@ -258,10 +361,10 @@ static int connect_result(ioc__handle_t *h) {
  * finished ones as a list for the caller to complete after unlocking. Stops
  * after one SEND: a short write must be re-posted before anything else is
  * written (sessions keep one send in flight anyway). Under h->lock. */
-static ioc__op_t *run_writes_locked(ioc__handle_t *h) {
+static ioc__op_t *run_writes_locked(ioc_core_t *core, ioc__handle_t *h) {
   ioc__op_t *done = NULL, *done_tail = NULL, *op;
   while ((op = h->wr_head) && (h->bflags & EP_WRITABLE)) {
-    int res = op->type == IOC__OP_SEND ? do_send(h, op) : connect_result(h);
+    int res = op->type == IOC__OP_SEND ? do_send(core, h, op) : connect_result(core, h);
     if (res == -EAGAIN) {
       h->bflags &= ~EP_WRITABLE;
       break;
@@ -311,9 +414,9 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
       char *buf = NULL;
       if (op->type == IOC__OP_RECV) {
         buf = ep_recv_buf_busy ? (heap_buf = malloc(EP_RECV_BUF)) : ep_recv_buf;
-        res = buf ? do_recv(h, buf) : IOC_ENOMEM;
+        res = buf ? do_recv(core, h, buf) : IOC_ENOMEM;
       } else {
-        res = do_accept(h, op);
+        res = do_accept(core, h, op);
       }
       if (res == -EAGAIN) {
         h->bflags &= ~EP_READABLE;
@@ -342,7 +445,9 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
       }
     }
     if (!token && (stop || !done)) h->bflags &= ~EP_RD_BUSY;
+    bool rearm = ep_take_rearm(h);
     ioc__spin_unlock(&h->lock);
+    if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_state(core), h->fd, gen);
     ioc__spin_unlock(&slot->lock);
 
     if (tls_taken) ep_recv_buf_busy = 1;
@@ -499,10 +604,10 @@ static int ep_submit(ioc_core_t *core, ioc__op_t *op) {
     ioc__spin_unlock(&h->lock);
     return 0;
 
-  case IOC__OP_SEND:
+  case IOC__OP_SEND: {
     ioc__spin_lock(&h->lock);
     if (!h->wr_head && (h->bflags & EP_WRITABLE)) {
-      res = do_send(h, op); /* optimistic: an idle socket takes it now */
+      res = do_send(core, h, op); /* optimistic: an idle socket takes it now */
       if (res != -EAGAIN) {
         ioc__spin_unlock(&h->lock);
         op->res = res;
@@ -513,8 +618,23 @@ static int ep_submit(ioc_core_t *core, ioc__op_t *op) {
     }
     op->flags = EP_OP_WRQ;
     q_push(&h->wr_head, &h->wr_tail, op);
+    int fd = h->fd;
+    bool rearm = ep_take_rearm(h);
     ioc__spin_unlock(&h->lock);
+    if (IOC__UNLIKELY(rearm)) {
+      /* Not under the slot lock here (it comes before h->lock): take it
+       * now. op may have completed meanwhile and h been freed, so compare
+       * h only as an address; if the slot holds it, it is registered
+       * under the slot's gen, whoever it belongs to by now. */
+      ep_slot_t *slot = ep_slot(ep_state(core), fd);
+      if (slot) {
+        ioc__spin_lock(&slot->lock);
+        if (slot->h == h) ep_rearm_locked(ep_state(core), fd, slot->gen);
+        ioc__spin_unlock(&slot->lock);
+      }
+    }
     return 0;
+  }
 
   case IOC__OP_CONNECT: {
     /* Under the lock, so an edge for the new connection cannot be consumed
@@ -618,10 +738,12 @@ static int ep_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
   if (ev & (EPOLLRDHUP | EPOLLERR)) h->bflags |= EP_PEER_DONE;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) h->bflags |= EP_READABLE;
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) h->bflags |= EP_WRITABLE;
-  ioc__op_t *done = h->wr_head ? run_writes_locked(h) : NULL;
+  ioc__op_t *done = h->wr_head ? run_writes_locked(core, h) : NULL;
   bool reads = (h->bflags & (EP_READABLE | EP_RD_BUSY)) == EP_READABLE && h->rd_head;
   if (reads) h->bflags |= EP_RD_BUSY;
+  bool rearm = ep_take_rearm(h);
   ioc__spin_unlock(&h->lock);
+  if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_state(core), h->fd, gen);
   ioc__spin_unlock(&slot->lock);
 
   int n = complete_list(core, done);

@@ -114,7 +114,10 @@ enum {
   /* Re-submitted after EINTR/EAGAIN (or a thread-exit cancel): wait for
    * readiness first. A CONNECT waits as POLL_ADD(POLLOUT) and reads
    * SO_ERROR; a RECV/SEND carries IORING_RECVSEND_POLL_FIRST. */
-  UR_F_POLL = 1u << 4
+  UR_F_POLL = 1u << 4,
+  /* Fault injection (fault.h), set by ur_prep, undone by ur_complete: */
+  UR_F_FAULT = 1u << 5,    /* a NOP stands in for the op; op->res = the injected result */
+  UR_F_SHORT = 1u << 6     /* a SEND cut short; op->res = the cut iovec's real length */
 };
 
 /* user_data markers for CQEs that are not ops. 0 is a wake. */
@@ -124,6 +127,7 @@ static char ur_retry_marker;  /* the starved-receive retry timer */
 
 typedef struct ur_backend {
   struct io_uring ring;
+  ioc_core_t *core;
 
   ioc__mutex_t sq_lock;
   /* ops that found the SQ full and the kernel refusing to take more */
@@ -354,6 +358,7 @@ static int ur_init(ioc_core_t *core) {
   bd->retry_ts.tv_sec = 0;
   bd->retry_ts.tv_nsec = UR_RETRY_NS;
   bd->wait_in_poll = UR_ON_VALGRIND();
+  bd->core = core;
   core->bd = bd;
   return 0;
 
@@ -412,8 +417,94 @@ static struct io_uring_sqe *ur_get_sqe_locked(ur_backend_t *bd) {
   return sqe;
 }
 
+/* ---- fault injection (fault.h) ---------------------------------------------
+ *
+ * Decided when the SQE is prepared, so the kernel never does what the
+ * injected result says did not happen: a fault is a NOP carrying the op's
+ * user_data, and ur_complete gives the op the injected result instead of
+ * the NOP's 0. No byte is read, no connection dequeued; the result is one
+ * the kernel gives for the op before it has done anything:
+ *   RECV, SEND  EINTR (-ERESTARTSYS, io_uring/net.c), EAGAIN (an O_NONBLOCK
+ *               socket's op punted to io-wq: liburing #364), ECONNRESET;
+ *   ACCEPT      the same two, ECONNABORTED (a connection that died in the
+ *               backlog), ENOMEM (before the connection is dequeued).
+ * A SEND may instead go out short: the kernel gets a prefix of the bytes (a
+ * shorter length for a plain send; for a sendmsg the cut iovec shortened in
+ * place, its real length kept in op->res), so it really writes only that
+ * prefix and the rest stays queued in the session.
+ * A CONNECT is never replaced (it must really start): its success may be
+ * reported as EINTR at completion, which for connect(2) means "continuing
+ * in the background". Returns true if sqe became a NOP. */
+static bool ur_fault_prep(ioc_core_t *core, struct io_uring_sqe *sqe, ioc__op_t *op) {
+  int32_t code = 0;
+  if (op->type == IOC__OP_RECV || op->type == IOC__OP_SEND || op->type == IOC__OP_ACCEPT) {
+    if (ioc__fault_roll(&core->faults, IOC__FAULT_EINTR))
+      code = IOC_EINTR;
+    else if (ioc__fault_roll(&core->faults, IOC__FAULT_EAGAIN))
+      code = IOC_EAGAIN;
+    else if (ioc__fault_roll(&core->faults, IOC__FAULT_ECONNRESET))
+      code = op->type == IOC__OP_ACCEPT ? IOC_ECONNABORTED : IOC_ECONNRESET;
+    else if (op->type == IOC__OP_ACCEPT && ioc__fault_roll(&core->faults, IOC__FAULT_ENOMEM))
+      code = IOC_ENOMEM;
+  }
+  if (!code) return false;
+  io_uring_prep_nop(sqe);
+  op->res = code;
+  ur_flags_set(op, UR_F_FAULT);
+  return true;
+}
+
+/* A plain send of len bytes: maybe a random non-empty proper prefix. */
+static size_t ur_fault_cut_len(ioc_core_t *core, size_t len) {
+  if (len < 2 || !ioc__fault_roll(&core->faults, IOC__FAULT_SHORT_WRITE))
+    return len;
+  return 1 + (size_t)ioc__fault_below(&core->faults, len - 1);
+}
+
+/* A SENDMSG: maybe cuts its msghdr (already filled) to a random non-empty
+ * proper prefix of its bytes, shortening the cut iovec in place. */
+static void ur_fault_cut(ioc_core_t *core, ioc__op_t *op) {
+  struct msghdr *m = op->u.send.msg;
+  uint64_t total = 0;
+  for (size_t i = 0; i < m->msg_iovlen; i++) total += m->msg_iov[i].iov_len;
+  if (total < 2 || !ioc__fault_roll(&core->faults, IOC__FAULT_SHORT_WRITE)) return;
+  uint64_t cut = 1 + ioc__fault_below(&core->faults, total - 1), acc = 0;
+  for (size_t i = 0; i < m->msg_iovlen; i++) {
+    size_t len = m->msg_iov[i].iov_len;
+    if (acc + len < cut) {
+      acc += len;
+      continue;
+    }
+    if (len > INT32_MAX) return; /* its length would not fit in op->res */
+    op->res = (int32_t)len;
+    m->msg_iov[i].iov_len = (size_t)(cut - acc);
+    m->msg_iovlen = i + 1;
+    ur_flags_set(op, UR_F_SHORT);
+    return;
+  }
+}
+
+/* Undoes ur_fault_prep / ur_fault_cut before anything else looks at the
+ * op's completion: returns the result to use in place of the kernel's. */
+static int32_t ur_fault_undo(ioc__op_t *op, int32_t res) {
+  uint8_t fl = ur_flags(op);
+  if (fl & UR_F_SHORT) {
+    struct msghdr *m = op->u.send.msg;
+    m->msg_iov[m->msg_iovlen - 1].iov_len = (size_t)op->res;
+  } else if (fl & UR_F_FAULT) {
+    res = op->res;
+  }
+  ur_flags_clear(op, UR_F_FAULT | UR_F_SHORT);
+  return res;
+}
+
 static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
   int fd = op->handle->fd;
+  if (IOC__FAULTS_ON(bd->core) && ur_fault_prep(bd->core, sqe, op)) {
+    io_uring_sqe_set_data64(sqe, UR_UD(op));
+    UR_HANDOFF_RELEASE(op);
+    return;
+  }
   switch (op->type) {
   case IOC__OP_ACCEPT:
     op->u.accept.addrlen = (uint32_t)sizeof op->u.accept.addr.u.bytes;
@@ -437,11 +528,16 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
   case IOC__OP_SEND:
     if (op->u.send.iovcnt == 1) {
       /* One buffer (a typical reply): plain send, no msghdr for the kernel to copy. */
-      io_uring_prep_send(sqe, fd, op->u.send.iov[0].iov_base, op->u.send.iov[0].iov_len, MSG_NOSIGNAL);
+      size_t len = op->u.send.iov[0].iov_len;
+      if (IOC__FAULTS_ON(bd->core))
+        len = ur_fault_cut_len(bd->core, len);
+      io_uring_prep_send(sqe, fd, op->u.send.iov[0].iov_base, len, MSG_NOSIGNAL);
     } else {
       memset(op->u.send.msg, 0, sizeof *op->u.send.msg);
       op->u.send.msg->msg_iov = op->u.send.iov;
       op->u.send.msg->msg_iovlen = (size_t)op->u.send.iovcnt;
+      if (IOC__FAULTS_ON(bd->core))
+        ur_fault_cut(bd->core, op);
       io_uring_prep_sendmsg(sqe, fd, op->u.send.msg, MSG_NOSIGNAL);
     }
     if (ur_flags(op) & UR_F_POLL)
@@ -947,6 +1043,12 @@ static int ur_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
   bool has_buf = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
   unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
   int done = 0;
+
+  if (IOC__UNLIKELY(ur_flags(op) & (UR_F_FAULT | UR_F_SHORT)))
+    res = ur_fault_undo(op, res);
+  if (op->type == IOC__OP_CONNECT && res == 0 && !(ur_flags(op) & UR_F_POLL) &&
+      IOC__FAULT(core, IOC__FAULT_EINTR))
+    res = -EINTR; /* injected: the handshake carries on in the background */
 
   if (op->type == IOC__OP_RECV && res == -ENOBUFS && !has_buf)
     return ur_starve(core, bd, op);

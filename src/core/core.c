@@ -154,6 +154,11 @@ int ioc_core_create(ioc_core_t **out, const ioc_core_options_t *opts) {
     free(core);
     return rc;
   }
+  rc = ioc__faults_init(core);
+  if (rc < 0) {
+    free(core);
+    return rc;
+  }
   ioc__mutex_init(&core->ready_lock);
   ioc__mutex_init(&core->poll_lock);
   ioc__mutex_init(&core->timer_lock);
@@ -177,6 +182,7 @@ int ioc_core_destroy(ioc_core_t *core) {
   /* Jobs already queued (posts nobody dispatched) would leak: run them. */
   while (atomic_load(&core->ready_nonempty)) ioc_core_dispatch(core, 0);
   if (atomic_load(&core->st.objects) || atomic_load(&core->st.ops_inflight)) return IOC_EBUSY;
+  ioc__faults_report(core);
   core->backend->destroy(core);
   ioc__timers_destroy(core);
   ioc__mutex_destroy(&core->ready_lock);
@@ -200,6 +206,9 @@ void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out) {
 /* ---- operations ---------------------------------------------------------------- */
 
 int ioc__op_submit(ioc_core_t *core, ioc__op_t *op) {
+  /* Injected: the backend refuses the op for lack of memory, as the
+   * contract allows ("< 0 = nothing started"); the owner's error path. */
+  if (IOC__FAULT(core, IOC__FAULT_ENOMEM)) return IOC_ENOMEM;
   if (op->owner) ioc__object_ref(op->owner);
   IOC__STAT_ADD(core, ops_inflight, 1);
   int rc = core->backend->submit(core, op);

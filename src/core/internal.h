@@ -12,6 +12,7 @@
 
 #include "iocore.h"
 #include "platform.h"
+#include "fault.h"
 
 typedef struct ioc__object ioc__object_t;
 typedef struct ioc__op ioc__op_t;
@@ -243,6 +244,10 @@ typedef struct ioc__timer_heap {
 struct ioc_core {
   const ioc__backend_t *backend;
   void *bd; /* backend data */
+  /* Fault injection (fault.h): off unless IOCORE_FAULTS or a test says so.
+   * Here, among fields only read while running, so the flag every site
+   * tests never shares a cache line with the busy counters below. */
+  ioc__faults_t faults;
 
   /* ops whose result is known, waiting to be completed by a dispatcher */
   ioc__mutex_t ready_lock;
