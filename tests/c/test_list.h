@@ -68,4 +68,11 @@
   X(stats_count_bytes_and_sessions, 0)                         \
   X(small_queue_depth_still_carries_many_sessions, 0)  \
   /* test_emfile.c */                                          \
-  X(emfile_neither_spins_nor_kills_listener, 60000)
+  X(emfile_neither_spins_nor_kills_listener, 60000)            \
+  /* test_faults.c */                                          \
+  X(faults_spec_is_parsed_strictly, 0)                         \
+  X(echo_integrity_survives_injected_short_writes_and_eagain, 120000) \
+  X(connects_complete_under_injected_eintr_and_eagain, 60000)  \
+  X(accept_keeps_n_posted_under_injected_accept_failures, 60000) \
+  X(injected_resets_close_sessions_once_and_leak_nothing, 120000) \
+  X(injected_enomem_on_submit_is_an_error_not_a_hang, 60000)
