@@ -338,5 +338,6 @@ int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
 void ioc__session_start(ioc_session_t *s); /* on_open, then the first recv */
 /* Closes at once (reset) with err as the cause given to on_close. */
 void ioc__session_fail(ioc_session_t *s, int err);
+bool ioc__session_closed_by_owner(ioc_session_t *s);
 
 #endif /* IOC_INTERNAL_H */

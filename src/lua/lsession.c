@@ -176,6 +176,8 @@ static void push_err(lua_State *L, int err) {
 
 static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
   lua_State *T = lc->T;
+  /* Queued before the script closed or aborted it: no on_recv after close(). */
+  if (ioc__session_closed_by_owner(s)) return;
   push_session(T, lc, s);
   if (lua_isnil(T, -1)) {
     lua_pop(T, 1);

@@ -588,6 +588,17 @@ void ioc__session_fail(ioc_session_t *s, int err) {
   ioc__spin_unlock(&s->lock);
 }
 
+/* True once the owner closed or aborted the session (close(), abort(), a
+ * handler error): the Lua binding then drops receive events still queued,
+ * as the C side drops data arriving after close(). A close caused by the
+ * peer (a reset after data) does not count: that data is delivered. */
+bool ioc__session_closed_by_owner(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  bool r = s->aborting || s->state == IOC__S_DRAINING || s->state == IOC__S_SHUTDOWN;
+  ioc__spin_unlock(&s->lock);
+  return r;
+}
+
 int ioc_session_closed(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
   int closed = s->state >= IOC__S_DRAINING;

@@ -34,6 +34,40 @@ function TestSend:test_send_after_close_returns_eclosed()
   end)
 end
 
+-- Receive events already queued for the Lua state when a handler closes or
+-- aborts its session are dropped: no on_recv after close(). Many clients
+-- each send a burst of small writes, so several receives queue up behind
+-- the first handler, which closes (or aborts) at once.
+function TestSend:test_no_on_recv_after_close_or_abort_even_if_queued()
+  H.with_core({ threads = 2 }, function(core)
+    local after, closed_by_us, first = 0, {}, {}
+    local l = H.listen(core, {
+      on_recv = function(s)
+        if closed_by_us[s] then after = after + 1 return end
+        first[#first + 1] = s
+        closed_by_us[s] = true
+        if #first % 2 == 0 then s:close() else s:abort() end
+      end,
+    })
+    local clients = {}
+    for i = 1, 20 do
+      clients[i] = H.client(core, l:address(), {
+        on_connect = function(c)
+          for _ = 1, 200 do c.s:send(("x"):rep(100)) end
+        end,
+      })
+    end
+    H.wait_for(core, function()
+      for _, c in ipairs(clients) do if not c.closed then return false end end
+      return core:stats().active == 0 and core:stats().queued == 0
+    end, "every session closed", 20000)
+    lu.assertEquals(#first, 20, "every server session got its first on_recv")
+    lu.assertEquals(after, 0, "on_recv ran after the handler had closed or aborted its session")
+    closed_by_us, first = nil, nil
+    l:close()
+  end)
+end
+
 function TestSend:test_close_flushes_4MiB_then_peer_sees_eof()
   H.with_core(function(core)
     local data = H.payload(4 * MiB, 44)
