@@ -279,7 +279,10 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   l->posted = calloc((size_t)o.accepts, 1);
   rc = (!l->ops || !l->posted) ? IOC_ENOMEM : core->backend->add(core, &l->h);
   if (rc < 0) {
-    if (rc != IOC_ENOMEM) l->h.fd = fd; /* add failed: destroy closes it */
+    /* Never associated with the backend: close it here, so destroy does not
+     * dissociate what was never added. */
+    ioc__socket_close(core, fd);
+    l->h.fd = IOC_BAD_FD;
     ioc__object_unref(&l->obj);
     return rc;
   }
@@ -329,6 +332,32 @@ void ioc_listener_close(ioc_listener_t *l) {
   ioc__object_unref(&l->obj); /* the open reference */
 }
 
+/* The sessions of the core for which keep(s, now) is true (all when keep
+ * is NULL), each with a reference the caller drops, taken under the
+ * objects lock so that the caller can close them without it. Returns the
+ * array (free it) and its length in *n; a shorter one if memory ran out. */
+static ioc_session_t **snapshot_sessions(ioc_core_t *core, bool (*keep)(ioc_session_t *, uint64_t),
+                                         uint64_t now, size_t *n) {
+  size_t cap = 0;
+  ioc_session_t **all = NULL;
+  *n = 0;
+  ioc__mutex_lock(&core->objects_lock);
+  for (ioc_session_t *s = core->sessions; s; s = s->next) {
+    if (keep && !keep(s, now)) continue;
+    if (*n == cap) {
+      size_t grow = cap ? cap * 2 : 64;
+      ioc_session_t **grown = realloc(all, grow * sizeof *all);
+      if (!grown) break;
+      all = grown;
+      cap = grow;
+    }
+    ioc__object_ref(&s->obj);
+    all[(*n)++] = s;
+  }
+  ioc__mutex_unlock(&core->objects_lock);
+  return all;
+}
+
 void ioc_core_close_all(ioc_core_t *core, int abort) {
   for (;;) {
     ioc__mutex_lock(&core->objects_lock);
@@ -340,20 +369,8 @@ void ioc_core_close_all(ioc_core_t *core, int abort) {
     ioc__object_unref(&l->obj);
   }
   /* Sessions leave the list only when finalized, so walk a snapshot. */
-  ioc__mutex_lock(&core->objects_lock);
-  size_t n = 0, cap = 0;
-  ioc_session_t **all = NULL;
-  for (ioc_session_t *s = core->sessions; s; s = s->next) {
-    if (n == cap) {
-      cap = cap ? cap * 2 : 64;
-      ioc_session_t **grown = realloc(all, cap * sizeof *all);
-      if (!grown) break;
-      all = grown;
-    }
-    ioc__object_ref(&s->obj);
-    all[n++] = s;
-  }
-  ioc__mutex_unlock(&core->objects_lock);
+  size_t n;
+  ioc_session_t **all = snapshot_sessions(core, NULL, 0, &n);
   for (size_t i = 0; i < n; i++) {
     if (abort)
       ioc_session_abort(all[i]);
@@ -371,30 +388,20 @@ void ioc_core_close_all(ioc_core_t *core, int abort) {
 
 #define SWEEP_MS 100
 
+static bool idle_expired(ioc_session_t *s, uint64_t now) {
+  if (!s->idle_timeout_ms) return false;
+  ioc__spin_lock(&s->lock);
+  bool expired = s->state < IOC__S_CLOSING &&
+                 (uint32_t)((uint32_t)now - s->last_recv_ms) >= s->idle_timeout_ms;
+  ioc__spin_unlock(&s->lock);
+  return expired;
+}
+
 static void sweep_fire(ioc_timer_t *t, void *ud) {
   IOC__UNUSED(t);
   ioc_core_t *core = ud;
-  uint64_t now = ioc__now_ms();
-  size_t n = 0, cap = 0;
-  ioc_session_t **idle = NULL;
-  ioc__mutex_lock(&core->objects_lock);
-  for (ioc_session_t *s = core->sessions; s; s = s->next) {
-    if (!s->idle_timeout_ms) continue;
-    ioc__spin_lock(&s->lock);
-    bool expired = s->state < IOC__S_CLOSING &&
-                   (uint32_t)((uint32_t)now - s->last_recv_ms) >= s->idle_timeout_ms;
-    ioc__spin_unlock(&s->lock);
-    if (!expired) continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 32;
-      ioc_session_t **grown = realloc(idle, cap * sizeof *idle);
-      if (!grown) break;
-      idle = grown;
-    }
-    ioc__object_ref(&s->obj);
-    idle[n++] = s;
-  }
-  ioc__mutex_unlock(&core->objects_lock);
+  size_t n;
+  ioc_session_t **idle = snapshot_sessions(core, idle_expired, ioc__now_ms(), &n);
   for (size_t i = 0; i < n; i++) {
     ioc__session_fail(idle[i], IOC_ETIMEDOUT);
     ioc__object_unref(&idle[i]->obj);
