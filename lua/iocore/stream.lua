@@ -61,7 +61,17 @@ local owners = setmetatable({}, { __mode = "k" })
 -- listener -> { on_accept = user's, handler = fn } for listeners with a handler
 local stream_listeners = setmetatable({}, { __mode = "k" })
 
+-- session -> read time-out set by s:timeouts before it became a stream session
+local pending_read_timeouts = setmetatable({}, { __mode = "k" })
+
 local installed = setmetatable({}, { __mode = "k" }) -- module tables done
+
+-- A value's type as the binding's errors name it (__name for its objects).
+local function typename(v)
+  local mt = getmetatable(v)
+  if type(mt) == "table" and type(mt.__name) == "string" then return mt.__name end
+  return type(v)
+end
 
 -- ---- running coroutines ---------------------------------------------------------
 
@@ -333,6 +343,7 @@ local function stream_of(s, what, co)
   end
   local owner = owners[co]
   st = new_state(core_of(owner), s, nil)
+  st.read_timeout = pending_read_timeouts[s]
   -- keep the handlers the script set, behind ours
   if type(h) == "table" then
     st.user_on_close, st.user_on_drain, st.user_on_eof = h.on_close, h.on_drain, h.on_eof
@@ -571,22 +582,21 @@ local function accept_with_handler(rec)
 end
 
 local function listen(core, address, opts)
-  if type(opts) ~= "table" or opts.handler == nil then return C.listen(core, address, opts) end
   if type(opts.handler) ~= "function" then
-    error("bad argument #2 to 'listen' (field 'handler' must be a function, got " .. type(opts.handler) .. ")", 2)
+    error("bad argument #2 to 'listen' (field 'handler' must be a function, got " .. type(opts.handler) .. ")", 3)
   end
   if opts.on_recv ~= nil then
-    error("bad argument #2 to 'listen' (fields 'handler' and 'on_recv' exclude each other)", 2)
+    error("bad argument #2 to 'listen' (fields 'handler' and 'on_recv' exclude each other)", 3)
   end
   for _, k in ipairs({ "on_accept", "on_close", "on_drain", "on_eof" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
-      error(("bad argument #2 to 'listen' (field '%s' must be a function, got %s)"):format(k, type(opts[k])), 2)
+      error(("bad argument #2 to 'listen' (field '%s' must be a function, got %s)"):format(k, type(opts[k])), 3)
     end
   end
   for _, k in ipairs({ "read_timeout", "write_hwm" }) do
     local v = opts[k]
     if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
-      error(("bad argument #2 to 'listen' (field '%s' must be a non-negative integer)"):format(k), 2)
+      error(("bad argument #2 to 'listen' (field '%s' must be a non-negative integer)"):format(k), 3)
     end
   end
   local rec = { core = core, handler = opts.handler, on_accept = opts.on_accept,
@@ -649,6 +659,8 @@ function M.install(iocore, methods)
   if installed[iocore] then return iocore end
   installed[iocore] = true
   methods = methods or {}
+  local reg = debug.getregistry()
+  local smt, cmt, lmt = reg["iocore.session"], reg["iocore.core"], reg["iocore.listener"]
   local sm = methods.session or methods_of("iocore.session")
   local cm = methods.core or methods_of("iocore.core")
   local lm = methods.listener or methods_of("iocore.listener")
@@ -664,14 +676,29 @@ function M.install(iocore, methods)
   sm.read_until = read_until
   sm.write = write
 
+  -- The wrappers below check self and their arguments themselves, with the
+  -- binding's messages: the binding's own checks would name the wrapper.
+  local function self_check(obj, mt, method)
+    if getmetatable(obj) ~= mt then
+      error(("calling '%s' on bad self (%s expected, got %s)"):format(method, mt.__name, typename(obj)), 3)
+    end
+  end
+  local function fn_check(fn, method)
+    if fn ~= nil and type(fn) ~= "function" then
+      error(("bad argument #1 to '%s' (function expected, got %s)"):format(method, typename(fn)), 3)
+    end
+  end
+
   -- handlers set by the script on a stream session go behind ours
   local function chained(name, field)
     local orig = S[name]
     sm[name] = function(s, fn)
+      self_check(s, smt, name)
+      fn_check(fn, name)
       local st = streams[s]
-      if not st then return orig(s, fn) end
-      if fn ~= nil and type(fn) ~= "function" then
-        error(("bad argument #1 to '%s' (function expected, got %s)"):format(name, type(fn)), 2)
+      if not st then
+        local a, b, c = orig(s, fn)
+        return a, b, c
       end
       if st.closed then return nil, ECLOSED_MSG, "ECLOSED" end
       st[field] = fn
@@ -683,16 +710,20 @@ function M.install(iocore, methods)
   if HAS_EOF then chained("on_eof", "user_on_eof") end
   local orig_on_recv = S.on_recv
   sm.on_recv = function(s, fn)
+    self_check(s, smt, "on_recv")
+    fn_check(fn, "on_recv")
     if streams[s] and fn ~= nil then
       error("on_recv: the session is in stream style (read it with s:read*)", 2)
     end
-    return orig_on_recv(s, fn)
+    local a, b, c = orig_on_recv(s, fn)
+    return a, b, c
   end
   -- this side closing: reads return ECLOSED from now on, at once
   local function closing(name)
     local orig = S[name]
     if not orig then return end
-    sm[name] = function(s, ...)
+    sm[name] = function(s)
+      self_check(s, smt, name)
       local st = streams[s]
       if st and not st.local_closed then
         st.local_closed = true
@@ -703,15 +734,17 @@ function M.install(iocore, methods)
           end)
         end
       end
-      return orig(s, ...)
+      local a, b, c = orig(s)
+      return a, b, c
     end
   end
   closing("close")
   closing("abort")
   local orig_timeouts = S.timeouts
   sm.timeouts = function(s, t)
+    self_check(s, smt, "timeouts")
     if type(t) ~= "table" then
-      error("bad argument #1 to 'timeouts' (table expected, got " .. type(t) .. ")", 2)
+      error("bad argument #1 to 'timeouts' (table expected, got " .. typename(t) .. ")", 2)
     end
     local rest, any = {}, false
     for k, v in pairs(t) do
@@ -731,32 +764,44 @@ function M.install(iocore, methods)
       if not ok then return ok, msg, code end
     end
     if t.read ~= nil then
+      if S.closed(s) then return nil, ECLOSED_MSG, "ECLOSED" end
+      local ms = t.read > 0 and t.read or nil
       local st = streams[s]
-      if not st then
-        check_session(s, "timeouts")
-        if S.closed(s) then return nil, ECLOSED_MSG, "ECLOSED" end
-        local h = debug.getuservalue(s, 2)
-        if type(h) == "table" and h.on_recv then
-          error("timeouts: 'read' is for stream sessions; this one has an on_recv handler", 2)
-        end
-        local co = co_running()
-        st = stream_of(s, "timeouts", co)
-      end
-      st.read_timeout = t.read > 0 and t.read or nil
+      if st then st.read_timeout = ms else pending_read_timeouts[s] = ms end
     end
     return s
   end
 
   cm.spawn = spawn
   cm.dial = dial
-  cm.listen = listen
+  local orig_listen = C.listen
+  cm.listen = function(core, address, opts)
+    self_check(core, cmt, "listen")
+    if tostring(core):find("(closed)", 1, true) then
+      error("calling 'listen' on bad self (core is closed)", 2)
+    end
+    if type(address) ~= "string" then
+      error("bad argument #1 to 'listen' (string expected, got " .. typename(address) .. ")", 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+      error("bad argument #2 to 'listen' (table expected, got " .. typename(opts) .. ")", 2)
+    end
+    if opts == nil or opts.handler == nil then
+      local a, b, c = orig_listen(core, address, opts)
+      return a, b, c
+    end
+    local a, b, c = listen(core, address, opts)
+    return a, b, c
+  end
 
   local orig_on_accept = L.on_accept
   lm.on_accept = function(l, fn)
+    self_check(l, lmt, "on_accept")
+    fn_check(fn, "on_accept")
     local rec = stream_listeners[l]
-    if not rec then return orig_on_accept(l, fn) end
-    if fn ~= nil and type(fn) ~= "function" then
-      error("bad argument #1 to 'on_accept' (function expected, got " .. type(fn) .. ")", 2)
+    if not rec then
+      local a, b, c = orig_on_accept(l, fn)
+      return a, b, c
     end
     rec.on_accept = fn
     return l

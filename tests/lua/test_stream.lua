@@ -654,3 +654,33 @@ function TestStream:test_thousand_sessions_parked_in_read_line()
     H.wait_for(core, function() return served == N end, "every handler to finish", 60000)
   end)
 end
+
+-- The methods the stream layer wraps (listen, on_accept, on_recv,
+-- on_close, on_drain, close, abort) raise the binding's messages, naming
+-- the method and the argument, for callback-style objects too.
+function TestStream:test_wrapped_methods_keep_their_misuse_messages()
+  with_core(function(core)
+    local l = listen(core)
+    local s = assert(core:connect(l:address()))
+    local function raises(f)
+      local ok, err = pcall(f)
+      lu.assertFalse(ok, "did not raise")
+      return err
+    end
+    lu.assertStrContains(raises(function() return core:listen(42) end), "bad argument #1 to 'listen' (string expected")
+    lu.assertStrContains(raises(function() return core:listen("127.0.0.1:0", 5) end), "bad argument #2 to 'listen'")
+    lu.assertStrContains(raises(function() return core.listen(42, "x") end), "calling 'listen' on bad self")
+    lu.assertStrContains(raises(function() return l:on_accept(1) end), "bad argument #1 to 'on_accept'")
+    for _, name in ipairs { "on_recv", "on_close", "on_drain" } do
+      lu.assertStrContains(raises(function() return s[name](s, 1) end),
+        ("bad argument #1 to '%s' (function expected, got number)"):format(name))
+      lu.assertStrContains(raises(function() return s[name](core, print) end),
+        ("calling '%s' on bad self (iocore.session expected, got iocore.core)"):format(name))
+    end
+    lu.assertStrContains(raises(function() return s.close(42) end), "calling 'close' on bad self")
+    lu.assertStrContains(raises(function() return s.abort(l) end), "calling 'abort' on bad self")
+    lu.assertStrContains(raises(function() return s:timeouts(5) end), "bad argument #1 to 'timeouts'")
+    s:close()
+    H.wait_for(core, function() return core:stats().active == 0 end, "the sessions to close")
+  end)
+end
