@@ -48,7 +48,8 @@ extern "C" {
 
 /* Portable error codes. The numeric values equal -errno on Linux so the Linux
  * backends can return kernel results as they are; the Windows backend maps
- * WSA/NTSTATUS codes onto them. IOC_ECLOSED and IOC_EUNKNOWN are iocore's own. */
+ * WSA/NTSTATUS codes onto them. IOC_EOF, IOC_ECLOSED, IOC_EUNKNOWN and
+ * IOC_ENOTFOUND (a host name that does not resolve) are iocore's own. */
 #define IOC_ERRNO_MAP(X)                                                     \
   X(EPERM, -1, "operation not permitted")                                    \
   X(ENOENT, -2, "no such file or directory")                                 \
@@ -67,6 +68,7 @@ extern "C" {
   X(ENOSPC, -28, "no space left on device")                                  \
   X(EPIPE, -32, "broken pipe")                                               \
   X(ENOSYS, -38, "function not implemented")                                 \
+  X(EPROTO, -71, "protocol error")                                           \
   X(ENOTSOCK, -88, "socket operation on non-socket")                         \
   X(EMSGSIZE, -90, "message too long")                                       \
   X(EPROTONOSUPPORT, -93, "protocol not supported")                          \
@@ -90,7 +92,8 @@ extern "C" {
   X(ECANCELED, -125, "operation canceled")                                   \
   X(EOF, -4095, "end of file")                                               \
   X(ECLOSED, -4094, "session is closing or closed")                          \
-  X(EUNKNOWN, -4093, "unknown error")
+  X(EUNKNOWN, -4093, "unknown error")                                        \
+  X(ENOTFOUND, -4092, "host name not found")
 
 typedef enum {
 #define IOC__ERR_ENUM(name, value, text) IOC_##name = (value),

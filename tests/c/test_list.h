@@ -75,4 +75,22 @@
   X(connects_complete_under_injected_eintr_and_eagain, 60000)  \
   X(accept_keeps_n_posted_under_injected_accept_failures, 60000) \
   X(injected_resets_close_sessions_once_and_leak_nothing, 120000) \
-  X(injected_enomem_on_submit_is_an_error_not_a_hang, 60000)
+  X(injected_enomem_on_submit_is_an_error_not_a_hang, 60000)  \
+  /* test_proxy.c */                                           \
+  X(proxy_v1_tcp4_and_tcp6_give_client_and_proxy_addresses, 0) \
+  X(proxy_v1_unknown_keeps_the_real_peer, 0)                   \
+  X(proxy_v2_tcp4_and_tcp6_give_addresses_and_skip_tlvs, 0)    \
+  X(proxy_v2_local_unspec_unix_and_udp_keep_the_real_peer, 0)  \
+  X(proxy_headers_truncated_at_every_byte_ask_for_more, 0)     \
+  X(proxy_rejects_each_kind_of_malformed_header_with_eproto, 0) \
+  X(proxy_never_waits_past_the_protocol_maximum, 0)            \
+  X(proxy_build_writes_headers_the_parser_reads_back, 0) \
+  /* test_framing.c */                                         \
+  X(framing_every_split_point_gives_the_same_messages, 0)      \
+  X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
+  X(framing_empty_messages_are_delivered_as_empty_strings, 0)  \
+  X(framing_max_is_accepted_and_max_plus_one_is_emsgsize, 0)   \
+  X(framing_too_long_is_known_before_the_message_ends, 0)      \
+  X(framing_delimiter_that_overlaps_itself_splits_right, 0)    \
+  X(framing_pause_holds_messages_until_resume, 0)              \
+  X(framing_limits_and_prefix_encoding, 0)
