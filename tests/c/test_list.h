@@ -93,4 +93,13 @@
   X(framing_too_long_is_known_before_the_message_ends, 0)      \
   X(framing_delimiter_that_overlaps_itself_splits_right, 0)    \
   X(framing_pause_holds_messages_until_resume, 0)              \
-  X(framing_limits_and_prefix_encoding, 0)
+  X(framing_limits_and_prefix_encoding, 0) \
+  /* test_resolve.c */                                         \
+  X(resolve_localhost_gives_loopback_with_the_port, 0)         \
+  X(resolve_ip6_localhost_resolves_to_ipv6_loopback, 0)        \
+  X(resolve_unknown_name_gives_enotfound, 0)                   \
+  X(resolve_literals_answer_without_a_thread, 0)               \
+  X(resolve_rejects_malformed_names_at_once, 0)                \
+  X(resolve_50_parallel_lookups_complete_exactly_once, 60000)  \
+  X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
+  X(resolve_never_calls_back_inside_the_call, 0)
