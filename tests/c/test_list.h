@@ -99,4 +99,31 @@
   X(set_timeout_changes_a_live_session, 0)                     \
   X(send_on_an_empty_queue_is_taken_whatever_its_size, 60000)  \
   X(outbound_local_address_asked_before_the_connect_is_right_after, 0) \
-  X(timers_fire_in_deadline_order_on_4_workers, 60000)
+  X(timers_fire_in_deadline_order_on_4_workers, 60000) \
+  /* test_proxy.c */                                           \
+  X(proxy_v1_tcp4_and_tcp6_give_client_and_proxy_addresses, 0) \
+  X(proxy_v1_unknown_keeps_the_real_peer, 0)                   \
+  X(proxy_v2_tcp4_and_tcp6_give_addresses_and_skip_tlvs, 0)    \
+  X(proxy_v2_local_unspec_unix_and_udp_keep_the_real_peer, 0)  \
+  X(proxy_headers_truncated_at_every_byte_ask_for_more, 0)     \
+  X(proxy_rejects_each_kind_of_malformed_header_with_eproto, 0) \
+  X(proxy_never_waits_past_the_protocol_maximum, 0)            \
+  X(proxy_build_writes_headers_the_parser_reads_back, 0) \
+  /* test_framing.c */                                         \
+  X(framing_every_split_point_gives_the_same_messages, 0)      \
+  X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
+  X(framing_empty_messages_are_delivered_as_empty_strings, 0)  \
+  X(framing_max_is_accepted_and_max_plus_one_is_emsgsize, 0)   \
+  X(framing_too_long_is_known_before_the_message_ends, 0)      \
+  X(framing_delimiter_that_overlaps_itself_splits_right, 0)    \
+  X(framing_pause_holds_messages_until_resume, 0)              \
+  X(framing_limits_and_prefix_encoding, 0) \
+  /* test_resolve.c */                                         \
+  X(resolve_localhost_gives_loopback_with_the_port, 0)         \
+  X(resolve_ip6_localhost_resolves_to_ipv6_loopback, 0)        \
+  X(resolve_unknown_name_gives_enotfound, 0)                   \
+  X(resolve_literals_answer_without_a_thread, 0)               \
+  X(resolve_rejects_malformed_names_at_once, 0)                \
+  X(resolve_50_parallel_lookups_complete_exactly_once, 60000)  \
+  X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
+  X(resolve_never_calls_back_inside_the_call, 0)
