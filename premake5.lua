@@ -50,6 +50,11 @@ local msvc = not premake4 and _ACTION ~= nil and _ACTION:match("^vs") ~= nil
 local function gccoptions(list) if not msvc then buildoptions(list) end end
 local function gcclinkoptions(list) if not msvc then linkoptions(list) end end
 
+-- premake5 calls premake4's `excludes` removefiles.
+local function exclude(list)
+  if premake4 then excludes(list) else removefiles(list) end
+end
+
 local function have(pattern)
   return #os.matchfiles(pattern) > 0
 end
@@ -212,13 +217,13 @@ if have("src/lua/*.c") then
     defines { "IOC_SHARED_BUILD" }
     gccoptions { "-fvisibility=hidden" }
     if windows then
-      excludes { "src/lua/lplatform_posix.c" }
+      exclude { "src/lua/lplatform_posix.c" }
       includedirs { lua_setting("LUA_INCDIR", "build/windows/lua/include") }
       libdirs { lua_setting("LUA_LIBDIR", "build/windows/lua") }
       common("iocore_lua", true, "bin", "lua")
       links { lua_setting("LUA_LIB", "lua54") }
     else
-      excludes { "src/lua/lplatform_win32.c" }
+      exclude { "src/lua/lplatform_win32.c" }
       includedirs { "/usr/include/lua5.4" }
       common("iocore_lua", true)
     end
