@@ -1,0 +1,12 @@
+-- The Lua suite's tests that do not run on Windows (tests/win/run_lua.sh runs
+-- the suite as `wine lua.exe`), each with the reason printed as its SKIP.
+-- tests/lua/helpers.lua skips them in setUp when it runs on Windows.
+return {
+  ["TestSessions.test_sockets_are_not_inherited_by_child_processes"] =
+    "it lists a child's /proc/self/fd, which is Linux's; Windows sockets are made "
+    .. "with WSA_FLAG_NO_HANDLE_INHERIT (src/net/socket.c)",
+  ["TestTimers.test_sigint_stops_a_script_and_signals_false_ignores_it"] =
+    "its second half expects death by SIGTERM (status 143); Windows has no SIGTERM "
+    .. "(wine kills the process outright), and Ctrl-C stopping run() is checked by "
+    .. "test_sigterm_stops_server_example_gracefully and tests/win/lua_server_smoke.sh",
+}
