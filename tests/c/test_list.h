@@ -75,4 +75,40 @@
   X(connects_complete_under_injected_eintr_and_eagain, 60000)  \
   X(accept_keeps_n_posted_under_injected_accept_failures, 60000) \
   X(injected_resets_close_sessions_once_and_leak_nothing, 120000) \
-  X(injected_enomem_on_submit_is_an_error_not_a_hang, 60000)
+  X(injected_enomem_on_submit_is_an_error_not_a_hang, 60000) \
+  /* test_api.c */                                             \
+  X(now_ms_is_monotonic_and_cpu_count_positive, 0)             \
+  X(batch_hook_runs_on_the_dispatching_thread_after_each_batch, 0) \
+  X(foreach_session_visits_every_session_and_may_close_it, 0)  \
+  X(close_listeners_leaves_sessions_open, 0)                   \
+  X(session_fail_gives_its_cause_to_on_close, 0)               \
+  X(session_user_slot_starts_null_and_keeps_a_pointer, 0)      \
+  X(listener_close_twice_with_a_reference_is_safe, 0)          \
+  X(public_constants_match_the_docs, 0) \
+  /* test_proxy.c */                                           \
+  X(proxy_v1_tcp4_and_tcp6_give_client_and_proxy_addresses, 0) \
+  X(proxy_v1_unknown_keeps_the_real_peer, 0)                   \
+  X(proxy_v2_tcp4_and_tcp6_give_addresses_and_skip_tlvs, 0)    \
+  X(proxy_v2_local_unspec_unix_and_udp_keep_the_real_peer, 0)  \
+  X(proxy_headers_truncated_at_every_byte_ask_for_more, 0)     \
+  X(proxy_rejects_each_kind_of_malformed_header_with_eproto, 0) \
+  X(proxy_never_waits_past_the_protocol_maximum, 0)            \
+  X(proxy_build_writes_headers_the_parser_reads_back, 0) \
+  /* test_framing.c */                                         \
+  X(framing_every_split_point_gives_the_same_messages, 0)      \
+  X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
+  X(framing_empty_messages_are_delivered_as_empty_strings, 0)  \
+  X(framing_max_is_accepted_and_max_plus_one_is_emsgsize, 0)   \
+  X(framing_too_long_is_known_before_the_message_ends, 0)      \
+  X(framing_delimiter_that_overlaps_itself_splits_right, 0)    \
+  X(framing_pause_holds_messages_until_resume, 0)              \
+  X(framing_limits_and_prefix_encoding, 0) \
+  /* test_resolve.c */                                         \
+  X(resolve_localhost_gives_loopback_with_the_port, 0)         \
+  X(resolve_ip6_localhost_resolves_to_ipv6_loopback, 0)        \
+  X(resolve_unknown_name_gives_enotfound, 0)                   \
+  X(resolve_literals_answer_without_a_thread, 0)               \
+  X(resolve_rejects_malformed_names_at_once, 0)                \
+  X(resolve_50_parallel_lookups_complete_exactly_once, 60000)  \
+  X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
+  X(resolve_never_calls_back_inside_the_call, 0)
