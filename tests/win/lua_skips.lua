@@ -1,7 +1,10 @@
 -- The Lua suite's tests that do not run on Windows (tests/win/run_lua.sh runs
 -- the suite as `wine lua.exe`), each with the reason printed as its SKIP.
--- tests/lua/helpers.lua skips them in setUp when it runs on Windows.
+-- tests/lua/helpers.lua skips them in setUp when it runs on Windows; a key
+-- without a dot names a whole test class.
 return {
+  TestSource = "it reads src/lua's C sources through ls; a check of the source text, "
+    .. "the same on every platform, which the Linux suite runs",
   ["TestSessions.test_sockets_are_not_inherited_by_child_processes"] =
     "it lists a child's /proc/self/fd, which is Linux's; Windows sockets are made "
     .. "with WSA_FLAG_NO_HANDLE_INHERIT (src/net/socket.c)",
