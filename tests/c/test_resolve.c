@@ -146,6 +146,7 @@ void test_resolve_rejects_malformed_names_at_once(void) {
     int rc = ioc_resolve(core, bad[i].s, bad[i].len, on_resolved, &l);
     ASSERT_MSG(rc == IOC_EINVAL, "bad name %zu (\"%s\"): got %d", i, bad[i].s, rc);
   }
+  ASSERT_EQ(IOC__RESOLVE_NAME_MAX, 254);
   ASSERT_ERR(ioc_resolve(core, "localhost", 9, NULL, &l), IOC_EINVAL);
   ASSERT_ERR(ioc_resolve(NULL, "localhost", 9, on_resolved, &l), IOC_EINVAL);
   /* the longest host accepted still goes to the resolver */
