@@ -109,6 +109,7 @@
   X(proxy_rejects_each_kind_of_malformed_header_with_eproto, 0) \
   X(proxy_never_waits_past_the_protocol_maximum, 0)            \
   X(proxy_build_writes_headers_the_parser_reads_back, 0) \
+  X(proxy_reader_hands_over_the_bytes_after_the_header, 0)    \
   /* test_framing.c */                                         \
   X(framing_every_split_point_gives_the_same_messages, 0)      \
   X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
@@ -126,4 +127,5 @@
   X(resolve_rejects_malformed_names_at_once, 0)                \
   X(resolve_50_parallel_lookups_complete_exactly_once, 60000)  \
   X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
-  X(resolve_never_calls_back_inside_the_call, 0)
+  X(resolve_never_calls_back_inside_the_call, 0) \
+  X(resolve_results_are_deduplicated_and_capped, 0)

@@ -252,3 +252,37 @@ void test_resolve_never_calls_back_inside_the_call(void) {
   WAIT_UNTIL(core, atomic_load(&a.calls) == 1 && atomic_load(&b.calls) == 1, 20000);
   ASSERT_CORE_CLEAN(core);
 }
+
+/* What getaddrinfo gives is kept in its order, with the port, without
+ * duplicates or other families, and at most IOC__RESOLVE_MAX_ADDRS. */
+void test_resolve_results_are_deduplicated_and_capped(void) {
+  ioc_addr_t addrs[IOC__RESOLVE_MAX_ADDRS];
+  size_t n = 0;
+  ioc_addr_t a;
+  ASSERT_OK(ioc_addr_parse(&a, "127.0.0.1:0", 11));
+  ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len);
+  ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len); /* the same again */
+  ASSERT_EQ(n, 1);
+  ASSERT_OK(ioc_addr_parse(&a, "[::1]:0", 7));
+  ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len);
+  ASSERT_EQ(n, 2);
+  unsigned char unix_like[32];
+  memset(unix_like, 0, sizeof unix_like);
+  unix_like[0] = 1; /* AF_UNIX / AF_LOCAL on Linux and Windows */
+  ioc__resolve_collect(addrs, &n, 80, unix_like, sizeof unix_like);
+  ASSERT_EQ(n, 2);
+  char text[IOC_ADDRSTRLEN];
+  ASSERT_OK(ioc_addr_format(&addrs[0], text, sizeof text));
+  ASSERT_STR_EQ(text, "127.0.0.1:80");
+  ASSERT_OK(ioc_addr_format(&addrs[1], text, sizeof text));
+  ASSERT_STR_EQ(text, "[::1]:80");
+  for (int i = 0; i < 40; i++) {
+    char s[32];
+    int len = snprintf(s, sizeof s, "10.0.0.%d:0", i);
+    ASSERT_OK(ioc_addr_parse(&a, s, (size_t)len));
+    ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len);
+  }
+  ASSERT_EQ(n, IOC__RESOLVE_MAX_ADDRS);
+  ASSERT_OK(ioc_addr_format(&addrs[IOC__RESOLVE_MAX_ADDRS - 1], text, sizeof text));
+  ASSERT_STR_EQ(text, "10.0.0.29:80"); /* the first ones are kept */
+}
