@@ -644,8 +644,9 @@ local function methods_of(name)
   error("iocore.stream: cannot find the methods of " .. name)
 end
 
--- Fallback error reporting: a posted function that raises, so the error
--- reaches on_error (and stats().handler_errors) like any handler's.
+-- Error reporting without the binding's report(): a posted function that
+-- raises, so the error reaches on_error (and stats().handler_errors) like
+-- any handler's, but on_error gets no session.
 local function report_by_post(core, msg, s)
   local _ = s
   C.post(core, function() error(msg, 0) end)
@@ -669,7 +670,16 @@ function M.install(iocore, methods)
   for k, v in pairs(cm) do C[k] = v end
   for k, v in pairs(lm) do L[k] = v end
   HAS_EOF = S.on_eof ~= nil
-  report = methods.report or report_by_post
+  local c_report = methods.report
+  if c_report then
+    -- the binding's own: on_error gets the session; it declines (false)
+    -- outside a handler, then the posted error does
+    report = function(core, msg, s)
+      if not c_report(core, msg, s) then report_by_post(core, msg, s) end
+    end
+  else
+    report = report_by_post
+  end
 
   sm.read = read
   sm.read_line = read_line

@@ -62,7 +62,8 @@ local KNOWN = { "test_connect.lua", "test_docs.lua", "test_echo.lua", "test_edge
                 "test_limits.lua", "test_listen.lua", "test_order.lua", "test_send.lua", "test_sessions.lua",
                 "test_source.lua", "test_stream.lua", "test_timers.lua" }
 local files = {}
-local p = io.popen("ls " .. H.shq(dir) .. " 2>/dev/null")
+local p = io.popen(H.windows and ('dir /b "' .. dir:gsub("/", "\\") .. '" 2>nul')
+                  or ("ls " .. H.shq(dir) .. " 2>/dev/null"))
 if p then
   for name in p:lines() do
     if name:match("^test_.*%.lua$") then files[#files + 1] = name end

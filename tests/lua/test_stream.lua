@@ -346,11 +346,21 @@ function TestStream:test_dial_connects_and_returns_a_stream_session()
   end)
 end
 
+-- A port nobody listens on: the port of a listener whose core is gone.
+local function closed_port()
+  local core = H.new_core { threads = 1 }
+  local l = H.listen(core)
+  local port = l:port()
+  l:close()
+  l = nil
+  collectgarbage()
+  core:close()
+  return port
+end
+
 function TestStream:test_dial_to_a_refused_port_is_econnrefused()
+  local addr = "127.0.0.1:" .. closed_port()
   with_core(function(core)
-    local l = listen(core)
-    local addr = l:address()
-    l:close()
     local r
     run_client(core, function(done)
       r = { core:dial(addr) }
@@ -487,6 +497,8 @@ function TestStream:test_handler_error_goes_to_on_error_and_aborts_only_that_ses
     lu.assertEquals(#ctx.errors, 1)
     lu.assertStrContains(ctx.errors[1].msg, "handler exploded")
     lu.assertStrContains(ctx.errors[1].msg, "stack traceback")
+    lu.assertNotNil(ctx.errors[1].session, "on_error got no session")
+    lu.assertEquals(ctx.errors[1].session:peer(), bad.s:address(), "on_error got another session")
     lu.assertEquals(good:data(), "ok\n")
     lu.assertEquals(bad:data(), "")
     lu.assertTrue(core:stats().handler_errors >= 1)
@@ -683,4 +695,17 @@ function TestStream:test_wrapped_methods_keep_their_misuse_messages()
     s:close()
     H.wait_for(core, function() return core:stats().active == 0 end, "the sessions to close")
   end)
+end
+
+-- require "iocore" alone brings the stream style when lua/iocore/stream.lua
+-- is on package.path, and works without it when it is not.
+function TestStream:test_require_iocore_loads_the_stream_part_when_installed()
+  local code = 'local i = require "iocore"; local c = i.core { threads = 1, signals = false }; ' ..
+      'print("sleep=" .. tostring(i.sleep ~= nil) .. " spawn=" .. tostring(c.spawn ~= nil)); c:close()'
+  local with = H.spawn_argv { "env", "LUA_PATH=" .. H.root .. "/lua/?.lua;;", H.lua, "-e", code }
+  local without = H.spawn_argv { "env", "LUA_PATH=/nonexistent/?.lua", H.lua, "-e", code }
+  H.wait_output(nil, with, "sleep=%a+ spawn=%a+", 20000)
+  H.wait_output(nil, without, "sleep=%a+ spawn=%a+", 20000)
+  lu.assertStrContains(with:output(), "sleep=true spawn=true")
+  lu.assertStrContains(without:output(), "sleep=false spawn=false")
 end
