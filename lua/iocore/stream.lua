@@ -51,6 +51,9 @@ local DEFAULT_HWM = 256 * 1024           -- write_hwm
 -- faster than the handler reads is slowed down by TCP, not buffered here.
 local READ_AHEAD = 64 * 1024
 
+-- The numbers above, for programs and for the test that keeps the docs true.
+M.limits = { max = DEFAULT_MAX, write_hwm = DEFAULT_HWM, read_ahead = READ_AHEAD }
+
 local TIMEOUT = {} -- resume value of a read time-out
 
 -- session -> its stream state (weak keys: a closed, dropped session goes)
