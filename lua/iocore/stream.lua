@@ -51,6 +51,9 @@ local DEFAULT_HWM = 256 * 1024           -- write_hwm
 -- faster than the handler reads is slowed down by TCP, not buffered here.
 local READ_AHEAD = 64 * 1024
 
+-- The numbers above, for programs and for the test that keeps the docs true.
+M.limits = { max = DEFAULT_MAX, write_hwm = DEFAULT_HWM, read_ahead = READ_AHEAD }
+
 local TIMEOUT = {} -- resume value of a read time-out
 
 -- session -> its stream state (weak keys: a closed, dropped session goes)
@@ -820,6 +823,12 @@ function M.install(iocore, methods)
   iocore.sleep = sleep
   return iocore
 end
+
+-- For the project's other pure-Lua modules (iocore.redis): resumes an
+-- iocore coroutine that suspended itself with coroutine.yield(), handled
+-- like every wake here (an error is reported and aborts its session; a
+-- handler that returns closes its session).
+M.wake = wake
 
 -- Loaded by hand after the module (`require "iocore"; require "iocore.stream"`):
 -- install into it now.

@@ -128,4 +128,5 @@
   X(resolve_50_parallel_lookups_complete_exactly_once, 60000)  \
   X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
   X(resolve_never_calls_back_inside_the_call, 0) \
-  X(resolve_results_are_deduplicated_and_capped, 0)
+  X(resolve_results_are_deduplicated_and_capped, 0) \
+  X(protocols_doc_states_the_constants, 0)
