@@ -9,13 +9,16 @@
 --   * the address each node saw (hello) is the client's own (CHECK_PEERS=1);
 --   * the killed node's members reconnect and carry on (failover time).
 -- Environment: ADDR, CLIENTS, KILL_NODE_CMD, REDIS_KILL_CMD, REDIS_START_CMD,
--- CHECK_PEERS. Prints "figure ..." lines, "check ok|FAILED ..." lines and
+-- CHECK_PEERS; LINES (lines per member in each steady round, default 1) and
+-- REDIS_CYCLES (Redis restarts, default 1) for the long form. Prints "figure ..." lines, "check ok|FAILED ..." lines and
 -- exits 0 when every check passed.
 local iocore = require "iocore"
 
 local ADDR = assert(os.getenv("ADDR"), "ADDR")
 local N = tonumber(os.getenv("CLIENTS") or "300")
 local CHECK_PEERS = os.getenv("CHECK_PEERS") == "1"
+local LINES = tonumber(os.getenv("LINES") or "1")
+local REDIS_CYCLES = tonumber(os.getenv("REDIS_CYCLES") or "1")
 io.stdout:setvbuf("line")
 
 local function now()
@@ -191,9 +194,11 @@ core:spawn(function()
   log("figure: %d clients joined", N)
 
   -- A: steady state
-  round("A")
-  if not wait_until(none_pending, 30000, "round A's answers") then ok_all = false end
-  check(count("A", "ok") == N, "round A: %d of %d lines ok (steady state)", count("A", "ok"), N)
+  for _ = 1, LINES do
+    round("A")
+    if not wait_until(none_pending, 60000, "round A's answers") then ok_all = false end
+  end
+  check(count("A", "ok") == N * LINES, "round A: %d of %d lines ok (steady state)", count("A", "ok"), N * LINES)
 
   -- B: one node killed
   iocore.sleep(300)
@@ -208,39 +213,46 @@ core:spawn(function()
   check(stats.reconnects > 0, "the killed node had members (%d reconnected)", stats.reconnects)
   -- after the dead node's heartbeat expired: everything ok again
   iocore.sleep(3500)
-  round("B2")
-  if not wait_until(none_pending, 30000, "round B2's answers") then ok_all = false end
+  for _ = 1, LINES do
+    round("B2")
+    if not wait_until(none_pending, 60000, "round B2's answers") then ok_all = false end
+  end
   check(count("B2", "ok") == count("B2"), "round B2 (after failover): %d of %d lines ok",
     count("B2", "ok"), count("B2"))
 
-  -- C: Redis down
-  run_cmd("REDIS_KILL_CMD")
-  iocore.sleep(300)
-  round("C")
-  if not wait_until(none_pending, 30000, "round C's answers") then ok_all = false end
-  check(count("C", "ok") == 0 and count("C", "failed") == count("C"),
-    "round C (Redis down): %d of %d lines failed, %d ok", count("C", "failed"), count("C"), count("C", "ok"))
-  run_cmd("REDIS_START_CMD")
-  -- until a line goes through again (the nodes reconnect and resubscribe)
-  local back = false
-  local deadline = now() + 30000
-  local probe = 0
-  while not back and now() < deadline do
-    iocore.sleep(250)
-    probe = probe + 1
-    local c = clients[1]
-    if c.m.joined_at and not c.m.closed_at and not c.pending then
-      round("probe" .. probe) -- everyone sends: no member may miss a line that was ok
-      wait_until(none_pending, 30000, "a probe round's answers")
-      back = count("probe" .. probe, "ok") == count("probe" .. probe)
+  for cycle = 1, REDIS_CYCLES do
+    -- C: Redis down
+    run_cmd("REDIS_KILL_CMD")
+    iocore.sleep(300)
+    round("C" .. cycle)
+    if not wait_until(none_pending, 30000, "round C's answers") then ok_all = false end
+    check(count("C" .. cycle, "ok") == 0 and count("C" .. cycle, "failed") == count("C" .. cycle),
+      "round C%d (Redis down): %d of %d lines failed, %d ok", cycle, count("C" .. cycle, "failed"), count("C" .. cycle), count("C" .. cycle, "ok"))
+    run_cmd("REDIS_START_CMD")
+    -- until a line goes through again (the nodes reconnect and resubscribe)
+    local back = false
+    local deadline = now() + 30000
+    local probe = 0
+    while not back and now() < deadline do
+      iocore.sleep(250)
+      probe = probe + 1
+      local c = clients[1]
+      if c.m.joined_at and not c.m.closed_at and not c.pending then
+        round("probe" .. cycle .. "." .. probe) -- everyone sends: no member may miss a line that was ok
+        wait_until(none_pending, 30000, "a probe round's answers")
+        back = count("probe" .. cycle .. "." .. probe, "ok") == count("probe" .. cycle .. "." .. probe)
+      end
     end
+    check(back, "lines go through again after Redis restart %d (%d probe rounds)", cycle, probe)
+    for _ = 1, LINES do
+      round("D" .. cycle)
+      if not wait_until(none_pending, 60000, "round D's answers") then ok_all = false end
+    end
+    why("B"); why("C" .. cycle); why("D" .. cycle)
+    check(count("D" .. cycle, "ok") == count("D" .. cycle), "round D%d (after Redis restart): %d of %d lines ok",
+      cycle, count("D" .. cycle, "ok"), count("D" .. cycle))
+    iocore.sleep(1000)
   end
-  check(back, "lines go through again after Redis restarted (%d probe rounds)", probe)
-  round("D")
-  if not wait_until(none_pending, 30000, "round D's answers") then ok_all = false end
-  why("B"); why("C"); why("D")
-  check(count("D", "ok") == count("D"), "round D (after Redis restart): %d of %d lines ok",
-    count("D", "ok"), count("D"))
 
   iocore.sleep(1500) -- the last deliveries
   stats.ending = true
@@ -297,6 +309,16 @@ end
 for _, m in ipairs(members) do
   if m.s and not m.s:closed() then m.s:close() end
 end
-core:run(3000)
+local deadline = now() + 10000
+while now() < deadline do
+  collectgarbage()
+  local st = core:stats()
+  if st.active == 0 and st.sockets == 0 and st.ops_inflight == 0 and st.queued == 0 then break end
+  core:run(50)
+end
+local st = core:stats()
+check(st.active == 0 and st.sockets == 0 and st.ops_inflight == 0 and st.queued == 0,
+  "the clients' core closed cleanly (sessions %d, sockets %d, operations %d, queued %d)",
+  st.active, st.sockets, st.ops_inflight, st.queued)
 core:close()
 os.exit(ok_all and 0 or 1)

@@ -3,7 +3,8 @@
 # of 3 chat nodes relaying through Redis pub/sub, all on loopback ports it
 # picks. CLIENTS (default 300) members through HAProxy send lines in rounds;
 # one node is killed (SIGKILL) mid-run, then Redis is killed and started
-# again. tests/cluster/chat_clients.lua checks delivery (every "ok" line to
+# again (REDIS_CYCLES times, default 1; LINES lines per member per round,
+# default 1: scripts/stress raises all three). tests/cluster/chat_clients.lua checks delivery (every "ok" line to
 # every member exactly once, in per-sender order; nothing lost silently),
 # the failover, and the peers the nodes saw; its "figure" lines are the
 # run's numbers. Every process is bounded by `timeout` and reaped.
@@ -38,10 +39,12 @@ grep -q 'proxy protocol on' "$dir/cluster.log" && check_peers=1
 
 export ADDR=127.0.0.1:$port CLIENTS=${CLIENTS:-300} CHECK_PEERS=$check_peers
 export KILL_NODE_CMD="kill -KILL $victim"
-export REDIS_KILL_CMD="kill -KILL $redis_pid; while kill -0 $redis_pid 2>/dev/null; do sleep 0.05; done"
-export REDIS_START_CMD="timeout -k 5 300 redis-server --port $redis_port --bind 127.0.0.1 --save '' \
+# (the Redis to kill: the example's first, then the one the last restart started)
+export REDIS_KILL_CMD="p=\$(cat '$redis2_pid' 2>/dev/null || echo $redis_pid); kill -KILL \$p; \
+while kill -0 \$p 2>/dev/null; do sleep 0.05; done"
+export REDIS_START_CMD="env -u LD_PRELOAD timeout -k 5 300 redis-server --port $redis_port --bind 127.0.0.1 --save '' \
 --appendonly no --dir '$tmp' --pidfile '$redis2_pid' > '$tmp/redis2.log' 2>&1 &"
-timeout -k 5 400 lua5.4 tests/cluster/chat_clients.lua > "$tmp/clients.log" 2>&1
+timeout -k 5 "${CLUSTER_CLIENTS_TIMEOUT:-400}" lua5.4 tests/cluster/chat_clients.lua > "$tmp/clients.log" 2>&1
 rc=$?
 grep -E '^(figure|check|skip|handler error)' "$tmp/clients.log"
 if [[ $rc -ne 0 ]]; then

@@ -237,6 +237,31 @@ function Test.test_redis_subscribe_delivers_messages_as_a_stream_in_order()
   end)
 end
 
+-- unsubscribe from some channels, then all: the client runs commands again
+-- (SUBSCRIBE through r:call keeps the channel list too).
+function Test.test_redis_unsubscribe_returns_the_client_to_commands()
+  H.in_coroutine(core, function()
+    local sub = assert(redis.connect(core, addr))
+    local pub = assert(redis.connect(core, addr))
+    assert(sub:subscribe("u1", "u2"))
+    assert(sub:call("SUBSCRIBE", "u3"))
+    lu.assertEquals(sub.channels, { u1 = "channel", u2 = "channel", u3 = "channel" })
+    assert(sub:unsubscribe("u1"))
+    lu.assertEquals(pub:publish("u1", "x"), 0)
+    lu.assertEquals(pub:publish("u2", "y"), 1)
+    lu.assertEquals(assert(sub:read_message(5000)).data, "y")
+    local v, _, code = sub:get("k")
+    lu.assertNil(v)
+    lu.assertEquals(code, "EPROTO")
+    assert(sub:unsubscribe())
+    lu.assertEquals(pub:publish("u2", "z"), 0)
+    lu.assertIs(sub:get("no-such-key"), redis.null)
+    lu.assertEquals(sub.connects, 1)
+    sub:close()
+    pub:close()
+  end)
+end
+
 -- read_message stops reading at max_messages; Redis holds the rest; every
 -- message arrives, in order.
 function Test.test_redis_subscriber_backpressure_loses_nothing()

@@ -787,3 +787,57 @@ function TestStream:test_a_callback_session_without_on_recv_can_be_read_in_strea
     lu.assertEquals(c:data(), "thanks\n")
   end)
 end
+
+-- A listener whose accept queue is full answers no SYN: a connect to it
+-- hangs. (python3: a socket with backlog 0 that never accepts, filled by
+-- two connections of its own; it prints its port, lives 30 s at most.)
+local SILENT_LISTENER = [[
+import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(0)
+fill = []
+for i in range(2):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(l.getsockname())
+    except BlockingIOError: pass
+    fill.append(c)
+time.sleep(0.3)
+print("port", l.getsockname()[1], flush=True)
+time.sleep(30)
+]]
+
+-- A connect that gets no answer ends with the connect time-out's code.
+function TestStream:test_dial_with_connect_timeout_to_a_silent_listener_is_etimedout()
+  if not binding_has("pause") then lu.skip("this build's binding has no connect_timeout yet") end
+  if os.execute("command -v python3 >/dev/null 2>&1") ~= true then lu.skip("python3 is not installed") end
+  with_core(function(core)
+    local p = H.spawn_argv { "python3", "-c", SILENT_LISTENER }
+    local port = H.wait_output(core, p, "port (%d+)", 20000)
+    local r
+    run_client(core, function(done)
+      r = { core:dial("127.0.0.1:" .. port, { connect_timeout = 300 }) }
+      if r[1] then r[1]:close() end
+      done()
+    end, "the dial", 20000)
+    p:kill("KILL")
+    lu.assertNil(r[1], "the connect was answered: the listener's queue was not full")
+    lu.assertEquals(r[3], "ETIMEDOUT")
+    H.assert_msg(r[2], "ETIMEDOUT")
+  end)
+end
+
+-- A name that cannot resolve (.invalid never does, RFC 6761).
+function TestStream:test_dial_to_an_unresolvable_name_fails_with_a_code()
+  with_core(function(core)
+    local r
+    run_client(core, function(done)
+      r = { core:dial("no-such-host.invalid:80") }
+      done()
+    end, "the dial", 30000)
+    lu.assertNil(r[1])
+    if r[3] == "EINVAL" then
+      lu.skip("this build's binding does not resolve host names yet (EINVAL)")
+    end
+    lu.assertEquals(r[3], "ENOTFOUND")
+    H.assert_msg(r[2], "ENOTFOUND")
+  end)
+end
