@@ -860,3 +860,34 @@ function TestStream:test_dial_to_an_unresolvable_name_fails_with_a_code()
     H.assert_msg(r[2], "ENOTFOUND")
   end)
 end
+
+-- A writer waiting above write_hwm learns when the peer goes away.
+function TestStream:test_a_write_waiting_above_write_hwm_fails_when_the_peer_dies()
+  with_core(function(core)
+    local r, waiting = nil, false
+    local l = listen(core, {
+      write_hwm = 64 * 1024,
+      handler = function(s)
+        local block = ("y"):rep(64 * 1024)
+        for _ = 1, 1000 do
+          waiting = true
+          local ok, msg, code = s:write(block)
+          if not ok then r = { ok, msg, code } return end
+        end
+        r = { "wrote everything" }
+      end,
+    })
+    if os.execute("command -v python3 >/dev/null 2>&1") ~= true then lu.skip("python3 is not installed") end
+    -- a client that reads nothing, in one process (its socket dies with it)
+    local reader = H.spawn_argv { "python3", "-c", ("import socket, time\n"
+      .. "s = socket.create_connection(('127.0.0.1', %d))\nprint('connected', flush=True)\ntime.sleep(30)\n")
+      :format(l:port()) }
+    H.wait_output(core, reader, "connected", 20000)
+    H.wait_for(core, function() return waiting and core:stats().bytes_out > 0 end, "the writer to start")
+    H.wait(core, function() return false end, 300)
+    reader:kill("KILL")
+    H.wait_for(core, function() return r ~= nil end, "the write to fail", 30000)
+    lu.assertNil(r[1], "the writes all went through: " .. tostring(r[1]))
+    H.assert_msg(r[2], r[3])
+  end)
+end
