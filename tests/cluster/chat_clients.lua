@@ -309,6 +309,16 @@ end
 for _, m in ipairs(members) do
   if m.s and not m.s:closed() then m.s:close() end
 end
-core:run(3000)
+local deadline = now() + 10000
+while now() < deadline do
+  collectgarbage()
+  local st = core:stats()
+  if st.active == 0 and st.sockets == 0 and st.ops_inflight == 0 and st.queued == 0 then break end
+  core:run(50)
+end
+local st = core:stats()
+check(st.active == 0 and st.sockets == 0 and st.ops_inflight == 0 and st.queued == 0,
+  "the clients' core closed cleanly (sessions %d, sockets %d, operations %d, queued %d)",
+  st.active, st.sockets, st.ops_inflight, st.queued)
 core:close()
 os.exit(ok_all and 0 or 1)

@@ -42,7 +42,7 @@ export KILL_NODE_CMD="kill -KILL $victim"
 # (the Redis to kill: the example's first, then the one the last restart started)
 export REDIS_KILL_CMD="p=\$(cat '$redis2_pid' 2>/dev/null || echo $redis_pid); kill -KILL \$p; \
 while kill -0 \$p 2>/dev/null; do sleep 0.05; done"
-export REDIS_START_CMD="timeout -k 5 300 redis-server --port $redis_port --bind 127.0.0.1 --save '' \
+export REDIS_START_CMD="env -u LD_PRELOAD timeout -k 5 300 redis-server --port $redis_port --bind 127.0.0.1 --save '' \
 --appendonly no --dir '$tmp' --pidfile '$redis2_pid' > '$tmp/redis2.log' 2>&1 &"
 timeout -k 5 "${CLUSTER_CLIENTS_TIMEOUT:-400}" lua5.4 tests/cluster/chat_clients.lua > "$tmp/clients.log" 2>&1
 rc=$?
