@@ -475,6 +475,25 @@ function TestStream:test_misuse_raises_argument_errors()
   end)
 end
 
+-- Even when the second reader's data is already there.
+function TestStream:test_a_second_reader_raises_even_with_data_buffered()
+  with_core(function(core)
+    local err
+    local addr = serve(core, function(s)
+      core:spawn(function()
+        iocore.sleep(50) -- the first reader is parked on read(100) by now; "line\n" has arrived
+        local ok, e = pcall(s.read_line, s)
+        err = ok and "did not raise" or e
+        s:close()
+      end)
+      s:read(100)
+    end)
+    local c = H.client(core, addr, { on_connect = function(c) c.s:send("line\n") end })
+    H.wait_for(core, function() return err ~= nil and c.closed end, "the second reader")
+    lu.assertStrContains(err, "another coroutine is already reading")
+  end)
+end
+
 function TestStream:test_two_coroutines_reading_one_session_raise()
   with_core(function(core)
     local err
