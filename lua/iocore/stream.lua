@@ -538,6 +538,14 @@ local function read_until(s, delim, max)
   return read_delim(s, delim, check_max(max, 2, "read_until"), "read_until", false)
 end
 
+-- A write that waited and found the session closed: its close error, or
+-- ECLOSED (a peer's FIN is no error for the reads, but nothing can be sent).
+local function write_failure(st)
+  local m, c = ended(st)
+  if not m or c == "EOF" then m, c = ECLOSED_MSG, "ECLOSED" end
+  return nil, m, c
+end
+
 -- s:write(data): send, then wait while more than write_hwm is pending.
 local function write(s, data)
   local co = current("write")
@@ -549,6 +557,7 @@ local function write(s, data)
       local ws = st.writers
       if ws then ws[#ws + 1] = co else st.writers = { co } end
       co_yield()
+      if st.closed then return write_failure(st) end
       ok, msg, code = S.send(s, data)
     end
   end
@@ -570,11 +579,7 @@ local function write(s, data)
       local ws = st.writers
       if ws then ws[#ws + 1] = co else st.writers = { co } end
       co_yield()
-      if st.closed then
-        local m, c = ended(st)
-        if c == "EOF" then m, c = ECLOSED_MSG, "ECLOSED" end
-        return nil, m or ECLOSED_MSG, c or "ECLOSED"
-      end
+      if st.closed then return write_failure(st) end
       pending = S.pending(s)
     until pending <= low
     st.wbound = pending
