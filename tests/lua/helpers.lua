@@ -309,9 +309,12 @@ function H.spawn_argv(argv)
   local p = { out = base .. ".out", pidf = base .. ".pid", statusf = base .. ".status", base = base }
   local args = {}
   for i, a in ipairs(argv) do
-    -- a Linux program gets the Linux name of a file os.tmpname() made
-    if H.windows and argv[1] ~= "wine" and tostring(a):match("^[Zz]:\\") then a = win.unix(a) end
-    args[i] = shq(a)
+    if H.windows and a == H.lua and argv[i - 1] ~= "wine" then
+      args[#args + 1] = "wine" -- the Windows interpreter, started from Linux
+    elseif H.windows and argv[1] ~= "wine" and tostring(a):match("^[Zz]:\\") then
+      a = win.unix(a) -- a Linux program gets the Linux name of a file os.tmpname() made
+    end
+    args[#args + 1] = shq(a)
   end
   local sh = H.windows and win.unix or function(f) return f end
   local cmd = ("( %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s ) >/dev/null 2>&1 </dev/null &")
