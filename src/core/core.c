@@ -171,8 +171,10 @@ int ioc_core_create(ioc_core_t **out, const ioc_core_options_t *opts) {
   ioc__mutex_init(&core->poll_lock);
   ioc__mutex_init(&core->timer_lock);
   ioc__mutex_init(&core->objects_lock);
+  ioc__mutex_init(&core->timed_lock);
   rc = core->backend->init(core);
   if (rc < 0) {
+    ioc__mutex_destroy(&core->timed_lock);
     ioc__mutex_destroy(&core->ready_lock);
     ioc__mutex_destroy(&core->poll_lock);
     ioc__mutex_destroy(&core->timer_lock);
@@ -197,6 +199,7 @@ int ioc_core_destroy(ioc_core_t *core) {
   ioc__mutex_destroy(&core->poll_lock);
   ioc__mutex_destroy(&core->timer_lock);
   ioc__mutex_destroy(&core->objects_lock);
+  ioc__mutex_destroy(&core->timed_lock);
   free(core);
   return 0;
 }

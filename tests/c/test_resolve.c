@@ -286,3 +286,42 @@ void test_resolve_results_are_deduplicated_and_capped(void) {
   ASSERT_OK(ioc_addr_format(&addrs[IOC__RESOLVE_MAX_ADDRS - 1], text, sizeof text));
   ASSERT_STR_EQ(text, "10.0.0.29:80"); /* the first ones are kept */
 }
+
+/* ---- docs/protocols.md ------------------------------------------------------------ */
+
+#include "framing.h"
+#include "proxy.h"
+
+/* Each number the page gives is written from the constant here, so the page
+ * and the code cannot drift apart. */
+void test_protocols_doc_states_the_constants(void) {
+  const char *path = "docs/protocols.md";
+  FILE *f = fopen(path, "rb");
+  if (!f) SKIPF("%s not found (run from the source tree)", path);
+  static char doc[1 << 16];
+  size_t n = fread(doc, 1, sizeof doc - 1, f);
+  fclose(f);
+  doc[n] = 0;
+  char want[9][96];
+  snprintf(want[0], sizeof want[0], "of at most %d bytes", IOC__PROXY_V1_MAX);
+  snprintf(want[1], sizeof want[1], "at most %d + %d bytes", IOC__PROXY_V2_HEAD,
+           IOC__PROXY_V2_MAX_PAYLOAD);
+  snprintf(want[2], sizeof want[2], "the default, %d bytes", IOC__FRAME_DEFAULT_MAX);
+  snprintf(want[3], sizeof want[3], "of 1 to %d bytes", IOC__FRAME_DELIM_MAX);
+  snprintf(want[4], sizeof want[4], "at most %d.", IOC__RESOLVE_MAX_ADDRS);
+  snprintf(want[5], sizeof want[5], "at most %d at once", IOC__RESOLVE_THREADS);
+  snprintf(want[6], sizeof want[6], "over %d bytes", IOC__RESOLVE_NAME_MAX);
+  snprintf(want[7], sizeof want[7], "\"host name not found\", %d", IOC_ENOTFOUND);
+  snprintf(want[8], sizeof want[8], "may be at most %d,", IOC__PROXY_V2_MAX_PAYLOAD);
+  /* the page wraps and indents lines: compare with each run of white
+   * space as one space */
+  char *w = doc;
+  for (const char *p = doc; *p; p++) {
+    int space = *p == ' ' || *p == '\n' || *p == '\r';
+    if (!space || w == doc || w[-1] != ' ') *w++ = space ? ' ' : *p;
+  }
+  *w = '\0';
+  for (int i = 0; i < 9; i++) {
+    ASSERT_MSG(strstr(doc, want[i]) != NULL, "%s does not say \"%s\"", path, want[i]);
+  }
+}
