@@ -178,6 +178,9 @@ static int l_core_new(lua_State *L) {
   }
   lc->threads = threads;
   lc->signals = signals;
+  /* A SIGTERM between here and run() (a supervisor stopping a server that
+   * has just printed "listening") must stop it gracefully, not kill it. */
+  if (signals) lp_waiter_hold_signals(lc->waiter);
   lc->handler_timeout_ms = (uint64_t)handler_timeout;
   lc->self_ref = LUA_NOREF;
   ioc_core_set_batch_hook(lc->core, lb_batch_hook, lc);

@@ -564,8 +564,6 @@ int lb_core_connect(lua_State *L) {
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, OWN_KEY);
   int htab = lua_gettop(L);
-  lb_push_registry(L, lc, K_SESSIONS); /* room for the anchor, made before the connect starts */
-  lua_pop(L, 1);
   ioc_session_t *s;
   /* Our reference from ioc_connect is the binding's: released with the close event. */
   int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, lc, &so, &s);
