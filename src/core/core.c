@@ -27,6 +27,14 @@ void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud) 
   core->batch_hook = fn;
 }
 
+uint64_t ioc_now_ms(void) { return ioc__now_ms(); }
+int ioc_cpu_count(void) { return ioc__cpu_count(); }
+int ioc_core_batch_left(void) { return tls_batch_left; }
+void ioc_core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud) {
+  ioc__core_set_batch_hook(core, fn, ud);
+}
+int ioc_core_in_dispatch(const ioc_core_t *core) { return tls_dispatching == core; }
+
 /* ---- objects -------------------------------------------------------------- */
 
 void ioc__object_init(ioc__object_t *obj, ioc_core_t *core, const ioc__object_vtbl_t *vtbl) {

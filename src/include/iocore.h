@@ -210,6 +210,34 @@ IOC_API int ioc_core_threads(const ioc_core_t *core);
 
 IOC_API void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out);
 
+/* ---- embedding hooks ------------------------------------------------------
+ * What a binding (the Lua module) needs around dispatch, without reaching
+ * into the core. */
+
+/* A monotonic clock in milliseconds (the one timers and time-outs use). */
+IOC_API uint64_t ioc_now_ms(void);
+/* Number of online CPUs (at least 1): the default worker count. */
+IOC_API int ioc_cpu_count(void);
+/* Runs fn(ud) on the dispatching thread at the end of every dispatch batch,
+ * after the batch's submissions went to the kernel; submissions fn makes go
+ * out right after it. NULL removes it. Set it before any thread dispatches. */
+IOC_API void ioc_core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud);
+/* Nonzero when the calling thread is inside ioc_core_dispatch(core). */
+IOC_API int ioc_core_in_dispatch(const ioc_core_t *core);
+/* Inside a callback: how many completions this thread still has to run in
+ * its current batch after this one (0 = this is the last, or not in one). */
+IOC_API int ioc_core_batch_left(void);
+/* Calls fn(s, arg) for every session open when called (closing ones
+ * included). fn runs on the calling thread with no core lock held and s
+ * retained for the call, so it may call any API on s, close it included.
+ * Sessions made during the walk may or may not be visited. */
+IOC_API void ioc_core_foreach_session(ioc_core_t *core, void (*fn)(ioc_session_t *s, void *arg),
+                                      void *arg);
+/* Closes every listener of the core (ioc_listener_close on each) and
+ * nothing else: the first half of ioc_core_close_all, for a stop that lets
+ * sessions finish. */
+IOC_API void ioc_core_close_listeners(ioc_core_t *core);
+
 /* ---- timers ------------------------------------------------------------ */
 
 typedef void (*ioc_timer_cb)(ioc_timer_t *timer, void *ud);
@@ -257,10 +285,38 @@ typedef struct ioc_buf {
   size_t len;
 } ioc_buf_t;
 
+/* The default of ioc_session_options_t.max_pending (64 MiB). */
+#define IOC_DEFAULT_MAX_PENDING ((size_t)64 << 20)
+/* The default of ioc_session_options_t.close_timeout_ms. */
+#define IOC_DEFAULT_CLOSE_TIMEOUT_MS 5000
+
+/* Time-outs all close the session with IOC_ETIMEDOUT (a reset); 0 = off.
+ * Zero-initialise the struct: later versions add fields at the end. */
 typedef struct ioc_session_options {
-  uint64_t idle_timeout_ms; /* 0 = off; close with IOC_ETIMEDOUT after no receive for this long */
-  size_t max_pending;       /* 0 = default (64 MiB); send over it returns IOC_ENOBUFS */
+  /* Nothing received AND nothing written for this long. */
+  uint64_t idle_timeout_ms;
+  /* 0 = IOC_DEFAULT_MAX_PENDING. A send that finds data already queued and
+   * would take the queue past this returns IOC_ENOBUFS (and on_drain follows);
+   * a send on an empty queue is always taken, whatever its size. */
+  size_t max_pending;
+  /* A non-empty send queue that makes no progress for this long. */
+  uint64_t write_timeout_ms;
+  /* Outbound only: the connect has not completed after this long;
+   * on_open(IOC_ETIMEDOUT) then on_close(IOC_ETIMEDOUT). */
+  uint64_t connect_timeout_ms;
+  /* 0 = IOC_DEFAULT_CLOSE_TIMEOUT_MS. A graceful close (ioc_session_close,
+   * or the end after a half-close) gives up with a reset and
+   * on_close(IOC_ETIMEDOUT) after this long WITHOUT progress: no queued
+   * byte written, no byte acknowledged by the peer, no peer FIN. */
+  uint64_t close_timeout_ms;
 } ioc_session_options_t;
+
+typedef enum ioc_timeout {
+  IOC_TIMEOUT_IDLE,    /* idle_timeout_ms */
+  IOC_TIMEOUT_WRITE,   /* write_timeout_ms */
+  IOC_TIMEOUT_CONNECT, /* connect_timeout_ms (outbound, before on_open) */
+  IOC_TIMEOUT_CLOSE    /* close_timeout_ms (0 = the default) */
+} ioc_timeout_t;
 
 /* Starts an outbound connection. Callbacks may run on a worker before this
  * returns, so when out is non-NULL the caller gets a reference of its own
@@ -280,20 +336,57 @@ IOC_API uint64_t ioc_session_id(const ioc_session_t *s);
 IOC_API const ioc_addr_t *ioc_session_peer(const ioc_session_t *s);
 IOC_API const ioc_addr_t *ioc_session_local(const ioc_session_t *s);
 
+/* The embedder's slot: any pointer, NULL at first. The core never reads
+ * it; the embedder orders its own reads and writes. */
+IOC_API void *ioc_session_user(const ioc_session_t *s);
+IOC_API void ioc_session_set_user(ioc_session_t *s, void *p);
+
 /* Copies the bytes into the send queue and returns 0 at once (never blocks).
  * The bufs of sendv are queued back to back, in order, as one write.
- * IOC_ECLOSED once closing has begun; IOC_ENOBUFS if pending would pass
- * max_pending (nothing is queued then). */
+ * IOC_ECLOSED once the owner closed, shut down or aborted the session or it
+ * is ending; IOC_ENOBUFS if data is already queued and these bytes would
+ * take the queue past max_pending (nothing is queued then, and on_drain
+ * runs once the queue has emptied). A send on an empty queue is always
+ * taken. After the peer's FIN, with on_eof set, sends still go out. */
 IOC_API int ioc_session_send(ioc_session_t *s, const void *data, size_t len);
 IOC_API int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n);
 /* Bytes queued and not yet written to the socket. */
 IOC_API size_t ioc_session_pending(ioc_session_t *s);
 /* Graceful: queued data is written, then FIN; the session then reads (and
- * discards) until the peer's FIN, at most 5 s, so that a reset cannot
- * destroy the reply; on_close(s, 0) follows (after the linger, a reset). */
+ * discards) until the peer's FIN, so that a reset cannot destroy the reply,
+ * and on_close(s, 0) follows. It waits as long as the peer makes progress
+ * (takes queued bytes, acknowledges sent ones); after close_timeout_ms
+ * without progress it resets and on_close(s, IOC_ETIMEDOUT) follows.
+ * No on_recv, on_eof or on_drain runs once this returns. */
 IOC_API void ioc_session_close(ioc_session_t *s);
+/* Half-close: queued data is written, then FIN, while reading goes on:
+ * on_recv and on_eof run until the peer's FIN, then the session ends as a
+ * graceful close does (on_close(s, 0) once the peer has it all). Sends are
+ * refused (IOC_ECLOSED) from here on. Returns 0, or IOC_ECLOSED if the
+ * owner already closed, shut down or aborted it or it is ending. */
+IOC_API int ioc_session_shutdown(ioc_session_t *s);
 /* Immediate reset (RST); queued data is dropped; on_close follows. */
 IOC_API void ioc_session_abort(ioc_session_t *s);
+/* Like ioc_session_abort, with err (a negative IOC_E* code, or 0) as the
+ * cause on_close receives. */
+IOC_API void ioc_session_fail(ioc_session_t *s, int err);
+/* Stops reading: nothing is read from the socket and on_recv does not run
+ * until ioc_session_resume. Bytes of a receive already in flight are kept,
+ * in order, and delivered first after the resume. The peer's FIN is not
+ * noticed while paused. Idempotent; any thread, callbacks included. */
+IOC_API void ioc_session_pause(ioc_session_t *s);
+/* Reading goes on: held bytes are delivered first, from a dispatching
+ * thread (never inside this call), then the next receive is posted.
+ * Idempotent. */
+IOC_API void ioc_session_resume(ioc_session_t *s);
+/* Nonzero while paused. */
+IOC_API int ioc_session_paused(const ioc_session_t *s);
+/* Sets one time-out of the session from now on (see ioc_session_options_t);
+ * 0 turns it off (IOC_TIMEOUT_CLOSE: back to the default). Idle and write
+ * periods are measured from the last activity, not from this call. Returns
+ * 0, IOC_EINVAL for an unknown `which`, IOC_ECLOSED once the session is
+ * ending (IOC_TIMEOUT_CONNECT: once the connect completed). */
+IOC_API int ioc_session_set_timeout(ioc_session_t *s, ioc_timeout_t which, uint64_t ms);
 /* Nonzero once closing has begun. */
 IOC_API int ioc_session_closed(ioc_session_t *s);
 /* Extra references keep the pointer valid past on_close. */
@@ -302,11 +395,14 @@ IOC_API void ioc_session_release(ioc_session_t *s);
 
 /* ---- listeners --------------------------------------------------------- */
 
+/* The most accept operations one listener keeps posted. */
+#define IOC_MAX_ACCEPTS 4096
+
 typedef void (*ioc_accept_cb)(ioc_listener_t *l, ioc_session_t *s, void *ud);
 
 typedef struct ioc_listener_options {
   int backlog;          /* 0 = default 511 */
-  int accepts;          /* accept operations kept posted; 0 = default 16 */
+  int accepts;          /* accept operations kept posted; 0 = default 16; at most IOC_MAX_ACCEPTS */
   int reuseport;        /* SO_REUSEPORT */
   uint64_t max_connections;     /* 0 = no cap; past it: accept and close, count rejected */
   ioc_session_options_t session; /* applied to every accepted session */
@@ -323,10 +419,18 @@ IOC_API const ioc_addr_t *ioc_listener_address(const ioc_listener_t *l);
 IOC_API void ioc_listener_set_accept(ioc_listener_t *l, ioc_accept_cb on_accept, void *ud);
 /* Number of the listener's sessions open now. */
 IOC_API uint64_t ioc_listener_sessions(const ioc_listener_t *l);
-/* Stops accepting: outstanding accepts are cancelled, the socket closed, and
- * the listener freed once their completions are back. Sessions already
- * accepted live on. Safe to call twice; l must not be used afterwards. */
+/* Stops accepting: outstanding accepts are cancelled, the socket closed
+ * once their completions are back. Sessions already accepted live on.
+ * The listener ioc_listen hands out carries one reference, the caller's,
+ * and ioc_listener_close ends it: without a reference of its own (from
+ * ioc_listener_retain) the caller must not touch l afterwards. With one,
+ * l stays valid, and closing again is a harmless no-op, until the matching
+ * ioc_listener_release. */
 IOC_API void ioc_listener_close(ioc_listener_t *l);
+/* An extra reference: l stays valid (closed or not) until the matching
+ * release. Any thread. */
+IOC_API void ioc_listener_retain(ioc_listener_t *l);
+IOC_API void ioc_listener_release(ioc_listener_t *l);
 
 /* Closes every listener and closes every session (graceful, or abortive when
  * abort is nonzero). Completions still have to be dispatched for the closes

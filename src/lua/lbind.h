@@ -1,14 +1,27 @@
-/* The Lua binding's shared definitions.
+/* The Lua binding's shared definitions. The binding sees only iocore.h (the
+ * public C API), the Lua headers and lplatform.h (its portability layer).
  *
- * Threads and the lock. One mutex, `lua_lock`, owns the Lua state. The thread
- * that created the core holds it whenever run() is not active, so the script
- * owns the state before run() and after it returns. run() releases it and
- * starts the workers; a worker that has a Lua-bound completion pushes an event
- * on the core's queue and then *tries* the lock: whoever holds it drains every
- * event waiting (one lock acquisition per batch), and re-checks the queue after
- * unlocking so no event is left behind. Workers never block on the lock, so
- * the C side (sockets, buffers, re-posted accepts) goes on in parallel while
- * one of them runs Lua.
+ * Files: lcore.c (module, core object, options), ldispatch.c (event queue,
+ * drain loop, protected handler calls, watchdog, run/stop), llistener.c,
+ * lsession.c, ltimer.c (one Lua type each).
+ *
+ * Threads and the lock. One mutex, `lua_lock`, owns the Lua state while run()
+ * is active (`running`); outside run() the script owns the state and workers
+ * leave events queued. A worker that has a Lua-bound completion pushes an
+ * event on the core's queue and then *tries* the lock: whoever holds it
+ * drains every event waiting (one lock acquisition per batch), and re-checks
+ * the queue after unlocking so no event is left behind. Workers never block
+ * on the lock, so the C side (sockets, buffers, re-posted accepts) goes on in
+ * parallel while one of them runs Lua. When run()'s thread wants the state
+ * back it sets `want_lock`: the drainer stops after the handler in progress
+ * and puts the rest of its batch back at the head of the queue.
+ *
+ * Protection. Everything a worker does to the Lua state runs inside one
+ * lua_pcall per drained batch (drain_protected), handlers inside a nested
+ * pcall each: an error outside a handler (out of memory turning bytes into a
+ * string, making a session object) is reported like a handler error, aborts
+ * the session of the event in progress, and the drain goes on with the next
+ * event. Nothing on a worker can longjmp past the lock.
  *
  * Order. Per session, the C core guarantees open -> recv... -> close with each
  * callback returning before the next starts; the events are pushed on one
@@ -18,16 +31,34 @@
 #ifndef IOC_LBIND_H
 #define IOC_LBIND_H
 
-#include "internal.h"
-#include "net.h"
+#include "iocore.h"
+#include "lplatform.h"
 
 #include <lauxlib.h>
 #include <lua.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #define LCORE_MT "iocore.core"
 #define LLISTENER_MT "iocore.listener"
 #define LSESSION_MT "iocore.session"
 #define LTIMER_MT "iocore.timer"
+
+#define LB_UNUSED(x) ((void)(x))
+
+/* The watchdog looks every handler_timeout / LB_WATCHDOG_DIVISOR ms, clamped
+ * to LB_WATCHDOG_MIN_MS..LB_WATCHDOG_MAX_MS (docs/lua-api.md, "Limits"). */
+#define LB_WATCHDOG_DIVISOR 20
+#define LB_WATCHDOG_MIN_MS 5
+#define LB_WATCHDOG_MAX_MS 200
+/* A coroutine resumed by a handler checks the time-out every this many VM
+ * instructions (and at every instruction once it has passed). */
+#define LB_CO_HOOK_COUNT 1000
+/* send(array): items gathered on the C stack before a heap array is used. */
+#define LB_SEND_STACK_ITEMS 16
 
 typedef enum {
   LEV_ACCEPT = 1, /* s accepted by l */
@@ -35,44 +66,62 @@ typedef enum {
   LEV_RECV,       /* s received data[len] */
   LEV_DRAIN,      /* s send queue empty */
   LEV_CLOSE,      /* s closed (err) */
-  LEV_TIMER,      /* timer id fired */
+  LEV_TIMER,      /* the C timer with this id fired */
   LEV_POST,       /* run posts[id] */
-  LEV_EOF,        /* s: the peer sent FIN; close gracefully after the handlers before it */
-  LEV_KICK        /* nothing: makes a worker drain the queue */
+  LEV_EOF         /* s: the peer sent FIN; close gracefully after the handlers before it */
 } lev_type;
 
 typedef struct lev {
   struct lev *next;
   uint8_t type;
   int err;
-  ioc_session_t *s;  /* ACCEPT/CONNECT/RECV/DRAIN/CLOSE */
+  ioc_session_t *s;  /* ACCEPT/CONNECT/RECV/DRAIN/CLOSE/EOF */
   ioc_listener_t *l; /* ACCEPT: holds a listener reference */
   uint64_t id;       /* TIMER/POST */
   size_t len;
   char data[];       /* RECV */
 } lev;
 
+/* A receive handed to Lua straight from the backend's buffer (no event). */
+typedef struct lb_direct {
+  ioc_session_t *s;
+  const char *data;
+  size_t len;
+} lb_direct;
+
 typedef struct lcore {
   ioc_core_t *core;
-  lua_State *T;      /* the thread handlers run on (anchored in the registry) */
-  int self_ref;      /* registry ref of the core's uservalue table */
+  lua_State *T;      /* the thread handlers run on (anchored in the core's table) */
+  int self_ref;      /* registry ref of the core's table (see K_* below) */
 
-  ioc__mutex_t lua_lock;
-  ioc__mutex_t q_lock;
-  lev *q_head, *q_tail;
+  lp_mutex_t *lua_lock;
+  lp_mutex_t *q_lock;
+  lp_waiter_t *waiter; /* run() sleeps on it; stop() and signals wake it */
+  lev *q_head, *q_tail; /* under q_lock */
   atomic_int q_len;
+  atomic_int want_lock; /* run()'s thread wants lua_lock: drainers give it back */
+
+  /* Under lua_lock: the drained events not processed yet, the event (or
+   * direct receive) in progress and its session, for errors outside handlers. */
+  lev *batch;
+  lev *cur;
+  lb_direct *direct;
+  ioc_session_t *cur_session;
 
   int threads;
-  bool running;       /* inside run() (the workers own the state) */
+  bool running;       /* inside run() (the workers own the state); under lua_lock */
   bool closed;
   bool signals;
   atomic_int stop_requested;
-  int wake_fd;        /* eventfd: stop() wakes run() */
 
-  /* limits */
+  /* handler_timeout: each handler call takes a new sequence number; the
+   * watchdog marks the call in progress expired by storing its number. */
   uint64_t handler_timeout_ms;
   atomic_uint_fast64_t handler_started_ms; /* 0 = no handler running */
-  atomic_int hook_armed;
+  atomic_uint_fast64_t handler_seq;
+  atomic_uint_fast64_t expired_seq;
+  atomic_int hook_armed; /* the watchdog set a hook on T */
+
   size_t memory_limit;
   size_t memory_used;
   lua_Alloc prev_alloc;
@@ -88,59 +137,117 @@ typedef struct lcore {
   int live_objects;   /* userdata holding C references; the core is freed at 0 once closed */
 } lcore;
 
-/* Userdata payloads */
+/* Userdata payloads. Each holds one reference on its C object from creation
+ * to __gc (the only place that drops it), so methods keep working on a
+ * closed object; the pointer is NULL only after __gc. */
 typedef struct lsession {
-  ioc_session_t *s; /* retained until __gc */
+  ioc_session_t *s;
   lcore *lc;
-  bool closed;      /* on_close has been delivered */
+  uint64_t id;      /* kept for id() after __gc */
+  bool closed;      /* on_close has been delivered (or the core closed) */
 } lsession;
 
 typedef struct llistener {
-  ioc_listener_t *l; /* referenced until __gc */
+  ioc_listener_t *l;
   lcore *lc;
-  bool closed;
+  bool closed;      /* closed in C (close(), stop(), core close) */
 } llistener;
 
 typedef struct ltimer {
-  ioc_timer_t *t; /* the caller's reference; NULL once cancelled or done */
-  lcore *lc;
-  uint64_t id;
+  ioc_timer_t *t;   /* the C timer armed now (our reference); NULL once done or cancelled */
+  lcore *lc;        /* NULL once the core closed */
+  uint64_t id;      /* ioc_timer_id(t): the key in K_TIMERS */
+  uint64_t due;     /* repeating: when the armed C timer falls due (ioc_now_ms) */
+  uint64_t interval;
   bool repeat;
 } ltimer;
 
-/* Registry tables per core, in the core's uservalue table */
+/* The core's table (registry ref self_ref) */
 #define K_SESSIONS "sessions"   /* lightuserdata(ioc_session_t*) -> session userdata (open ones) */
 #define K_LISTENERS "listeners" /* lightuserdata(ioc_listener_t*) -> listener userdata (open ones) */
-
-#define K_TIMERS "timers"       /* id -> timer userdata (armed) */
+#define K_TIMERS "timers"       /* C timer id -> timer userdata (armed) */
 #define K_POSTS "posts"         /* id -> function */
 #define K_ONERROR "on_error"
 
 /* lcore.c */
 lcore *lb_checkcore(lua_State *L, int idx);
 void lb_push_registry(lua_State *L, lcore *lc, const char *key); /* pushes the core's table `key` */
-void lb_push_event(lcore *lc, lev *e);
-void lb_drain(lcore *lc);
-/* Runs fn(lc, arg) under the lock at once if nothing is queued and the lock
- * is free (then drains); false if it did not. */
-bool lb_try_direct(lcore *lc, void (*fn)(lcore *, void *), void *arg);
 int lb_fail(lua_State *L, int code); /* pushes nil, "ECODE: text", "ECODE"; returns 3 */
+void lb_push_err(lua_State *L, int err); /* "ECODE: text", or nil for 0 */
+void lb_object_gone(lcore *lc);
+/* The option reader, for every option table (`opts` at stack index `arg`,
+ * 0 = none given). Each returns the field's value or `def` when it is
+ * absent (nil), and raises a luaL_argerror naming the field otherwise. */
+int lb_opts_arg(lua_State *L, int arg); /* arg if a table there, 0 if none/nil; raises otherwise */
+lua_Integer lb_opt_integer(lua_State *L, int arg, const char *field, lua_Integer def, lua_Integer lo,
+                           lua_Integer hi);
+bool lb_opt_boolean(lua_State *L, int arg, const char *field, bool def);
+/* The index in `names` (NULL-terminated) of a string field, or def. */
+int lb_opt_enum(lua_State *L, int arg, const char *field, const char *const names[], int def);
+/* Pushes a function field (or nil). */
+void lb_opt_function(lua_State *L, int arg, const char *field);
+
+/* ldispatch.c */
+void lb_push_event(lcore *lc, lev *e);
+void lb_queue_event(lcore *lc, lev *e); /* queue only: the drain loop in progress (or run()) takes it */
+void lb_drain(lcore *lc);
+void lb_batch_hook(void *ud);
+/* Runs the receive under the lock at once if nothing is queued and the lock
+ * is free (then drains); false if it did not. */
+bool lb_try_direct(lcore *lc, lb_direct *d);
 /* Runs the function on top of T's stack with nargs arguments under the
  * handler protections; on error reports it and aborts `s` if given. */
 void lb_call(lcore *lc, int nargs, ioc_session_t *s);
-void lb_object_gone(lcore *lc);
+/* Makes a coroutine honour handler_timeout while a handler runs. */
+void lb_hook_thread(lua_State *L, lua_State *co);
+void lb_open_coroutine_guard(lua_State *L);
+void lb_discard_events(lua_State *L, lcore *lc);
+int lb_core_run(lua_State *L);
+int lb_core_stop(lua_State *L);
 
 /* lsession.c */
 void lb_open_session(lua_State *L);
 void lb_process(lcore *lc, lev *e); /* one event, under the lock, on lc->T */
+void lb_process_direct(lcore *lc, lb_direct *d);
 void lb_free_event(lev *e);
-int lb_core_listen(lua_State *L);
+lev *lb_new_event(int type, ioc_session_t *s, size_t len);
+/* The binding ends the session (a handler error, out of memory): it counts
+ * as closed by the script, so no on_recv of it runs any more. */
+void lb_session_fail(ioc_session_t *s, int err);
+void lb_sessions_forget(lua_State *L, lcore *lc);
+/* The end of a close event: the session object (if any) is closed and no
+ * longer anchored. Allocates nothing: also run when the event failed. */
+void lb_close_done(lua_State *L, lcore *lc, ioc_session_t *s); /* core close: drop every session's Lua side */
+/* Pushes the session userdata of s (made now for a lazy session), or nil. */
+void lb_push_session(lua_State *L, lcore *lc, ioc_session_t *s);
+void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab);
+void lb_defer_session(lua_State *L, ioc_session_t *s); /* handler table on top: popped */
+/* Before an unprocessed event is dropped (core close): its session's lazy
+ * handler reference goes. */
+void lb_event_forget(lua_State *L, lev *e);
+const char *lb_check_address(lua_State *L, int idx, size_t *len);
+/* Reads the session options (listen, connect) of the options table at o. */
+void lb_session_options(lua_State *L, int o, ioc_session_options_t *so);
+/* Reads the handler fields (from lb_handler_names[first]) of the options
+ * table at arg into a new table (pushed). */
+void lb_handlers_from_opts(lua_State *L, int arg, int first);
 int lb_core_connect(lua_State *L);
-extern const ioc_session_callbacks_t lb_session_cbs;
+extern const ioc_session_callbacks_t lb_session_cbs;  /* outbound sessions */
+extern const ioc_session_callbacks_t lb_accepted_cbs; /* accepted sessions */
+extern const char *const lb_handler_names[];
+
+/* llistener.c */
+void lb_open_listener(lua_State *L);
+int lb_core_listen(lua_State *L);
+void lb_process_accept(lcore *lc, lev *e);
+/* Closes every listener of the core in C and in Lua (stop, core close). */
+void lb_listeners_close_all(lua_State *L, lcore *lc);
+
 /* ltimer.c */
 void lb_open_timer(lua_State *L);
 int lb_core_after(lua_State *L);
 int lb_core_every(lua_State *L);
+void lb_timer_fire(lcore *lc, uint64_t id);
 void lb_timers_cancel_all(lua_State *L, lcore *lc);
 
 #endif /* IOC_LBIND_H */

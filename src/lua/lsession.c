@@ -1,19 +1,60 @@
-/* Listener and session objects, the C callbacks that feed the event queue,
- * and the processing of each event under the Lua lock.
+/* Session objects: the C callbacks that feed the event queue, the
+ * processing of session events under the Lua lock, the session methods, and
+ * core:connect().
+ *
+ * Ownership. The binding holds one reference on every C session it serves,
+ * taken when it first sees the session (ioc_connect's, or a retain in the
+ * accept callback) and dropped when the session's close event is freed.
+ * A session userdata holds one more, from its creation to its __gc, so its
+ * methods work on a closed session; the pointer is NULL only after __gc.
+ * An open session's userdata is anchored in the core's K_SESSIONS table
+ * until its on_close has run.
+ *
+ * The session's user slot (ioc_session_user) belongs to the binding and is
+ * only touched under the Lua lock: bit 0 is the sticky fact "the script (or
+ * the binding on its behalf) closed or aborted this session", the bits above
+ * a registry reference to the handler table of an accepted session whose Lua
+ * object is not made yet (lazy: an idle connection costs no userdata).
  *
  * A session userdata has two user values: 1 = the user's own fields
  * (`session.anything = v`), 2 = its handler table. Accepted sessions share
  * their listener's handler table until one of their own handlers is set
- * (copy on write), so an idle session costs only its userdata. */
+ * (copy on write). */
 #include "lbind.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- the user slot ------------------------------------------------------------------ */
+
+#define SLOT_CLOSED ((uintptr_t)1)
+
+static uintptr_t slot_get(ioc_session_t *s) { return (uintptr_t)ioc_session_user(s); }
+static void slot_set(ioc_session_t *s, uintptr_t v) { ioc_session_set_user(s, (void *)v); }
+static int slot_href(ioc_session_t *s) { return (int)(slot_get(s) >> 1); }
+static void slot_set_href(ioc_session_t *s, int ref) {
+  slot_set(s, ((uintptr_t)(unsigned)ref << 1) | (slot_get(s) & SLOT_CLOSED));
+}
+static bool closed_by_script(ioc_session_t *s) { return (slot_get(s) & SLOT_CLOSED) != 0; }
+static void mark_closed_by_script(ioc_session_t *s) { slot_set(s, slot_get(s) | SLOT_CLOSED); }
+
+void lb_session_fail(ioc_session_t *s, int err) {
+  mark_closed_by_script(s);
+  ioc_session_fail(s, err);
+}
+
+/* Drops the handler-table reference of a lazy session (no object made). */
+static void drop_lazy(lua_State *L, ioc_session_t *s) {
+  int ref = slot_href(s);
+  if (ref > 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    slot_set_href(s, 0);
+  }
+}
 
 /* ---- C callbacks (worker threads, no Lua) ------------------------------------------ */
 
-static lev *new_event(int type, ioc_session_t *s, size_t len) {
+lev *lb_new_event(int type, ioc_session_t *s, size_t len) {
   lev *e = malloc(sizeof *e + len);
   if (!e) return NULL;
   memset(e, 0, sizeof *e);
@@ -23,55 +64,41 @@ static lev *new_event(int type, ioc_session_t *s, size_t len) {
   return e;
 }
 
-static void push_or_abort(lcore *lc, lev *e, ioc_session_t *s) {
-  if (e) {
+void lb_free_event(lev *e) {
+  if (e->type == LEV_ACCEPT) ioc_listener_release(e->l);
+  if (e->type == LEV_CLOSE) ioc_session_release(e->s); /* the binding's reference */
+  free(e);
+}
+
+static void push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
+  if (e)
     lb_push_event(lc, e);
-  } else {
-    /* Out of memory for the event itself: this session cannot be served
-     * correctly any more, the others can. */
-    ioc__session_fail(s, IOC_ENOMEM);
-  }
+  else
+    ioc_session_fail(s, IOC_ENOMEM); /* this session cannot be served correctly any more; the others can */
 }
 
 static void cb_open(ioc_session_t *s, int err) {
-  if (!s->outbound) return; /* accepted: on_accept already queued the event */
-  lev *e = new_event(LEV_CONNECT, s, 0);
+  lev *e = lb_new_event(LEV_CONNECT, s, 0);
   if (e) e->err = err;
-  push_or_abort(ioc_session_userdata(s), e, s);
-}
-
-typedef struct {
-  ioc_session_t *s;
-  const char *data;
-  size_t len;
-} direct_recv;
-
-static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len);
-
-static void direct_recv_fn(lcore *lc, void *arg) {
-  direct_recv *d = arg;
-  deliver_recv(lc, d->s, d->data, d->len);
+  push_or_fail(ioc_session_userdata(s), e, s);
 }
 
 static void cb_recv(ioc_session_t *s, const char *data, size_t len) {
   lcore *lc = ioc_session_userdata(s);
-  direct_recv d = {s, data, len};
-  if (lb_try_direct(lc, direct_recv_fn, &d)) return;
-  lev *e = new_event(LEV_RECV, s, len);
+  lb_direct d = {s, data, len};
+  if (lb_try_direct(lc, &d)) return;
+  lev *e = lb_new_event(LEV_RECV, s, len);
   if (e) memcpy(e->data, data, len);
-  push_or_abort(lc, e, s);
+  push_or_fail(lc, e, s);
 }
 
-static void cb_drain(ioc_session_t *s) {
-  push_or_abort(ioc_session_userdata(s), new_event(LEV_DRAIN, s, 0), s);
-}
+static void cb_drain(ioc_session_t *s) { push_or_fail(ioc_session_userdata(s), lb_new_event(LEV_DRAIN, s, 0), s); }
 
 static void cb_close(ioc_session_t *s, int err) {
-  lev *e = new_event(LEV_CLOSE, s, 0);
+  lev *e = lb_new_event(LEV_CLOSE, s, 0);
   if (!e) {
     /* Cannot queue the close: keep the session's references forever rather
-     * than free what Lua may still point to. Reported once. */
-    ioc__log(ioc_session_core(s), "lua: out of memory queueing on_close");
+     * than free what Lua may still point to. */
     return;
   }
   e->err = err;
@@ -80,80 +107,56 @@ static void cb_close(ioc_session_t *s, int err) {
 
 /* The peer's FIN: queued behind the session's earlier events, so the Lua
  * handlers of the data before it can still reply; then a graceful close. */
-static void cb_eof(ioc_session_t *s) {
-  push_or_abort(ioc_session_userdata(s), new_event(LEV_EOF, s, 0), s);
-}
+static void cb_eof(ioc_session_t *s) { push_or_fail(ioc_session_userdata(s), lb_new_event(LEV_EOF, s, 0), s); }
 
+/* Outbound sessions get on_open; accepted ones are announced by the accept
+ * event instead. */
 const ioc_session_callbacks_t lb_session_cbs = {cb_open, cb_recv, cb_drain, cb_close, cb_eof};
+const ioc_session_callbacks_t lb_accepted_cbs = {NULL, cb_recv, cb_drain, cb_close, cb_eof};
 
-static void cb_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
-  lcore *lc = ud;
-  ioc_session_retain(s); /* the binding's, until the close event is freed */
-  ioc_session_set_callbacks(s, &lb_session_cbs, lc);
-  lev *e = new_event(LEV_ACCEPT, s, 0);
-  if (!e) {
-    ioc_session_set_callbacks(s, NULL, NULL);
-    ioc_session_release(s);
-    ioc__session_fail(s, IOC_ENOMEM);
-    return;
-  }
-  ioc__listener_ref(l);
-  e->l = l;
-  lb_push_event(lc, e);
-}
-
-void lb_free_event(lev *e) {
-  if (e->type == LEV_ACCEPT) ioc__listener_unref(e->l);
-  if (e->type == LEV_CLOSE) ioc_session_release(e->s);
-  free(e);
-}
-
+const char *const lb_handler_names[] = {"on_accept", "on_recv", "on_close", "on_drain", "on_connect", NULL};
 #define OWN_KEY "own" /* marks a handler table as the session's own */
-static const char *const handler_names[] = {"on_accept", "on_recv", "on_close", "on_drain", "on_connect", NULL};
 
-/* ---- session userdata ------------------------------------------------------------------ */
+/* ---- session objects ------------------------------------------------------------------ */
 
 static lsession *check_session(lua_State *L, int idx) { return luaL_checkudata(L, idx, LSESSION_MT); }
 
-/* Pushes a new session userdata for s with handler table at index htab. */
-static lsession *new_session_ud(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
+/* Pushes a new session userdata for s, anchored in K_SESSIONS, with the
+ * handler table at index htab. */
+void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   htab = lua_absindex(L, htab);
+  lb_push_registry(L, lc, K_SESSIONS);
   lsession *ls = lua_newuserdatauv(L, sizeof *ls, 2);
-  ls->s = s;
+  ls->s = NULL;
   ls->lc = lc;
+  ls->id = ioc_session_id(s);
   ls->closed = false;
-  ioc_session_retain(s);
-  lc->live_objects++;
   luaL_setmetatable(L, LSESSION_MT);
   lua_pushvalue(L, htab);
   lua_setiuservalue(L, -2, 2);
-  return ls;
-}
-
-/* Makes, anchors and pushes the Lua object of an accepted session whose
- * creation was put off: an idle connection of a listener without on_accept
- * costs one registry slot (a reference to its handler table) until an event
- * first needs its object. */
-static void make_lazy_session(lua_State *L, lcore *lc, ioc_session_t *s) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_href);
-  luaL_unref(L, LUA_REGISTRYINDEX, s->lua_href);
-  s->lua_href = 0;
-  new_session_ud(L, lc, s, -1);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, -3, s); /* may raise (memory): the userdata holds nothing yet */
   lua_remove(L, -2);
-  lb_push_registry(L, lc, K_SESSIONS);
-  lua_pushvalue(L, -2);
-  lua_rawsetp(L, -2, s);
-  lua_pop(L, 1);
+  ioc_session_retain(s); /* the userdata's reference, dropped by __gc */
+  ls->s = s;
+  lc->live_objects++;
 }
 
-/* Pushes the session userdata of s (or nil). */
-static void push_session(lua_State *L, lcore *lc, ioc_session_t *s) {
+/* An accepted session without on_accept: only its handler table (on top,
+ * popped) is kept, in the registry, until an event needs the object. */
+void lb_defer_session(lua_State *L, ioc_session_t *s) { slot_set_href(s, luaL_ref(L, LUA_REGISTRYINDEX)); }
+
+void lb_push_session(lua_State *L, lcore *lc, ioc_session_t *s) {
   lb_push_registry(L, lc, K_SESSIONS);
   lua_rawgetp(L, -1, s);
   lua_remove(L, -2);
-  if (lua_isnil(L, -1) && s->lua_href > 0) {
+  int ref = slot_href(s);
+  if (lua_isnil(L, -1) && ref > 0) {
     lua_pop(L, 1);
-    make_lazy_session(L, lc, s);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lb_anchor_session(L, lc, s, -1);
+    lua_remove(L, -2);
+    drop_lazy(L, s);
   }
 }
 
@@ -167,18 +170,13 @@ static void push_handler(lua_State *L, int idx, const char *name) {
   lua_remove(L, -2);
 }
 
-static void push_err(lua_State *L, int err) {
-  if (err)
-    lua_pushfstring(L, "%s: %s", ioc_err_name(err), ioc_strerror(err));
-  else
-    lua_pushnil(L);
-}
+/* ---- events (under the lock, on lc->T, inside the drain's protected call) ---------------- */
 
 static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
   lua_State *T = lc->T;
-  /* Queued before the script closed or aborted it: no on_recv after close(). */
-  if (ioc__session_closed_by_owner(s)) return;
-  push_session(T, lc, s);
+  /* Queued before the script closed or aborted it: no on_recv after that. */
+  if (closed_by_script(s)) return;
+  lb_push_session(T, lc, s);
   if (lua_isnil(T, -1)) {
     lua_pop(T, 1);
     return;
@@ -193,10 +191,12 @@ static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t l
   lb_call(lc, 2, s);
 }
 
+void lb_process_direct(lcore *lc, lb_direct *d) { deliver_recv(lc, d->s, d->data, d->len); }
+
 /* Calls handler `name` of s with the session and, if nargs == 2, err. */
 static void deliver_simple(lcore *lc, ioc_session_t *s, const char *name, int nargs, int err) {
   lua_State *T = lc->T;
-  push_session(T, lc, s);
+  lb_push_session(T, lc, s);
   if (lua_isnil(T, -1)) {
     lua_pop(T, 1);
     return;
@@ -207,73 +207,53 @@ static void deliver_simple(lcore *lc, ioc_session_t *s, const char *name, int na
     return;
   }
   lua_insert(T, -2);
-  if (nargs == 2) push_err(T, err);
+  if (nargs == 2) lb_push_err(T, err);
   lb_call(lc, nargs, s);
 }
 
-static void process_accept(lcore *lc, lev *e) {
-  lua_State *T = lc->T;
-  int top = lua_gettop(T);
-  lb_push_registry(T, lc, K_LISTENERS);
-  lua_rawgetp(T, -1, e->l);
-  if (lua_isnil(T, -1)) {
-    /* Accepted while its listener was being closed: no handler to give it to. */
-    lua_settop(T, top);
-    ioc_session_abort(e->s);
-    return;
+void lb_close_done(lua_State *L, lcore *lc, ioc_session_t *s) {
+  lb_push_registry(L, lc, K_SESSIONS);
+  if (lua_rawgetp(L, -1, s) != LUA_TNIL) {
+    ((lsession *)lua_touserdata(L, -1))->closed = true;
+    lua_pushnil(L);
+    lua_rawsetp(L, -3, s);
   }
-  lua_getiuservalue(T, -1, 1); /* top+3: the listener's handlers */
-  lua_getfield(T, -1, "on_accept");
-  if (!lua_isfunction(T, -1)) {
-    lua_pop(T, 1);
-    e->s->lua_href = luaL_ref(T, LUA_REGISTRYINDEX); /* made on its first event */
-    lua_settop(T, top);
-    return;
-  }
-  new_session_ud(T, lc, e->s, top + 3);
-  lb_push_registry(T, lc, K_SESSIONS); /* anchor while open */
-  lua_pushvalue(T, -2);
-  lua_rawsetp(T, -2, e->s);
-  lua_pop(T, 1);
-  lb_call(lc, 1, e->s); /* on_accept(session) */
-  lua_settop(T, top);
+  lua_pop(L, 2);
+  drop_lazy(L, s);
 }
 
 static void process_close(lcore *lc, lev *e) {
   lua_State *T = lc->T;
-  if (e->s->lua_href > 0) {
+  ioc_session_t *s = e->s;
+  int ref = slot_href(s);
+  if (ref > 0) {
     /* Never needed a Lua object: make one only for an on_close handler. */
-    lua_rawgeti(T, LUA_REGISTRYINDEX, e->s->lua_href);
+    lua_rawgeti(T, LUA_REGISTRYINDEX, ref);
     bool wanted = lua_getfield(T, -1, "on_close") == LUA_TFUNCTION;
     lua_pop(T, 2);
     if (!wanted) {
-      luaL_unref(T, LUA_REGISTRYINDEX, e->s->lua_href);
-      e->s->lua_href = 0;
+      drop_lazy(T, s);
       return;
     }
   }
-  push_session(T, lc, e->s);
+  lb_push_session(T, lc, s);
   if (lua_isnil(T, -1)) {
     lua_pop(T, 1);
     return;
   }
-  lsession *ls = lua_touserdata(T, -1);
-  ls->closed = true;
+  ((lsession *)lua_touserdata(T, -1))->closed = true;
   push_handler(T, -1, "on_close");
   if (lua_isfunction(T, -1)) {
     lua_pushvalue(T, -2);
-    push_err(T, e->err);
+    lb_push_err(T, e->err);
     /* on_error gets the session too; the abort lb_call does on an error
      * is a no-op here, the session being closed already. */
-    lb_call(lc, 2, e->s);
+    lb_call(lc, 2, s);
   } else {
     lua_pop(T, 1);
   }
   lua_pop(T, 1);
-  lb_push_registry(T, lc, K_SESSIONS);
-  lua_pushnil(T);
-  lua_rawsetp(T, -2, e->s);
-  lua_pop(T, 1);
+  lb_close_done(T, lc, s);
 }
 
 static void process_post(lcore *lc, lev *e) {
@@ -289,11 +269,9 @@ static void process_post(lcore *lc, lev *e) {
     lua_pop(T, 1);
 }
 
-void lb_timer_fire(lcore *lc, uint64_t id);
-
 void lb_process(lcore *lc, lev *e) {
   switch (e->type) {
-  case LEV_ACCEPT: process_accept(lc, e); break;
+  case LEV_ACCEPT: lb_process_accept(lc, e); break;
   case LEV_CONNECT: deliver_simple(lc, e->s, "on_connect", 2, e->err); break;
   case LEV_RECV: deliver_recv(lc, e->s, e->data, e->len); break;
   case LEV_DRAIN: deliver_simple(lc, e->s, "on_drain", 1, 0); break;
@@ -305,12 +283,39 @@ void lb_process(lcore *lc, lev *e) {
   }
 }
 
+/* Core close: every session's Lua side lets go. Lazy sessions drop their
+ * handler table; session objects still reachable report closed. */
+static void forget_one(ioc_session_t *s, void *arg) { drop_lazy(arg, s); }
+
+void lb_sessions_forget(lua_State *L, lcore *lc) {
+  ioc_core_foreach_session(lc->core, forget_one, L);
+  lb_push_registry(L, lc, K_SESSIONS);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lsession *ls = lua_touserdata(L, -1);
+    ls->closed = true;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);
+  lua_newtable(L);
+  lua_setfield(L, -2, K_SESSIONS);
+  lua_pop(L, 1);
+}
+
+void lb_event_forget(lua_State *L, lev *e) {
+  if (e->s) drop_lazy(L, e->s);
+}
+
 /* ---- session methods ---------------------------------------------------------------------- */
 
 static int closed_fail(lua_State *L) { return lb_fail(L, IOC_ECLOSED); }
 
+/* The C session, or NULL once on_close ran (or the object was collected). */
+static ioc_session_t *open_session(lsession *ls) { return ls->closed ? NULL : ls->s; }
+
 static int l_session_id(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)ioc_session_id(check_session(L, 1)->s));
+  lua_pushinteger(L, (lua_Integer)check_session(L, 1)->id);
   return 1;
 }
 
@@ -322,10 +327,48 @@ static int push_addr(lua_State *L, const ioc_addr_t *a) {
   return 1;
 }
 
-static int l_session_peer(lua_State *L) { return push_addr(L, ioc_session_peer(check_session(L, 1)->s)); }
-static int l_session_address(lua_State *L) { return push_addr(L, ioc_session_local(check_session(L, 1)->s)); }
+static int l_session_peer(lua_State *L) {
+  lsession *ls = check_session(L, 1);
+  return ls->s ? push_addr(L, ioc_session_peer(ls->s)) : closed_fail(L);
+}
 
-#define SEND_STACK_BUFS 16
+static int l_session_address(lua_State *L) {
+  lsession *ls = check_session(L, 1);
+  return ls->s ? push_addr(L, ioc_session_local(ls->s)) : closed_fail(L);
+}
+
+/* send(array): the strings of t, gathered. The length is the raw one (a
+ * __len cannot make us read past the array), and a __len that disagrees
+ * with it is refused rather than half-believed. */
+static int send_array(lua_State *L, lsession *ls) {
+  size_t n = lua_rawlen(L, 2);
+  if (luaL_getmetafield(L, 2, "__len") != LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_len(L, 2);
+    int isnum;
+    lua_Integer declared = lua_tointegerx(L, -1, &isnum);
+    lua_pop(L, 1);
+    if (!isnum || declared < 0 || (lua_Unsigned)declared != (lua_Unsigned)n)
+      return luaL_argerror(L, 2, lua_pushfstring(L, "array of strings expected (its __len says %s, it holds %I items)",
+                                                 isnum ? lua_pushfstring(L, "%I", declared) : "not a number",
+                                                 (lua_Integer)n));
+  }
+  ioc_buf_t stackbufs[LB_SEND_STACK_ITEMS];
+  ioc_buf_t *bufs = stackbufs;
+  if (n > LB_SEND_STACK_ITEMS) {
+    if (n > (size_t)-1 / sizeof *bufs) return luaL_argerror(L, 2, "array too long");
+    bufs = lua_newuserdatauv(L, sizeof *bufs * n, 0);
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (lua_rawgeti(L, 2, (lua_Integer)i + 1) != LUA_TSTRING)
+      return luaL_argerror(L, 2, lua_pushfstring(L, "array of strings expected, item %I is %s", (lua_Integer)i + 1,
+                                                 luaL_typename(L, -1)));
+    bufs[i].base = lua_tolstring(L, -1, &bufs[i].len);
+    lua_pop(L, 1); /* still referenced by the table, which is on the stack */
+  }
+  ioc_session_t *s = open_session(ls);
+  return s ? ioc_session_sendv(s, bufs, n) : IOC_ECLOSED;
+}
 
 static int l_session_send(lua_State *L) {
   lsession *ls = check_session(L, 1);
@@ -333,23 +376,10 @@ static int l_session_send(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING) {
     size_t len;
     const char *p = lua_tolstring(L, 2, &len);
-    if (ls->closed) return closed_fail(L);
-    rc = ioc_session_send(ls->s, p, len);
+    ioc_session_t *s = open_session(ls);
+    rc = s ? ioc_session_send(s, p, len) : IOC_ECLOSED;
   } else if (lua_type(L, 2) == LUA_TTABLE) {
-    lua_Integer n = luaL_len(L, 2);
-    ioc_buf_t stackbufs[SEND_STACK_BUFS];
-    ioc_buf_t *bufs = stackbufs;
-    if (n > SEND_STACK_BUFS) bufs = lua_newuserdatauv(L, sizeof *bufs * (size_t)n, 0);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, 2, i);
-      if (lua_type(L, -1) != LUA_TSTRING)
-        return luaL_error(L, "bad argument #1 to 'send' (array of strings expected, item %I is %s)", i,
-                          luaL_typename(L, -1));
-      bufs[i - 1].base = lua_tolstring(L, -1, &bufs[i - 1].len);
-      lua_pop(L, 1); /* still referenced by the table, which is on the stack */
-    }
-    if (ls->closed) return closed_fail(L);
-    rc = ioc_session_sendv(ls->s, bufs, (size_t)n);
+    rc = send_array(L, ls);
   } else {
     return luaL_typeerror(L, 2, "string or array of strings");
   }
@@ -359,30 +389,32 @@ static int l_session_send(lua_State *L) {
 }
 
 static int l_session_pending(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  lua_pushinteger(L, ls->closed ? 0 : (lua_Integer)ioc_session_pending(ls->s));
+  ioc_session_t *s = open_session(check_session(L, 1));
+  lua_pushinteger(L, s ? (lua_Integer)ioc_session_pending(s) : 0);
   return 1;
 }
 
 static int l_session_close(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  if (ls->closed || ioc_session_closed(ls->s)) return closed_fail(L);
-  ioc_session_close(ls->s);
+  ioc_session_t *s = open_session(check_session(L, 1));
+  if (!s || ioc_session_closed(s)) return closed_fail(L);
+  mark_closed_by_script(s);
+  ioc_session_close(s);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_session_abort(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  if (ls->closed) return closed_fail(L);
-  ioc_session_abort(ls->s);
+  ioc_session_t *s = open_session(check_session(L, 1));
+  if (!s) return closed_fail(L);
+  mark_closed_by_script(s);
+  ioc_session_abort(s);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_session_closed(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  lua_pushboolean(L, ls->closed || ioc_session_closed(ls->s));
+  ioc_session_t *s = open_session(check_session(L, 1));
+  lua_pushboolean(L, !s || ioc_session_closed(s));
   return 1;
 }
 
@@ -391,7 +423,7 @@ static int l_session_closed(lua_State *L) {
 static int set_handler(lua_State *L, const char *name) {
   lsession *ls = check_session(L, 1);
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (ls->closed) return closed_fail(L);
+  if (!open_session(ls)) return closed_fail(L);
   lua_settop(L, 2);
   lua_getiuservalue(L, 1, 2); /* 3: current table */
   bool own = false;
@@ -401,11 +433,11 @@ static int set_handler(lua_State *L, const char *name) {
     lua_pop(L, 1);
   }
   if (!own) {
-    lua_createtable(L, 0, 5); /* 4 */
+    lua_createtable(L, 0, 6); /* 4 */
     if (lua_istable(L, 3)) {
-      for (int i = 0; handler_names[i]; i++) {
-        lua_getfield(L, 3, handler_names[i]);
-        lua_setfield(L, 4, handler_names[i]);
+      for (int i = 0; lb_handler_names[i]; i++) {
+        lua_getfield(L, 3, lb_handler_names[i]);
+        lua_setfield(L, 4, lb_handler_names[i]);
       }
     }
     lua_pushboolean(L, 1);
@@ -425,11 +457,11 @@ static int l_session_on_drain(lua_State *L) { return set_handler(L, "on_drain");
 static int l_session_on_connect(lua_State *L) { return set_handler(L, "on_connect"); }
 
 static const luaL_Reg session_methods[] = {
-    {"id", l_session_id}, {"peer", l_session_peer}, {"address", l_session_address},
-    {"send", l_session_send}, {"pending", l_session_pending}, {"close", l_session_close},
-    {"abort", l_session_abort}, {"closed", l_session_closed}, {"on_recv", l_session_on_recv},
-    {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain},
-    {"on_connect", l_session_on_connect}, {NULL, NULL}};
+    {"id", l_session_id},         {"peer", l_session_peer},         {"address", l_session_address},
+    {"send", l_session_send},     {"pending", l_session_pending},   {"close", l_session_close},
+    {"abort", l_session_abort},   {"closed", l_session_closed},     {"on_recv", l_session_on_recv},
+    {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain}, {"on_connect", l_session_on_connect},
+    {NULL, NULL}};
 
 /* session.x: methods first, then the user's fields */
 static int l_session_index(lua_State *L) {
@@ -437,8 +469,7 @@ static int l_session_index(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_rawget(L, lua_upvalueindex(1));
   if (!lua_isnil(L, -1)) return 1;
-  lua_getiuservalue(L, 1, 1);
-  if (!lua_istable(L, -1)) {
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
     lua_pushnil(L);
     return 1;
   }
@@ -461,11 +492,13 @@ static int l_session_newindex(lua_State *L) {
   return 0;
 }
 
+/* The one place a session object lets go of its C session. */
 static int l_session_gc(lua_State *L) {
   lsession *ls = check_session(L, 1);
   if (ls->s) {
     ioc_session_release(ls->s);
     ls->s = NULL;
+    ls->closed = true;
     lb_object_gone(ls->lc);
   }
   return 0;
@@ -475,215 +508,77 @@ static int l_session_tostring(lua_State *L) {
   lsession *ls = check_session(L, 1);
   char buf[IOC_ADDRSTRLEN] = "?";
   if (ls->s) ioc_addr_format(ioc_session_peer(ls->s), buf, sizeof buf);
-  lua_pushfstring(L, "iocore.session %I (%s%s)", (lua_Integer)(ls->s ? ioc_session_id(ls->s) : 0), buf,
-                  ls->closed ? ", closed" : "");
+  lua_pushfstring(L, "iocore.session %I (%s%s)", (lua_Integer)ls->id, buf,
+                  (ls->closed || !ls->s) ? ", closed" : "");
   return 1;
 }
 
 /* `local s <close> = ...`: a graceful close when the variable goes out of scope. */
 static int l_session_close_meta(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  if (ls->s && !ls->closed && !ioc_session_closed(ls->s)) ioc_session_close(ls->s);
+  ioc_session_t *s = open_session(check_session(L, 1));
+  if (s && !ioc_session_closed(s)) {
+    mark_closed_by_script(s);
+    ioc_session_close(s);
+  }
   return 0;
 }
 
-/* ---- listener ------------------------------------------------------------------------------ */
+static const luaL_Reg session_meta[] = {{"__newindex", l_session_newindex}, {"__gc", l_session_gc},
+                                        {"__close", l_session_close_meta}, {"__tostring", l_session_tostring},
+                                        {NULL, NULL}};
 
-static llistener *check_listener(lua_State *L, int idx) { return luaL_checkudata(L, idx, LLISTENER_MT); }
+/* ---- connect ---------------------------------------------------------------------------- */
 
-
-/* Copies the handler fields of opts (at idx, or none) into a new table. */
-static void handlers_from_opts(lua_State *L, int idx, const char *fn, int first) {
-  lua_createtable(L, 0, 4);
-  for (int i = first; handler_names[i]; i++) {
-    if (idx) lua_getfield(L, idx, handler_names[i]); else lua_pushnil(L);
-    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
-      luaL_error(L, "bad argument #2 to '%s' (field '%s' must be a function, got %s)", fn, handler_names[i],
-                 luaL_typename(L, -1));
-    lua_setfield(L, -2, handler_names[i]);
+void lb_handlers_from_opts(lua_State *L, int arg, int first) {
+  lua_createtable(L, 0, 6);
+  for (int i = first; lb_handler_names[i]; i++) {
+    lb_opt_function(L, arg, lb_handler_names[i]);
+    lua_setfield(L, -2, lb_handler_names[i]);
   }
 }
 
 /* The address argument: a string, and only a string. luaL_checklstring would
  * turn a number into text ("42"), so a misuse would come back as EINVAL
  * instead of raising as the contract says. */
-static const char *check_address(lua_State *L, int idx, size_t *len) {
+const char *lb_check_address(lua_State *L, int idx, size_t *len) {
   if (lua_type(L, idx) != LUA_TSTRING) luaL_typeerror(L, idx, "string");
   return lua_tolstring(L, idx, len);
 }
 
-static uint64_t opt_u64(lua_State *L, int idx, const char *k, uint64_t def, uint64_t lo, uint64_t hi,
-                        const char *fn) {
-  if (!idx) return def;
-  lua_getfield(L, idx, k);
-  uint64_t v = def;
-  if (!lua_isnil(L, -1)) {
-    int isnum;
-    lua_Integer x = lua_tointegerx(L, -1, &isnum);
-    if (!isnum)
-      luaL_error(L, "bad argument #2 to '%s' (field '%s' must be an integer, got %s)", fn, k, luaL_typename(L, -1));
-    if (x < 0 || (uint64_t)x < lo || (uint64_t)x > hi)
-      luaL_error(L, "bad argument #2 to '%s' (field '%s' out of range %I..%I)", fn, k, (lua_Integer)lo,
-                 (lua_Integer)hi);
-    v = (uint64_t)x;
-  }
-  lua_pop(L, 1);
-  return v;
+/* Session options shared by listen and connect. */
+void lb_session_options(lua_State *L, int o, ioc_session_options_t *so) {
+  so->idle_timeout_ms = (uint64_t)lb_opt_integer(L, o, "idle_timeout", 0, 0, INT32_MAX);
+  so->max_pending = (size_t)lb_opt_integer(L, o, "max_pending", (lua_Integer)IOC_DEFAULT_MAX_PENDING, 1,
+                                           (lua_Integer)1 << 40);
 }
-
-int lb_core_listen(lua_State *L) {
-  lcore *lc = lb_checkcore(L, 1);
-  size_t alen;
-  const char *addr = check_address(L, 2, &alen);
-  int oi = 0;
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    oi = 3;
-  }
-  ioc_listener_options_t o;
-  memset(&o, 0, sizeof o);
-  o.backlog = (int)opt_u64(L, oi, "backlog", 511, 1, 65535, "listen");
-  o.accepts = (int)opt_u64(L, oi, "accepts", 16, 1, IOC__MAX_ACCEPTS, "listen");
-  o.max_connections = opt_u64(L, oi, "max_connections", 0, 0, UINT32_MAX, "listen");
-  o.session.idle_timeout_ms = opt_u64(L, oi, "idle_timeout", 0, 0, INT32_MAX, "listen");
-  o.session.max_pending = (size_t)opt_u64(L, oi, "max_pending", (uint64_t)64 << 20, 1, (uint64_t)1 << 40, "listen");
-  if (oi) {
-    lua_getfield(L, oi, "reuseport");
-    o.reuseport = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  handlers_from_opts(L, oi, "listen", 0); /* validated before anything is opened */
-  int htab = lua_gettop(L);
-
-  ioc_listener_t *l;
-  int rc = ioc_listen(lc->core, addr, alen, &o, cb_accept, lc, &l);
-  if (rc < 0) return lb_fail(L, rc);
-  llistener *ll = lua_newuserdatauv(L, sizeof *ll, 1);
-  ll->l = l;
-  ll->lc = lc;
-  ll->closed = false;
-  ioc__listener_ref(l); /* the userdata's, so the pointer outlives close */
-  lc->live_objects++;
-  luaL_setmetatable(L, LLISTENER_MT);
-  lua_pushvalue(L, htab);
-  lua_setiuservalue(L, -2, 1);
-  lb_push_registry(L, lc, K_LISTENERS);
-  lua_pushvalue(L, -2);
-  lua_rawsetp(L, -2, l);
-  lua_pop(L, 1);
-  return 1;
-}
-
-static int l_listener_address(lua_State *L) { return push_addr(L, ioc_listener_address(check_listener(L, 1)->l)); }
-
-static int l_listener_port(lua_State *L) {
-  lua_pushinteger(L, ioc_addr_port(ioc_listener_address(check_listener(L, 1)->l)));
-  return 1;
-}
-
-static int l_listener_on_accept(lua_State *L) {
-  check_listener(L, 1);
-  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_getiuservalue(L, 1, 1);
-  lua_pushvalue(L, 2);
-  lua_setfield(L, -2, "on_accept");
-  lua_settop(L, 1);
-  return 1;
-}
-
-static int l_listener_close(lua_State *L) {
-  llistener *ll = check_listener(L, 1);
-  if (ll->closed) return closed_fail(L);
-  ll->closed = true;
-  ioc_listener_close(ll->l);
-  if (!ll->lc->closed) {
-    lb_push_registry(L, ll->lc, K_LISTENERS);
-    lua_pushnil(L);
-    lua_rawsetp(L, -2, ll->l);
-    lua_pop(L, 1);
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int l_listener_gc(lua_State *L) {
-  llistener *ll = check_listener(L, 1);
-  if (ll->l) {
-    if (!ll->closed) ioc_listener_close(ll->l);
-    ll->closed = true;
-    ioc__listener_unref(ll->l);
-    ll->l = NULL;
-    lb_object_gone(ll->lc);
-  }
-  return 0;
-}
-
-static int l_listener_tostring(lua_State *L) {
-  llistener *ll = check_listener(L, 1);
-  char buf[IOC_ADDRSTRLEN] = "?";
-  if (ll->l) ioc_addr_format(ioc_listener_address(ll->l), buf, sizeof buf);
-  lua_pushfstring(L, "iocore.listener (%s%s)", buf, ll->closed ? ", closed" : "");
-  return 1;
-}
-
-static const luaL_Reg listener_methods[] = {{"address", l_listener_address}, {"port", l_listener_port},
-                                            {"on_accept", l_listener_on_accept}, {"close", l_listener_close},
-                                            {NULL, NULL}};
-
-/* ---- connect ---------------------------------------------------------------------------- */
 
 int lb_core_connect(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   size_t alen;
-  const char *addr = check_address(L, 2, &alen);
-  int oi = 0;
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    oi = 3;
-  }
+  const char *addr = lb_check_address(L, 2, &alen);
+  int o = lb_opts_arg(L, 3);
   ioc_session_options_t so;
   memset(&so, 0, sizeof so);
-  so.idle_timeout_ms = opt_u64(L, oi, "idle_timeout", 0, 0, INT32_MAX, "connect");
-  so.max_pending = (size_t)opt_u64(L, oi, "max_pending", (uint64_t)64 << 20, 1, (uint64_t)1 << 40, "connect");
-  handlers_from_opts(L, oi, "connect", 1);
+  lb_session_options(L, o, &so);
+  lb_handlers_from_opts(L, o, 1);
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, OWN_KEY);
   int htab = lua_gettop(L);
+  lb_push_registry(L, lc, K_SESSIONS); /* room for the anchor, made before the connect starts */
+  lua_pop(L, 1);
   ioc_session_t *s;
   /* Our reference from ioc_connect is the binding's: released with the close event. */
   int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, lc, &so, &s);
   if (rc < 0) return lb_fail(L, rc);
-  new_session_ud(L, lc, s, htab);
-  lb_push_registry(L, lc, K_SESSIONS);
-  lua_pushvalue(L, -2);
-  lua_rawsetp(L, -2, s);
-  lua_pop(L, 1);
+  lb_anchor_session(L, lc, s, htab);
   return 1;
 }
 
 void lb_open_session(lua_State *L) {
   luaL_newmetatable(L, LSESSION_MT);
+  luaL_setfuncs(L, session_meta, 0);
   luaL_newlib(L, session_methods);
   lua_pushcclosure(L, l_session_index, 1);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_session_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, l_session_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_session_close_meta);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, l_session_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-
-  luaL_newmetatable(L, LLISTENER_MT);
-  luaL_newlib(L, listener_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_listener_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_listener_gc);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, l_listener_tostring);
-  lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 }

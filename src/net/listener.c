@@ -358,7 +358,10 @@ static ioc_session_t **snapshot_sessions(ioc_core_t *core, bool (*keep)(ioc_sess
   return all;
 }
 
-void ioc_core_close_all(ioc_core_t *core, int abort) {
+void ioc_listener_retain(ioc_listener_t *l) { ioc__object_ref(&l->obj); }
+void ioc_listener_release(ioc_listener_t *l) { ioc__object_unref(&l->obj); }
+
+void ioc_core_close_listeners(ioc_core_t *core) {
   for (;;) {
     ioc__mutex_lock(&core->objects_lock);
     ioc_listener_t *l = core->listeners;
@@ -368,6 +371,21 @@ void ioc_core_close_all(ioc_core_t *core, int abort) {
     ioc_listener_close(l);
     ioc__object_unref(&l->obj);
   }
+}
+
+void ioc_core_foreach_session(ioc_core_t *core, void (*fn)(ioc_session_t *s, void *arg),
+                              void *arg) {
+  size_t n;
+  ioc_session_t **all = snapshot_sessions(core, NULL, 0, &n);
+  for (size_t i = 0; i < n; i++) {
+    fn(all[i], arg);
+    ioc__object_unref(&all[i]->obj);
+  }
+  free(all);
+}
+
+void ioc_core_close_all(ioc_core_t *core, int abort) {
+  ioc_core_close_listeners(core);
   /* Sessions leave the list only when finalized, so walk a snapshot. */
   size_t n;
   ioc_session_t **all = snapshot_sessions(core, NULL, 0, &n);

@@ -6,14 +6,14 @@
 
 #define IOC__DEFAULT_BACKLOG 511
 #define IOC__DEFAULT_ACCEPTS 16
-#define IOC__MAX_ACCEPTS 4096
-#define IOC__DEFAULT_MAX_PENDING ((size_t)64 << 20)
+#define IOC__MAX_ACCEPTS IOC_MAX_ACCEPTS
+#define IOC__DEFAULT_MAX_PENDING IOC_DEFAULT_MAX_PENDING
 /* How long a gracefully closed session waits for the peer's FIN after its
  * own, reading and discarding, before it gives up with a reset. Closing
  * without this wait would reset the connection whenever unread bytes sit in
  * the receive queue, and a reset can destroy the reply the peer has not yet
  * read. */
-#define IOC__LINGER_MS 5000
+#define IOC__LINGER_MS IOC_DEFAULT_CLOSE_TIMEOUT_MS
 /* Back-off before re-posting accepts after EMFILE/ENFILE or an unexpected
  * accept error, so the listener neither spins nor stops. */
 #define IOC__ACCEPT_BACKOFF_MS 50
@@ -89,6 +89,7 @@ struct ioc_session {
   /* The Lua binding's, under its lock: a registry reference to the handler
    * table of an accepted session whose Lua object is not made yet (0: none). */
   int32_t lua_href;
+  void *user; /* the embedder's slot (ioc_session_user) */
   size_t pending;
   size_t max_pending;
   uint32_t idle_timeout_ms; /* (clamped to 2^32-1 ms, 49 days) */

@@ -588,6 +588,8 @@ void ioc__session_fail(ioc_session_t *s, int err) {
   ioc__spin_unlock(&s->lock);
 }
 
+void ioc_session_fail(ioc_session_t *s, int err) { ioc__session_fail(s, err > 0 ? -err : err); }
+
 /* True once the owner closed or aborted the session (close(), abort(), a
  * handler error): the Lua binding then drops receive events still queued,
  * as the C side drops data arriving after close(). A close caused by the
@@ -635,5 +637,26 @@ const ioc_addr_t *ioc_session_local(const ioc_session_t *s) {
   ioc__spin_unlock(&m->lock);
   return r;
 }
+void *ioc_session_user(const ioc_session_t *s) { return s->user; }
+void ioc_session_set_user(ioc_session_t *s, void *p) { s->user = p; }
 void ioc_session_retain(ioc_session_t *s) { ioc__object_ref(&s->obj); }
 void ioc_session_release(ioc_session_t *s) { ioc__object_unref(&s->obj); }
+
+/* Declared for the edge API; implemented next (each returns IOC_ENOSYS or
+ * does nothing until then). */
+int ioc_session_shutdown(ioc_session_t *s) {
+  IOC__UNUSED(s);
+  return IOC_ENOSYS;
+}
+void ioc_session_pause(ioc_session_t *s) { IOC__UNUSED(s); }
+void ioc_session_resume(ioc_session_t *s) { IOC__UNUSED(s); }
+int ioc_session_paused(const ioc_session_t *s) {
+  IOC__UNUSED(s);
+  return 0;
+}
+int ioc_session_set_timeout(ioc_session_t *s, ioc_timeout_t which, uint64_t ms) {
+  IOC__UNUSED(s);
+  IOC__UNUSED(which);
+  IOC__UNUSED(ms);
+  return IOC_ENOSYS;
+}

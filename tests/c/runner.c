@@ -272,6 +272,7 @@ static const char *const wine_reset_tests[] = {
     "abort_drops_queued_data_and_resets",
     "peer_reset_during_recv_closes_once",
     "close_sessions_with_ops_in_flight_frees_everything",
+    "session_fail_gives_its_cause_to_on_close",
 };
 
 static int under_wine(void) {

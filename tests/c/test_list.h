@@ -75,4 +75,13 @@
   X(connects_complete_under_injected_eintr_and_eagain, 60000)  \
   X(accept_keeps_n_posted_under_injected_accept_failures, 60000) \
   X(injected_resets_close_sessions_once_and_leak_nothing, 120000) \
-  X(injected_enomem_on_submit_is_an_error_not_a_hang, 60000)
+  X(injected_enomem_on_submit_is_an_error_not_a_hang, 60000) \
+  /* test_api.c */                                             \
+  X(now_ms_is_monotonic_and_cpu_count_positive, 0)             \
+  X(batch_hook_runs_on_the_dispatching_thread_after_each_batch, 0) \
+  X(foreach_session_visits_every_session_and_may_close_it, 0)  \
+  X(close_listeners_leaves_sessions_open, 0)                   \
+  X(session_fail_gives_its_cause_to_on_close, 0)               \
+  X(session_user_slot_starts_null_and_keeps_a_pointer, 0)      \
+  X(listener_close_twice_with_a_reference_is_safe, 0)          \
+  X(public_constants_match_the_docs, 0)

@@ -60,7 +60,7 @@ H.root = root
 -- Listing needs a shell; should that fail, the known files are used.
 local KNOWN = { "test_connect.lua", "test_echo.lua", "test_errors.lua", "test_examples.lua",
                 "test_limits.lua", "test_listen.lua", "test_order.lua", "test_send.lua", "test_sessions.lua",
-                "test_timers.lua" }
+                "test_source.lua", "test_timers.lua" }
 local files = {}
 local p = io.popen("ls " .. H.shq(dir) .. " 2>/dev/null")
 if p then

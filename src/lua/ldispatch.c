@@ -1,0 +1,500 @@
+/* How completions reach Lua: the event queue, the drain loop that runs
+ * handlers under the Lua lock inside a protected call, the handler calls and
+ * error reports, the handler_timeout watchdog and its hooks, and
+ * core:run() / core:stop(). See lbind.h for the threading model. */
+#include "lbind.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Registry key: lightuserdata of the core whose drain loop is running Lua in
+ * this state right now (false otherwise). The time-out hook of a coroutine
+ * finds its core through it. */
+static const char active_key = 'a';
+
+static void lb_report(lcore *lc, ioc_session_t *s);
+
+/* ---- the event queue ------------------------------------------------------------- */
+
+/* Appends first..last (n events) at the tail, or at the head with front. */
+static void enqueue(lcore *lc, lev *first, lev *last, int n, bool front) {
+  lp_mutex_lock(lc->q_lock);
+  if (front) {
+    last->next = lc->q_head;
+    lc->q_head = first;
+    if (!lc->q_tail) lc->q_tail = last;
+  } else {
+    last->next = NULL;
+    if (lc->q_tail)
+      lc->q_tail->next = first;
+    else
+      lc->q_head = first;
+    lc->q_tail = last;
+  }
+  atomic_fetch_add(&lc->q_len, n);
+  lp_mutex_unlock(lc->q_lock);
+}
+
+void lb_queue_event(lcore *lc, lev *e) { enqueue(lc, e, e, 1, false); }
+
+void lb_push_event(lcore *lc, lev *e) {
+  enqueue(lc, e, e, 1, false);
+  /* Inside dispatch the batch hook drains once the thread's batch is done,
+   * so a long handler never holds the rest of the batch back. */
+  if (!ioc_core_in_dispatch(lc->core)) lb_drain(lc);
+}
+
+static lev *take_all(lcore *lc) {
+  lp_mutex_lock(lc->q_lock);
+  lev *e = lc->q_head;
+  lc->q_head = lc->q_tail = NULL;
+  atomic_store(&lc->q_len, 0);
+  lp_mutex_unlock(lc->q_lock);
+  return e;
+}
+
+/* Events drained but not run (run()'s thread wants the lock) go back to the
+ * head of the queue, ahead of anything queued since: order is kept. */
+static void put_back_batch(lcore *lc) {
+  lev *first = lc->batch, *last = first;
+  if (!first) return;
+  int n = 1;
+  while (last->next) {
+    last = last->next;
+    n++;
+  }
+  lc->batch = NULL;
+  enqueue(lc, first, last, n, true);
+}
+
+/* Drops every queued event without running it (core close, main thread). */
+void lb_discard_events(lua_State *L, lcore *lc) {
+  for (lev *e = take_all(lc), *next; e; e = next) {
+    next = e->next;
+    if (L) lb_event_forget(L, e);
+    lb_free_event(e);
+  }
+}
+
+/* ---- the drain loop ------------------------------------------------------------------ */
+
+static void set_active(lua_State *T, lcore *lc) {
+  if (lc)
+    lua_pushlightuserdata(T, lc);
+  else
+    lua_pushboolean(T, 0);
+  lua_rawsetp(T, LUA_REGISTRYINDEX, &active_key);
+}
+
+/* The body of one protected drain: the direct receive if there is one, then
+ * the batch, then whatever was queued meanwhile, until the queue is empty or
+ * run()'s thread wants the lock. lc->cur / cur_session say what is in
+ * progress should an error escape a handler's own protection. */
+static int drain_protected(lua_State *T) {
+  lcore *lc = lua_touserdata(T, 1);
+  lua_settop(T, 0);
+  set_active(T, lc);
+  if (lc->direct) {
+    lc->cur_session = lc->direct->s;
+    lc->stack_top = 0;
+    lc->processing = true;
+    lb_process_direct(lc, lc->direct);
+    lc->processing = false;
+    lc->direct = NULL;
+    lc->cur_session = NULL;
+  }
+  for (;;) {
+    if (atomic_load(&lc->want_lock)) break;
+    if (!lc->batch && !(lc->batch = take_all(lc))) break;
+    lev *e = lc->batch;
+    lc->batch = e->next;
+    lc->cur = e;
+    lc->cur_session = e->s;
+    lc->stack_top = lua_gettop(T);
+    lc->processing = true;
+    lb_process(lc, e);
+    lc->processing = false;
+    lc->cur = NULL;
+    lc->cur_session = NULL;
+    lb_free_event(e);
+  }
+  set_active(T, NULL);
+  return 0;
+}
+
+/* Turns the error on top of T (status st) into a message string. */
+static void normalize_error(lua_State *T, int st) {
+  if (st == LUA_ERRMEM && !lua_isstring(T, -1)) {
+    lua_pop(T, 1);
+    lua_pushliteral(T, "not enough memory");
+  } else if (st == LUA_ERRERR) {
+    lua_pop(T, 1);
+    lua_pushliteral(T, "error in error handling (the error object's __tostring failed?)");
+  }
+}
+
+/* Runs the queue under the lock (held, with lc->running). An error that
+ * escaped the handlers' own protection ends the event in progress: it is
+ * reported, its session aborted, and the loop goes on with the next one. */
+static void drain_locked(lcore *lc) {
+  lua_State *T = lc->T;
+  for (;;) {
+    lua_pushcfunction(T, drain_protected);
+    lua_pushlightuserdata(T, lc);
+    int st = lua_pcall(T, 1, 0, 0);
+    if (st == LUA_OK) break;
+    lev *e = lc->cur;
+    ioc_session_t *s = lc->cur_session;
+    lc->cur = NULL;
+    lc->cur_session = NULL;
+    lc->direct = NULL;
+    lc->processing = false;
+    normalize_error(T, st);
+    lb_report(lc, s);
+    if (e && e->type == LEV_CLOSE)
+      lb_close_done(T, lc, s);
+    else if (s)
+      lb_session_fail(s, st == LUA_ERRMEM ? IOC_ENOMEM : IOC_ECONNABORTED);
+    if (e) lb_free_event(e);
+    lua_settop(T, 0);
+  }
+  put_back_batch(lc);
+}
+
+/* Takes the lock if it is free and drains; whoever holds it drains for us.
+ * After unlocking, looks again: an event pushed while we held the lock found
+ * it taken and left its event to us. */
+void lb_drain(lcore *lc) {
+  while (atomic_load(&lc->q_len) > 0 && !atomic_load(&lc->want_lock)) {
+    if (!lp_mutex_trylock(lc->lua_lock)) return;
+    bool ran = lc->running;
+    if (ran) drain_locked(lc);
+    lp_mutex_unlock(lc->lua_lock);
+    if (!ran) return; /* the script owns the state: events wait for run() */
+  }
+}
+
+void lb_batch_hook(void *ud) { lb_drain(ud); }
+
+/* The fast path for a receive: when nothing is queued and the lock is free,
+ * run on_recv straight from the backend's buffer (one copy, into the Lua
+ * string). Nothing of this session can be queued then: an empty queue seen
+ * under the lock means every earlier event has been handled. */
+bool lb_try_direct(lcore *lc, lb_direct *d) {
+  /* Only for the last completion of the batch: running Lua earlier would
+   * hold the batch's other completions back. */
+  if (ioc_core_batch_left() > 0 || atomic_load(&lc->q_len) > 0 || atomic_load(&lc->want_lock)) return false;
+  if (!lp_mutex_trylock(lc->lua_lock)) return false;
+  if (!lc->running || atomic_load(&lc->q_len) > 0) {
+    lp_mutex_unlock(lc->lua_lock);
+    return false;
+  }
+  lc->direct = d;
+  drain_locked(lc);
+  lp_mutex_unlock(lc->lua_lock);
+  lb_drain(lc);
+  return true;
+}
+
+/* ---- calling handlers ----------------------------------------------------------------- */
+
+static int msgh(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static void handler_begin(lcore *lc) {
+  atomic_store(&lc->handler_started_ms, ioc_now_ms());
+  atomic_fetch_add(&lc->handler_seq, 1);
+}
+
+static void handler_end(lcore *lc) {
+  atomic_store(&lc->handler_started_ms, 0);
+  if (atomic_exchange(&lc->hook_armed, 0)) lua_sethook(lc->T, NULL, 0, 0);
+}
+
+static bool expired(lcore *lc) {
+  return atomic_load(&lc->handler_started_ms) != 0 &&
+         atomic_load(&lc->expired_seq) == atomic_load(&lc->handler_seq);
+}
+
+/* The time-out hook, on T (set by the watchdog) and on every coroutine a
+ * handler resumes. Once the handler in progress has expired it raises at
+ * every instruction, so a handler that catches the error cannot run on. */
+static void timeout_hook(lua_State *L, lua_Debug *ar) {
+  LB_UNUSED(ar);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &active_key);
+  lcore *lc = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (lc && expired(lc)) {
+    lua_sethook(L, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    luaL_error(L, "ETIMEDOUT: handler ran longer than %d ms", (int)lc->handler_timeout_ms);
+  }
+  if (lc && L == lc->T)
+    lua_sethook(L, NULL, 0, 0); /* armed for a handler that has ended since */
+  else
+    lua_sethook(L, timeout_hook, LUA_MASKCOUNT, LB_CO_HOOK_COUNT);
+}
+
+void lb_hook_thread(lua_State *L, lua_State *co) {
+  LB_UNUSED(L);
+  if (lua_gethook(co) != timeout_hook) lua_sethook(co, timeout_hook, LUA_MASKCOUNT, LB_CO_HOOK_COUNT);
+}
+
+/* Reports the error message on top of T (popped): on_error(msg, session) or
+ * stderr. Protected: failing to report (out of memory, a failing on_error)
+ * writes to stderr instead. */
+static int report_protected(lua_State *T) {
+  lcore *lc = lua_touserdata(T, 1);
+  ioc_session_t *s = lua_touserdata(T, 3);
+  lb_push_registry(T, lc, K_ONERROR);
+  if (!lua_isfunction(T, -1)) {
+    const char *m = lua_tostring(T, 2);
+    fprintf(stderr, "iocore: handler error: %s\n", m ? m : "(no message)");
+    return 0;
+  }
+  lua_pushvalue(T, 2);
+  if (s)
+    lb_push_session(T, lc, s);
+  else
+    lua_pushnil(T);
+  handler_begin(lc); /* on_error is a handler too: the time-out applies */
+  int st = lua_pcall(T, 2, 0, 0);
+  handler_end(lc);
+  if (st != LUA_OK) {
+    const char *e = lua_tostring(T, -1), *m = lua_tostring(T, 2);
+    fprintf(stderr, "iocore: on_error failed: %s\n", e ? e : "?");
+    fprintf(stderr, "iocore: handler error: %s\n", m ? m : "?");
+  }
+  return 0;
+}
+
+static void lb_report(lcore *lc, ioc_session_t *s) {
+  lua_State *T = lc->T;
+  lc->handler_errors++;
+  lua_pushcfunction(T, report_protected); /* msg f */
+  lua_pushlightuserdata(T, lc);
+  lua_pushvalue(T, -3);                   /* msg f lc msg */
+  lua_pushlightuserdata(T, s);            /* msg f lc msg s */
+  if (lua_pcall(T, 3, 0, 0) != LUA_OK) {
+    const char *e = lua_tostring(T, -1), *m = lua_tostring(T, -2);
+    fprintf(stderr, "iocore: handler error: %s\n", m ? m : "(no message)");
+    fprintf(stderr, "iocore: (on_error not called: %s)\n", e ? e : "?");
+    lua_pop(T, 1);
+  }
+  lua_pop(T, 1);
+}
+
+void lb_call(lcore *lc, int nargs, ioc_session_t *s) {
+  lua_State *T = lc->T;
+  int base = lua_gettop(T) - nargs; /* the function's slot */
+  lua_pushcfunction(T, msgh);
+  lua_insert(T, base);
+  handler_begin(lc);
+  int st = lua_pcall(T, nargs, 0, base);
+  handler_end(lc);
+  if (st != LUA_OK) {
+    normalize_error(T, st);
+    lb_report(lc, s);
+    if (s) lb_session_fail(s, IOC_ECONNABORTED);
+  }
+  lua_settop(T, base - 1);
+}
+
+/* ---- coroutines resumed by handlers ----------------------------------------------------- */
+
+/* coroutine.resume, with the time-out hook set on the coroutine when a
+ * handler resumes it (a loop in it is then interrupted like one in the
+ * handler). Upvalue 1: the original resume. */
+static int guarded_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  if (co) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &active_key);
+    if (lua_touserdata(L, -1)) lb_hook_thread(L, co);
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* coroutine.wrap: the coroutine it makes carries the time-out hook (it is
+ * resumed by the wrapper function, not through coroutine.resume). */
+static int guarded_wrap(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  if (lua_getupvalue(L, -1, 1) && lua_type(L, -1) == LUA_TTHREAD) lb_hook_thread(L, lua_tothread(L, -1));
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Replaces coroutine.resume and coroutine.wrap (once per state) by the
+ * guarded versions above. */
+void lb_open_coroutine_guard(lua_State *L) {
+  lua_pushboolean(L, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &active_key);
+  if (lua_getglobal(L, "coroutine") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "resume");
+  if (lua_tocfunction(L, -1) != guarded_resume && lua_iscfunction(L, -1)) {
+    lua_pushcclosure(L, guarded_resume, 1);
+    lua_setfield(L, -2, "resume");
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, -1, "wrap");
+  if (lua_tocfunction(L, -1) != guarded_wrap && lua_iscfunction(L, -1)) {
+    lua_pushcclosure(L, guarded_wrap, 1);
+    lua_setfield(L, -2, "wrap");
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* ---- the watchdog --------------------------------------------------------------------- */
+
+/* Run by run()'s thread: marks the handler in progress expired once it has
+ * run handler_timeout ms, and hooks T so that it raises. */
+static void watchdog(lcore *lc) {
+  if (!lc->handler_timeout_ms) return;
+  uint64_t seq = atomic_load(&lc->handler_seq);
+  uint64_t started = atomic_load(&lc->handler_started_ms);
+  if (!started || seq != atomic_load(&lc->handler_seq)) return;
+  if (ioc_now_ms() - started < lc->handler_timeout_ms) return;
+  if (atomic_exchange(&lc->expired_seq, seq) == seq) return; /* done already */
+  atomic_store(&lc->hook_armed, 1);
+  /* lua_sethook is documented as safe to call asynchronously (ldebug.c). */
+  lua_sethook(lc->T, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static int watchdog_period(lcore *lc) {
+  int w = (int)(lc->handler_timeout_ms / LB_WATCHDOG_DIVISOR);
+  if (w < LB_WATCHDOG_MIN_MS) w = LB_WATCHDOG_MIN_MS;
+  if (w > LB_WATCHDOG_MAX_MS) w = LB_WATCHDOG_MAX_MS;
+  return w;
+}
+
+/* Waits up to ms (-1: no limit) for stop()/a signal, running the watchdog
+ * meanwhile. Returns true when a stop was asked for. */
+static bool wait_events(lcore *lc, int ms) {
+  int slice = ms;
+  if (lc->handler_timeout_ms) {
+    int w = watchdog_period(lc);
+    if (slice < 0 || slice > w) slice = w;
+  }
+  if (lp_waiter_wait(lc->waiter, slice) & LP_SIGNAL) atomic_store(&lc->stop_requested, 1);
+  watchdog(lc);
+  return atomic_load(&lc->stop_requested) != 0;
+}
+
+/* ---- run and stop ---------------------------------------------------------------------- */
+
+int lb_core_stop(lua_State *L) {
+  lcore *lc = lb_checkcore(L, 1);
+  atomic_store(&lc->stop_requested, 1);
+  lp_waiter_wake(lc->waiter);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* A posted no-op: the dispatch that runs it ends with the batch hook, which
+ * drains what was queued before run(). */
+static void kick(void *arg) { LB_UNUSED(arg); }
+
+static bool settled(lcore *lc) {
+  ioc_stats_t st;
+  ioc_core_stats(lc->core, &st);
+  return st.active == 0 && atomic_load(&lc->q_len) == 0;
+}
+
+/* Graceful stop while the workers still run handlers: no new accepts,
+ * queued sends flushed, every session closed with its on_close. */
+static void graceful_stop(lcore *lc) {
+  ioc_core_close_all(lc->core, 0);
+  uint64_t deadline = ioc_now_ms() + IOC_DEFAULT_CLOSE_TIMEOUT_MS + 1000;
+  while (!settled(lc) && ioc_now_ms() < deadline) wait_events(lc, 10);
+  if (!settled(lc)) {
+    ioc_core_close_all(lc->core, 1);
+    deadline = ioc_now_ms() + 2000;
+    while (!settled(lc) && ioc_now_ms() < deadline) wait_events(lc, 10);
+  }
+}
+
+/* Takes the state back from the workers: the drainer stops after the
+ * handler in progress. The watchdog keeps running meanwhile: blocking on
+ * the lock would leave a runaway handler uninterrupted. */
+static void take_state_back(lcore *lc) {
+  atomic_store(&lc->want_lock, 1);
+  while (!lp_mutex_trylock(lc->lua_lock)) {
+    lp_sleep_ms(1);
+    watchdog(lc);
+  }
+  lc->running = false;
+  atomic_store(&lc->want_lock, 0);
+  lp_mutex_unlock(lc->lua_lock);
+}
+
+/* After a stop: listeners a handler opened during the stop are closed too,
+ * and the workers dispatch until every closed listener has given its socket
+ * back, so stats() is true as soon as run() returns. */
+static void finish_stop(lua_State *L, lcore *lc) {
+  lb_listeners_close_all(L, lc);
+  uint64_t deadline = ioc_now_ms() + 2000;
+  for (;;) {
+    ioc_stats_t st;
+    ioc_core_stats(lc->core, &st);
+    if ((st.accepts_posted == 0 && st.sockets <= st.active) || ioc_now_ms() >= deadline) break;
+    lp_sleep_ms(2);
+  }
+}
+
+int lb_core_run(lua_State *L) {
+  lcore *lc = lb_checkcore(L, 1);
+  lua_Integer timeout = luaL_optinteger(L, 2, -1);
+  if (lc->running) return luaL_error(L, "run: the core is already running (run() called from a handler?)");
+  bool caught = lc->signals && lp_waiter_catch_signals(lc->waiter) == 0;
+  lp_mutex_lock(lc->lua_lock);
+  lc->running = true;
+  lp_mutex_unlock(lc->lua_lock);
+  int rc = ioc_core_start(lc->core, lc->threads);
+  if (rc < 0) {
+    lc->running = false;
+    if (caught) lp_waiter_release_signals(lc->waiter);
+    return lb_fail(L, rc);
+  }
+  ioc_core_post(lc->core, kick, lc); /* events queued before run() */
+
+  uint64_t deadline = timeout < 0 ? UINT64_MAX : ioc_now_ms() + (uint64_t)timeout;
+  bool stopped = false;
+  for (;;) {
+    if (atomic_load(&lc->stop_requested)) {
+      graceful_stop(lc);
+      stopped = true;
+      break;
+    }
+    uint64_t now = ioc_now_ms();
+    if (now >= deadline) break;
+    int ms = deadline == UINT64_MAX ? -1 : (int)((deadline - now) > 0x7fffffff ? 0x7fffffff : deadline - now);
+    wait_events(lc, ms);
+  }
+  take_state_back(lc);
+  if (stopped) finish_stop(L, lc);
+  ioc_core_stop(lc->core);
+  ioc_core_join(lc->core);
+  if (caught) lp_waiter_release_signals(lc->waiter);
+  atomic_store(&lc->stop_requested, 0);
+  lua_pushboolean(L, stopped);
+  return 1;
+}

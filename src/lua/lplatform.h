@@ -1,0 +1,64 @@
+/* The Lua binding's portability layer: the few operating-system services the
+ * binding needs besides iocore.h. lplatform_posix.c implements it with
+ * pthread, eventfd, signalfd and poll; lplatform_win32.c with Windows
+ * synchronisation objects and a console control handler. Nothing else in
+ * src/lua/ includes a system header beyond the C library.
+ *
+ * Every function returns at once unless it says it waits. Objects are
+ * opaque and heap-allocated, so this header needs no system header.
+ */
+#ifndef IOC_LPLATFORM_H
+#define IOC_LPLATFORM_H
+
+/* ---- mutex ------------------------------------------------------------------
+ * A plain (non-recursive) mutex. The Lua lock is one: workers only ever
+ * try it, the thread in run() also blocks on it. */
+typedef struct lp_mutex lp_mutex_t;
+
+/* Returns a new unlocked mutex, or NULL when out of memory. */
+lp_mutex_t *lp_mutex_new(void);
+/* Frees an unlocked mutex; NULL is ignored. */
+void lp_mutex_free(lp_mutex_t *m);
+void lp_mutex_lock(lp_mutex_t *m);
+/* Returns 1 and holds the mutex if it was free, else 0 at once. */
+int lp_mutex_trylock(lp_mutex_t *m);
+void lp_mutex_unlock(lp_mutex_t *m);
+
+/* ---- the run() waiter -------------------------------------------------------
+ * The thread in core:run() sleeps on it; core:stop() (any thread) and, while
+ * lp_waiter_catch_signals is in effect, SIGINT/SIGTERM (Windows: Ctrl-C,
+ * Ctrl-Break, console close) wake it. One waiter per core; one thread waits
+ * on it at a time. */
+typedef struct lp_waiter lp_waiter_t;
+
+#define LP_WOKEN 1  /* lp_waiter_wake was called since the last wait */
+#define LP_SIGNAL 2 /* a stop signal arrived since the last wait */
+
+/* Returns a new waiter, or NULL when the system refuses one. */
+lp_waiter_t *lp_waiter_new(void);
+/* Frees it (signals must not be caught by it any more); NULL is ignored. */
+void lp_waiter_free(lp_waiter_t *w);
+/* Wakes the waiting thread, or makes its next wait return at once. Safe from
+ * any thread. */
+void lp_waiter_wake(lp_waiter_t *w);
+/* Waits at most ms milliseconds (-1: no limit) for a wake or a signal.
+ * Returns LP_WOKEN and/or LP_SIGNAL for what happened (both are consumed),
+ * or 0 when the time ran out. */
+int lp_waiter_wait(lp_waiter_t *w, int ms);
+/* From the calling thread until lp_waiter_release_signals: the stop signals
+ * no longer end the process but wake this waiter with LP_SIGNAL. Threads
+ * created meanwhile (the core's workers) must not receive them either
+ * (POSIX: the signals are blocked in the calling thread, and workers inherit
+ * the mask). Returns 0, or -1 if signals cannot be caught here. */
+int lp_waiter_catch_signals(lp_waiter_t *w);
+/* Gives the signals back as they were before lp_waiter_catch_signals. A
+ * signal that arrived after the last wait is then handled as usual (by
+ * default it ends the process), as if it had come just after run(). */
+void lp_waiter_release_signals(lp_waiter_t *w);
+
+/* ---- time -------------------------------------------------------------------- */
+
+/* Sleeps the calling thread for about ms milliseconds. */
+void lp_sleep_ms(int ms);
+
+#endif /* IOC_LPLATFORM_H */
