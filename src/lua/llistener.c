@@ -63,8 +63,11 @@ int lb_core_listen(lua_State *L) {
   lo.accepts = (int)lb_opt_integer(L, o, "accepts", 16, 1, IOC_MAX_ACCEPTS);
   lo.max_connections = (uint64_t)lb_opt_integer(L, o, "max_connections", 0, 0, UINT32_MAX);
   lo.reuseport = lb_opt_boolean(L, o, "reuseport", false);
-  lb_session_options(L, o, &lo.session);
+  uint64_t read_ms;
+  lb_session_options(L, lc, o, &lo.session, &read_ms);
   lb_handlers_from_opts(L, o, 0); /* validated before anything is opened */
+  lua_pushinteger(L, (lua_Integer)read_ms);
+  lua_setfield(L, -2, "read_timeout"); /* kept for the stream style */
   int htab = lua_gettop(L);
   /* The object first: once the C listener is open nothing may fail. */
   llistener *ll = lua_newuserdatauv(L, sizeof *ll, 1);

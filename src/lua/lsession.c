@@ -38,8 +38,17 @@ static void slot_set_href(ioc_session_t *s, int ref) {
 static bool closed_by_script(ioc_session_t *s) { return (slot_get(s) & SLOT_CLOSED) != 0; }
 static void mark_closed_by_script(ioc_session_t *s) { slot_set(s, slot_get(s) | SLOT_CLOSED); }
 
+static void unhold_for_close(lsession *ls);
+
 void lb_session_fail(ioc_session_t *s, int err) {
   mark_closed_by_script(s);
+  lcore *lc = ioc_session_userdata(s);
+  if (lc && lc->T) {
+    lua_State *T = lc->T;
+    lb_push_registry(T, lc, K_SESSIONS);
+    if (lua_rawgetp(T, -1, s) == LUA_TUSERDATA) unhold_for_close(lua_touserdata(T, -1));
+    lua_pop(T, 2);
+  }
   ioc_session_fail(s, err);
 }
 
@@ -68,6 +77,15 @@ void lb_free_event(lev *e) {
   if (e->type == LEV_ACCEPT) ioc_listener_release(e->l);
   if (e->type == LEV_CLOSE) ioc_session_release(e->s); /* the binding's reference */
   free(e);
+}
+
+/* Frees a session's held events (the session object goes, or the core closes). */
+static void free_held(lsession *ls) {
+  for (lev *e = ls->held_head, *next; e; e = next) {
+    next = e->next;
+    lb_free_event(e);
+  }
+  ls->held_head = ls->held_tail = NULL;
 }
 
 static void push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
@@ -114,7 +132,10 @@ static void cb_eof(ioc_session_t *s) { push_or_fail(ioc_session_userdata(s), lb_
 const ioc_session_callbacks_t lb_session_cbs = {cb_open, cb_recv, cb_drain, cb_close, cb_eof};
 const ioc_session_callbacks_t lb_accepted_cbs = {NULL, cb_recv, cb_drain, cb_close, cb_eof};
 
-const char *const lb_handler_names[] = {"on_accept", "on_recv", "on_close", "on_drain", "on_connect", NULL};
+const char *const lb_handler_names[] = {"on_accept", "on_recv", "on_close", "on_drain", "on_connect", "on_eof", NULL};
+/* The key of the handler table that carries the read_timeout option. */
+#define READ_TIMEOUT_KEY "read_timeout"
+
 #define OWN_KEY "own" /* marks a handler table as the session's own */
 
 /* ---- session objects ------------------------------------------------------------------ */
@@ -131,6 +152,11 @@ void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   ls->lc = lc;
   ls->id = ioc_session_id(s);
   ls->closed = false;
+  ls->paused = ls->hold_paused = ls->c_paused = false;
+  ls->held_head = ls->held_tail = NULL;
+  lua_getfield(L, htab, READ_TIMEOUT_KEY);
+  ls->read_timeout_ms = (uint64_t)lua_tointeger(L, -1);
+  lua_pop(L, 1);
   luaL_setmetatable(L, LSESSION_MT);
   lua_pushvalue(L, htab);
   lua_setiuservalue(L, -2, 2);
@@ -170,6 +196,92 @@ static void push_handler(lua_State *L, int idx, const char *name) {
   lua_remove(L, -2);
 }
 
+/* ---- reading flow: pause, resume, holding (under the lock) -------------------------------- */
+
+/* Whether the session object at idx has a handler `name`. */
+static bool has_handler(lua_State *L, int idx, const char *name) {
+  push_handler(L, idx, name);
+  bool f = lua_isfunction(L, -1);
+  lua_pop(L, 1);
+  return f;
+}
+
+/* Tells the C session to stop or go on reading when the script's pause()
+ * or the binding's hold changed. */
+static void sync_c_pause(lsession *ls) {
+  if (!ls->s || ls->closed) return;
+  bool want = ls->paused || ls->hold_paused;
+  if (want == ls->c_paused) return;
+  ls->c_paused = want;
+  if (want)
+    ioc_session_pause(ls->s);
+  else
+    ioc_session_resume(ls->s);
+}
+
+/* Whether an event of `type` for the session object at idx must wait in its
+ * held list: behind anything held already (order), a receive while paused
+ * or without on_recv, the FIN while paused. A close with nothing held is
+ * never held, and once the stop's grace is over nothing new is. */
+static bool must_hold(lcore *lc, lsession *ls, int idx, int type) {
+  if (closed_by_script(ls->s)) return false; /* nothing is for the script any more */
+  if (ls->held_head) return true;
+  if (atomic_load(&lc->stop_closing)) return false;
+  if (type == LEV_RECV) return ls->paused || !has_handler(lc->T, idx, "on_recv");
+  if (type == LEV_EOF) return ls->paused;
+  return false;
+}
+
+/* Appends a copy of the event to the session's held list (the event itself
+ * is freed by the drain). A held close keeps a reference of its own. */
+static void hold(lsession *ls, int type, ioc_session_t *s, int err, const char *data, size_t len) {
+  lev *h = lb_new_event(type, s, len);
+  if (!h) {
+    lb_session_fail(s, IOC_ENOMEM);
+    return;
+  }
+  h->err = err;
+  if (len) memcpy(h->data, data, len);
+  if (type == LEV_CLOSE) ioc_session_retain(s);
+  if (ls->held_tail)
+    ls->held_tail->next = h;
+  else
+    ls->held_head = h;
+  ls->held_tail = h;
+}
+
+/* Hands what the session holds back to the drain, to run next in order,
+ * unless it must keep holding (paused, or a receive with no handler yet:
+ * must_hold decides again for each event as it runs). */
+static void release_held(lcore *lc, lsession *ls) {
+  if (!ls->held_head || ls->paused) return;
+  lev *first = ls->held_head, *last = ls->held_tail;
+  ls->held_head = ls->held_tail = NULL;
+  lb_requeue_first(lc, first, last);
+}
+
+/* The script closed or aborted the session (or the binding did): nothing
+ * holds it any more; its held receives and FIN are skipped (closed by the
+ * script) and a held close is delivered. */
+static void unhold_for_close(lsession *ls) {
+  ls->paused = ls->hold_paused = false;
+  release_held(ls->lc, ls);
+}
+
+void lb_process_stop_flush(lcore *lc) {
+  lua_State *T = lc->T;
+  lb_push_registry(T, lc, K_SESSIONS);
+  lua_pushnil(T);
+  while (lua_next(T, -2)) {
+    lsession *ls = lua_touserdata(T, -1);
+    ls->paused = ls->hold_paused = false;
+    sync_c_pause(ls);
+    release_held(lc, ls);
+    lua_pop(T, 1);
+  }
+  lua_pop(T, 1);
+}
+
 /* ---- events (under the lock, on lc->T, inside the drain's protected call) ---------------- */
 
 static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
@@ -181,8 +293,19 @@ static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t l
     lua_pop(T, 1);
     return;
   }
+  lsession *ls = lua_touserdata(T, -1);
+  if (must_hold(lc, ls, -1, LEV_RECV)) {
+    hold(ls, LEV_RECV, s, 0, data, len);
+    if (!ls->paused && !has_handler(T, -1, "on_recv")) {
+      /* about one read held: the kernel keeps the rest until a handler comes */
+      ls->hold_paused = true;
+      sync_c_pause(ls);
+    }
+    lua_pop(T, 1);
+    return;
+  }
   push_handler(T, -1, "on_recv");
-  if (!lua_isfunction(T, -1)) {
+  if (!lua_isfunction(T, -1)) { /* the stop's end: nobody left to take it */
     lua_pop(T, 2);
     return;
   }
@@ -192,6 +315,44 @@ static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t l
 }
 
 void lb_process_direct(lcore *lc, lb_direct *d) { deliver_recv(lc, d->s, d->data, d->len); }
+
+/* The peer's FIN. With on_eof the session stays open (the script ends it);
+ * without, it closes gracefully now that the handlers before it have run. */
+static void process_eof(lcore *lc, ioc_session_t *s) {
+  lua_State *T = lc->T;
+  if (closed_by_script(s)) return;
+  int ref = slot_href(s);
+  if (ref > 0) {
+    /* no object yet (so nothing held): make one only for an on_eof */
+    lua_rawgeti(T, LUA_REGISTRYINDEX, ref);
+    bool wanted = lua_getfield(T, -1, "on_eof") == LUA_TFUNCTION;
+    lua_pop(T, 2);
+    if (!wanted) {
+      ioc_session_close(s);
+      return;
+    }
+  }
+  lb_push_session(T, lc, s);
+  if (lua_isnil(T, -1)) {
+    lua_pop(T, 1);
+    ioc_session_close(s);
+    return;
+  }
+  lsession *ls = lua_touserdata(T, -1);
+  if (must_hold(lc, ls, -1, LEV_EOF)) {
+    hold(ls, LEV_EOF, s, 0, NULL, 0);
+    lua_pop(T, 1);
+    return;
+  }
+  push_handler(T, -1, "on_eof");
+  if (!lua_isfunction(T, -1)) {
+    lua_pop(T, 2);
+    ioc_session_close(s);
+    return;
+  }
+  lua_insert(T, -2);
+  lb_call(lc, 1, s);
+}
 
 /* Calls handler `name` of s with the session and, if nargs == 2, err. */
 static void deliver_simple(lcore *lc, ioc_session_t *s, const char *name, int nargs, int err) {
@@ -241,7 +402,14 @@ static void process_close(lcore *lc, lev *e) {
     lua_pop(T, 1);
     return;
   }
-  ((lsession *)lua_touserdata(T, -1))->closed = true;
+  lsession *ls = lua_touserdata(T, -1);
+  if (must_hold(lc, ls, -1, LEV_CLOSE)) {
+    /* behind held data: on_close comes after it */
+    hold(ls, LEV_CLOSE, s, e->err, NULL, 0);
+    lua_pop(T, 1);
+    return;
+  }
+  ls->closed = true;
   push_handler(T, -1, "on_close");
   if (lua_isfunction(T, -1)) {
     lua_pushvalue(T, -2);
@@ -278,7 +446,8 @@ void lb_process(lcore *lc, lev *e) {
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;
   case LEV_POST: process_post(lc, e); break;
-  case LEV_EOF: ioc_session_close(e->s); break;
+  case LEV_EOF: process_eof(lc, e->s); break;
+  case LEV_STOP_FLUSH: lb_process_stop_flush(lc); break;
   default: break;
   }
 }
@@ -294,6 +463,7 @@ void lb_sessions_forget(lua_State *L, lcore *lc) {
   while (lua_next(L, -2)) {
     lsession *ls = lua_touserdata(L, -1);
     ls->closed = true;
+    free_held(ls);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -395,20 +565,76 @@ static int l_session_pending(lua_State *L) {
 }
 
 static int l_session_close(lua_State *L) {
-  ioc_session_t *s = open_session(check_session(L, 1));
+  lsession *ls = check_session(L, 1);
+  ioc_session_t *s = open_session(ls);
   if (!s || ioc_session_closed(s)) return closed_fail(L);
   mark_closed_by_script(s);
+  unhold_for_close(ls);
   ioc_session_close(s);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_session_abort(lua_State *L) {
-  ioc_session_t *s = open_session(check_session(L, 1));
+  lsession *ls = check_session(L, 1);
+  ioc_session_t *s = open_session(ls);
   if (!s) return closed_fail(L);
   mark_closed_by_script(s);
+  unhold_for_close(ls);
   ioc_session_abort(s);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* s:shutdown(): queued data, then FIN; reading goes on until the peer's FIN. */
+static int l_session_shutdown(lua_State *L) {
+  ioc_session_t *s = open_session(check_session(L, 1));
+  int rc = s ? ioc_session_shutdown(s) : IOC_ECLOSED;
+  if (rc < 0) return lb_fail(L, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_session_pause(lua_State *L) {
+  lsession *ls = check_session(L, 1);
+  if (!open_session(ls)) return closed_fail(L);
+  ls->paused = true;
+  sync_c_pause(ls);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* What was held is delivered first (from the drain, never inside this call),
+ * then reading goes on. */
+static int l_session_resume(lua_State *L) {
+  lsession *ls = check_session(L, 1);
+  if (!open_session(ls)) return closed_fail(L);
+  ls->paused = false;
+  sync_c_pause(ls);
+  release_held(ls->lc, ls);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* s:timeouts{idle=, write=, connect=, read=}: each given key (ms, 0 = off)
+ * replaces that time-out; every value is checked before any is applied. */
+static int l_session_timeouts(lua_State *L) {
+  lsession *ls = check_session(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  static const char *const keys[] = {"idle", "write", "connect", "read"};
+  static const ioc_timeout_t kinds[] = {IOC_TIMEOUT_IDLE, IOC_TIMEOUT_WRITE, IOC_TIMEOUT_CONNECT};
+  lua_Integer v[4];
+  for (int i = 0; i < 4; i++) v[i] = lb_opt_integer(L, 2, keys[i], -1, 0, INT32_MAX);
+  ioc_session_t *s = open_session(ls);
+  if (!s) return closed_fail(L);
+  for (int i = 0; i < 3; i++) {
+    if (v[i] < 0) continue;
+    int rc = ioc_session_set_timeout(s, kinds[i], (uint64_t)v[i]);
+    /* a connect time-out means nothing once connected: not an error */
+    if (rc < 0 && !(i == 2 && rc == IOC_ECLOSED && !ioc_session_closed(s))) return lb_fail(L, rc);
+  }
+  if (v[3] >= 0) ls->read_timeout_ms = (uint64_t)v[3];
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -448,6 +674,12 @@ static int set_handler(lua_State *L, const char *name) {
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, name);
   lua_settop(L, 1);
+  if (!lua_isnil(L, 2) && strcmp(name, "on_recv") == 0 && ls->hold_paused) {
+    /* a handler for what was held: deliver it, then read again */
+    ls->hold_paused = false;
+    sync_c_pause(ls);
+    release_held(ls->lc, ls);
+  }
   return 1;
 }
 
@@ -455,13 +687,15 @@ static int l_session_on_recv(lua_State *L) { return set_handler(L, "on_recv"); }
 static int l_session_on_close(lua_State *L) { return set_handler(L, "on_close"); }
 static int l_session_on_drain(lua_State *L) { return set_handler(L, "on_drain"); }
 static int l_session_on_connect(lua_State *L) { return set_handler(L, "on_connect"); }
+static int l_session_on_eof(lua_State *L) { return set_handler(L, "on_eof"); }
 
 static const luaL_Reg session_methods[] = {
     {"id", l_session_id},         {"peer", l_session_peer},         {"address", l_session_address},
     {"send", l_session_send},     {"pending", l_session_pending},   {"close", l_session_close},
     {"abort", l_session_abort},   {"closed", l_session_closed},     {"on_recv", l_session_on_recv},
     {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain}, {"on_connect", l_session_on_connect},
-    {NULL, NULL}};
+    {"on_eof", l_session_on_eof},     {"shutdown", l_session_shutdown}, {"pause", l_session_pause},
+    {"resume", l_session_resume},     {"timeouts", l_session_timeouts}, {NULL, NULL}};
 
 /* session.x: methods first, then the user's fields */
 static int l_session_index(lua_State *L) {
@@ -495,6 +729,7 @@ static int l_session_newindex(lua_State *L) {
 /* The one place a session object lets go of its C session. */
 static int l_session_gc(lua_State *L) {
   lsession *ls = check_session(L, 1);
+  free_held(ls);
   if (ls->s) {
     ioc_session_release(ls->s);
     ls->s = NULL;
@@ -546,10 +781,14 @@ const char *lb_check_address(lua_State *L, int idx, size_t *len) {
 }
 
 /* Session options shared by listen and connect. */
-void lb_session_options(lua_State *L, int o, ioc_session_options_t *so) {
+void lb_session_options(lua_State *L, lcore *lc, int o, ioc_session_options_t *so, uint64_t *read_ms) {
   so->idle_timeout_ms = (uint64_t)lb_opt_integer(L, o, "idle_timeout", 0, 0, INT32_MAX);
   so->max_pending = (size_t)lb_opt_integer(L, o, "max_pending", (lua_Integer)IOC_DEFAULT_MAX_PENDING, 1,
                                            (lua_Integer)1 << 40);
+  so->write_timeout_ms = (uint64_t)lb_opt_integer(L, o, "write_timeout", 0, 0, INT32_MAX);
+  so->close_timeout_ms = (uint64_t)lb_opt_integer(L, o, "close_timeout", (lua_Integer)lc->close_timeout_ms, 1,
+                                                  INT32_MAX);
+  *read_ms = (uint64_t)lb_opt_integer(L, o, "read_timeout", 0, 0, INT32_MAX);
 }
 
 int lb_core_connect(lua_State *L) {
@@ -559,10 +798,14 @@ int lb_core_connect(lua_State *L) {
   int o = lb_opts_arg(L, 3);
   ioc_session_options_t so;
   memset(&so, 0, sizeof so);
-  lb_session_options(L, o, &so);
+  uint64_t read_ms;
+  lb_session_options(L, lc, o, &so, &read_ms);
+  so.connect_timeout_ms = (uint64_t)lb_opt_integer(L, o, "connect_timeout", 0, 0, INT32_MAX);
   lb_handlers_from_opts(L, o, 1);
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, OWN_KEY);
+  lua_pushinteger(L, (lua_Integer)read_ms);
+  lua_setfield(L, -2, READ_TIMEOUT_KEY);
   int htab = lua_gettop(L);
   lb_push_registry(L, lc, K_SESSIONS); /* room for the anchor, made before the connect starts */
   lua_pop(L, 1);
