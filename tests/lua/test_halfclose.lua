@@ -296,3 +296,26 @@ end
 function TestHalfClose:test_close_timeout_core_option()
   H.with_core({ close_timeout = 300 }, function(core) close_timeout_case(core, {}) end)
 end
+
+-- The default close_timeout is 5000 ms (docs/lua-api.md): a peer that reads
+-- nothing is reset no sooner than that after close().
+function TestHalfClose:test_close_timeout_default_is_5000_ms()
+  P.require()
+  H.with_core(function(core)
+    local t_close, t_end, server_err = nil, nil, "not yet"
+    local l = H.listen(core, {
+      on_accept = function(s)
+        s:send(H.payload(8 * MiB, 58))
+        t_close = core:now()
+        s:close()
+      end,
+      on_close = function(_, err) t_end, server_err = core:now(), err end,
+    })
+    local p = P.client(l:port(), { rcvbuf = 64 * KiB, no_read = true, deadline = 30 })
+    H.wait_for(core, function() return server_err ~= "not yet" end, "the close time-out", 20000)
+    H.assert_msg(server_err, "ETIMEDOUT", "on_close after the default close time-out")
+    lu.assertTrue(t_end - t_close >= 4900, ("reset %d ms after close()"):format(t_end - t_close))
+    p:kill("KILL")
+    l:close()
+  end)
+end

@@ -178,3 +178,24 @@ function TestStop:test_stop_misuse_raises()
     lu.assertFalse(pcall(core.stop, core, "soon"), "stop('soon')")
   end)
 end
+
+-- The default grace is 5000 ms (docs/lua-api.md): a session that does not
+-- close by itself is closed gracefully no sooner than that after stop().
+function TestStop:test_stop_default_grace_is_5000_ms()
+  H.with_core(function(core)
+    local t_stop, t_close, err = nil, nil, "not yet"
+    local l = H.listen(core, {
+      on_accept = function()
+        t_stop = core:now()
+        core:stop()
+      end,
+      on_close = function(_, e) t_close, err = core:now(), e end,
+    })
+    local c = H.client(core, l:address())
+    lu.assertTrue((run_until_stopped(core, 20000)), "run() did not return true")
+    lu.assertNil(err)
+    lu.assertTrue(t_close - t_stop >= 4900, ("closed %d ms after stop()"):format(t_close - t_stop))
+    H.wait_for(core, function() return c.closed end, "the client's close")
+    lu.assertNil(l:close())
+  end)
+end
