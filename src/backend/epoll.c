@@ -7,7 +7,7 @@
  * recv, sendmsg, or SO_ERROR for a connect) and completes the operation.
  *
  * Edge-triggered means the kernel says "ready" once per change, so the
- * handle remembers it (EP_READABLE / EP_WRITABLE in h->bflags) until a
+ * handle remembers it (EP_READABLE / EP_WRITABLE in its slot) until a
  * syscall answers EAGAIN; an operation posted later finds the bit and runs
  * without waiting for an edge that will never come.
  *
@@ -23,8 +23,9 @@
  * uv__platform_invalidate_fd; with batches held by several threads the
  * generation check is the multi-threaded equivalent.
  *
- * Lock order: slot lock, then h->lock; the owner's own lock (session) may be
- * held around submit/cancel, which take only h->lock. No lock is held while
+ * Lock order: slot lock, then the handle's lock (ep_handle_t, kept in the
+ * handle's backend slot); the owner's own lock (session) may be held around
+ * submit/cancel, which take only the handle's lock. No lock is held while
  * an operation is completed or deferred.
  *
  * The read side of a handle has one runner at a time (EP_RD_BUSY): the
@@ -52,17 +53,17 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-/* h->bflags, all under h->lock */
+/* ep_handle_t.bits, all under its lock */
 #define EP_READABLE 0x1u /* a read edge came and no syscall has said EAGAIN since */
 #define EP_WRITABLE 0x2u /* the same for writing */
 #define EP_PEER_DONE 0x4u /* FIN or an error was reported: a short read proves nothing */
 #define EP_RD_BUSY 0x8u  /* a thread (or a deferred token) runs the read side */
 #define EP_REARM 0x10u   /* fault injection: an injected EAGAIN wants the edge re-armed */
 
-/* op->flags, all under h->lock */
+/* op->flags, all under the handle's lock */
 #define EP_OP_RDQ 0x1u    /* in h->rd queue */
 #define EP_OP_WRQ 0x2u    /* in h->wr queue */
-#define EP_OP_TOKEN 0x4u  /* deferred as IOC__OP_BACKEND; holds EP_RD_BUSY */
+#define EP_OP_TOKEN 0x4u  /* deferred with ioc__core_defer_backend; holds EP_RD_BUSY */
 #define EP_OP_CANCEL 0x8u /* cancel asked while a token */
 
 #define EP_RECV_BUF (64 * 1024)
@@ -72,6 +73,17 @@
 #define EP_CHUNK_SHIFT 10
 #define EP_CHUNK_SIZE (1u << EP_CHUNK_SHIFT)
 #define EP_WAKE_TAG UINT64_MAX
+
+/* The backend's state of one socket, kept in its handle's slot. */
+typedef struct ep_handle {
+  ioc__spin_t lock; /* guards everything below */
+  uint32_t bits;    /* EP_READABLE, EP_WRITABLE, ... */
+  ioc__queue_t rd;  /* ACCEPT / RECV waiting for readiness (of ioc__op_t) */
+  ioc__queue_t wr;  /* SEND / CONNECT waiting for readiness */
+} ep_handle_t;
+_Static_assert(sizeof(ep_handle_t) <= IOC__HANDLE_SLOT_SIZE, "ep_handle_t must fit a handle's slot");
+
+static inline ep_handle_t *ep_h(ioc__handle_t *h) { return IOC__HANDLE_SLOT(h, ep_handle_t); }
 
 /* One fd's registration. gen changes on every add and del, so an event
  * stamped with an older gen is recognised as stale. */
@@ -124,76 +136,43 @@ static ep_slot_t *ep_slot_make(ep_state_t *st, int fd) {
   return &fresh[(unsigned)fd & (EP_CHUNK_SIZE - 1)];
 }
 
-/* ---- queues (singly linked through op->next, under h->lock) ---------------- */
+/* ---- queues (queue.h, through op->qn, under the handle's lock) ------------- */
 
-static void q_push(ioc__op_t **head, ioc__op_t **tail, ioc__op_t *op) {
-  op->next = NULL;
-  if (*tail)
-    (*tail)->next = op;
-  else
-    *head = op;
-  *tail = op;
+static inline void q_push(ioc__queue_t *q, ioc__op_t *op) { ioc__queue_push(q, &op->qn); }
+
+static inline ioc__op_t *q_first(const ioc__queue_t *q) {
+  ioc__qnode_t *n = ioc__queue_head(q);
+  return n ? IOC__QUEUE_DATA(n, ioc__op_t, qn) : NULL;
 }
 
-static void q_push_front(ioc__op_t **head, ioc__op_t **tail, ioc__op_t *op) {
-  op->next = *head;
-  *head = op;
-  if (!*tail) *tail = op;
+static inline ioc__op_t *q_pop(ioc__queue_t *q) {
+  ioc__qnode_t *n = ioc__queue_pop(q);
+  return n ? IOC__QUEUE_DATA(n, ioc__op_t, qn) : NULL;
 }
 
-static ioc__op_t *q_pop(ioc__op_t **head, ioc__op_t **tail) {
-  ioc__op_t *op = *head;
-  if (op) {
-    *head = op->next;
-    if (!*head) *tail = NULL;
-    op->next = NULL;
-  }
-  return op;
-}
-
-/* Unlinks op; false if it was not there. O(n), n = ops queued on one handle
- * (a listener's posted accepts at most). */
-static bool q_remove(ioc__op_t **head, ioc__op_t **tail, ioc__op_t *op) {
-  ioc__op_t *prev = NULL;
-  for (ioc__op_t *cur = *head; cur; prev = cur, cur = cur->next) {
-    if (cur != op) continue;
-    if (prev)
-      prev->next = cur->next;
-    else
-      *head = cur->next;
-    if (*tail == cur) *tail = prev;
-    cur->next = NULL;
-    return true;
-  }
-  return false;
-}
-
-/* Completes a list built by the runners, in order. Returns how many. */
-static int complete_list(ioc_core_t *core, ioc__op_t *op) {
+/* Completes a queue built by the runners, in order. Returns how many. */
+static int complete_list(ioc_core_t *core, ioc__queue_t *done) {
   int n = 0;
-  while (op) {
-    ioc__op_t *next = op->next; /* op may be re-submitted inside */
-    op->next = NULL;
+  ioc__op_t *op;
+  while ((op = q_pop(done)) != NULL) { /* op may be re-submitted inside */
     ioc__op_complete(core, op);
-    op = next;
     n++;
   }
   return n;
 }
 
-/* Turns op into a deferred IOC__OP_BACKEND so a dispatching thread runs the
- * read side of its handle (run_deferred restores the type). Under h->lock;
- * the caller gives the token EP_RD_BUSY and defers it after unlocking. */
+/* Marks op as the token that carries the read side of its handle to a
+ * dispatching thread (ep_run_deferred). Under the handle's lock; the caller
+ * gives the token EP_RD_BUSY and defers it with ioc__core_defer_backend
+ * after unlocking. */
 static void make_token(ioc__op_t *op) {
-  op->bufid = op->type;
-  op->type = IOC__OP_BACKEND;
   op->flags = EP_OP_TOKEN;
-  op->next = NULL;
+  op->qn.next = NULL;
 }
 
 /* ---- fault injection (fault.h) ----------------------------------------------
  *
- * At the system call sites, under h->lock: the call is pretended to have
+ * At the system call sites, under the handle's lock: the call is pretended to have
  * returned one of
  *   EINTR       retried by the site's loop, as a real one is;
  *   EAGAIN      the op stays queued and the readiness bit is cleared, as
@@ -218,7 +197,7 @@ static int ep_fault(ioc_core_t *core, ioc__handle_t *h, int site) {
   ioc__faults_t *f = &core->faults;
   if (site != EP_SITE_CONNECT && ioc__fault_roll(f, IOC__FAULT_EINTR)) return -EINTR;
   if (ioc__fault_roll(f, IOC__FAULT_EAGAIN)) {
-    h->bflags |= EP_REARM;
+    ep_h(h)->bits |= EP_REARM;
     return -EAGAIN;
   }
   if (site == EP_SITE_CONNECT) return 0;
@@ -240,10 +219,10 @@ static void ep_rearm_locked(ep_state_t *st, int fd, uint32_t gen) {
   epoll_ctl(st->epfd, EPOLL_CTL_MOD, fd, &ev);
 }
 
-/* Takes EP_REARM off h (under h->lock); true if it was set. */
+/* Takes EP_REARM off h (under its lock); true if it was set. */
 static bool ep_take_rearm(ioc__handle_t *h) {
-  if (IOC__LIKELY(!(h->bflags & EP_REARM))) return false;
-  h->bflags &= ~EP_REARM;
+  if (IOC__LIKELY(!(ep_h(h)->bits & EP_REARM))) return false;
+  ep_h(h)->bits &= ~EP_REARM;
   return true;
 }
 
@@ -357,25 +336,25 @@ static int connect_result(ioc_core_t *core, ioc__handle_t *h) {
 
 /* ---- the write side ------------------------------------------------------------ */
 
-/* Runs queued SEND/CONNECT ops while the socket takes them and returns the
- * finished ones as a list for the caller to complete after unlocking. Stops
+/* Runs queued SEND/CONNECT ops while the socket takes them and moves the
+ * finished ones to done, for the caller to complete after unlocking. Stops
  * after one SEND: a short write must be re-posted before anything else is
- * written (sessions keep one send in flight anyway). Under h->lock. */
-static ioc__op_t *run_writes_locked(ioc_core_t *core, ioc__handle_t *h) {
-  ioc__op_t *done = NULL, *done_tail = NULL, *op;
-  while ((op = h->wr_head) && (h->bflags & EP_WRITABLE)) {
+ * written (sessions keep one send in flight anyway). Under the handle's
+ * lock. */
+static void run_writes_locked(ioc_core_t *core, ioc__handle_t *h, ioc__queue_t *done) {
+  ioc__op_t *op;
+  while ((op = q_first(&ep_h(h)->wr)) && (ep_h(h)->bits & EP_WRITABLE)) {
     int res = op->type == IOC__OP_SEND ? do_send(core, h, op) : connect_result(core, h);
     if (res == -EAGAIN) {
-      h->bflags &= ~EP_WRITABLE;
+      ep_h(h)->bits &= ~EP_WRITABLE;
       break;
     }
-    q_pop(&h->wr_head, &h->wr_tail);
+    q_pop(&ep_h(h)->wr);
     op->flags = 0;
     op->res = res;
-    q_push(&done, &done_tail, op);
+    q_push(done, op);
     if (op->type == IOC__OP_SEND) break;
   }
-  return done;
 }
 
 /* ---- the read side ------------------------------------------------------------- */
@@ -391,7 +370,8 @@ static ioc__op_t *run_writes_locked(ioc_core_t *core, ioc__handle_t *h) {
 static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
   int completed = 0, budget = EP_READ_BUDGET;
   for (;;) {
-    ioc__op_t *done = NULL, *done_tail = NULL, *token = NULL, *op;
+    ioc__queue_t done = IOC__QUEUE_INIT;
+    ioc__op_t *token = NULL, *op;
     char *heap_buf = NULL;
     bool tls_taken = false, stop = false;
 
@@ -401,10 +381,10 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
       return completed;
     }
     ioc__handle_t *h = slot->h;
-    ioc__spin_lock(&h->lock);
-    while ((op = h->rd_head) && (h->bflags & EP_READABLE)) {
+    ioc__spin_lock(&ep_h(h)->lock);
+    while ((op = q_first(&ep_h(h)->rd)) && (ep_h(h)->bits & EP_READABLE)) {
       if (budget <= 0) {
-        q_pop(&h->rd_head, &h->rd_tail);
+        q_pop(&ep_h(h)->rd);
         make_token(op);
         token = op;
         break;
@@ -419,13 +399,13 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
         res = do_accept(core, h, op);
       }
       if (res == -EAGAIN) {
-        h->bflags &= ~EP_READABLE;
+        ep_h(h)->bits &= ~EP_READABLE;
         break;
       }
-      q_pop(&h->rd_head, &h->rd_tail);
+      q_pop(&ep_h(h)->rd);
       op->flags = 0;
       op->res = res;
-      q_push(&done, &done_tail, op);
+      q_push(&done, op);
       if (res < 0) {
         /* Keep EP_READABLE (the condition may persist), complete this one
          * and let the owner's re-post or the next edge retry the others, so
@@ -439,26 +419,27 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
         /* A short read drained the socket: any later data or FIN raises a
          * new edge. Not so if FIN or an error was already reported (its
          * edge is spent), nor after EOF, which stays readable. */
-        if (res > 0 && res < EP_RECV_BUF && !(h->bflags & EP_PEER_DONE))
-          h->bflags &= ~EP_READABLE;
+        if (res > 0 && res < EP_RECV_BUF && !(ep_h(h)->bits & EP_PEER_DONE))
+          ep_h(h)->bits &= ~EP_READABLE;
         break; /* one RECV per round: its buffer is in use until completed */
       }
     }
-    if (!token && (stop || !done)) h->bflags &= ~EP_RD_BUSY;
+    bool none = ioc__queue_empty(&done);
+    if (!token && (stop || none)) ep_h(h)->bits &= ~EP_RD_BUSY;
     bool rearm = ep_take_rearm(h);
-    ioc__spin_unlock(&h->lock);
+    ioc__spin_unlock(&ep_h(h)->lock);
     if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_state(core), h->fd, gen);
     ioc__spin_unlock(&slot->lock);
 
     if (tls_taken) ep_recv_buf_busy = 1;
-    completed += complete_list(core, done);
+    completed += complete_list(core, &done);
     if (tls_taken) ep_recv_buf_busy = 0;
     free(heap_buf);
     if (token) {
-      ioc__core_defer(core, token);
+      ioc__core_defer_backend(core, token);
       return completed;
     }
-    if (stop || !done) return completed;
+    if (stop || none) return completed;
   }
 }
 
@@ -527,10 +508,11 @@ static int ep_add(ioc_core_t *core, ioc__handle_t *h) {
   ep_slot_t *slot = ep_slot_make(st, fd);
   if (!slot) return (size_t)fd >> EP_CHUNK_SHIFT >= st->nchunks ? IOC_EMFILE : IOC_ENOMEM;
 
-  ioc__spin_lock(&h->lock);
-  h->bflags = EP_WRITABLE;
-  h->rd_head = h->rd_tail = h->wr_head = h->wr_tail = NULL;
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_lock(&ep_h(h)->lock);
+  ep_h(h)->bits = EP_WRITABLE;
+  ioc__queue_init(&ep_h(h)->rd);
+  ioc__queue_init(&ep_h(h)->wr);
+  ioc__spin_unlock(&ep_h(h)->lock);
 
   ioc__spin_lock(&slot->lock);
   uint32_t gen = ++slot->gen;
@@ -572,92 +554,105 @@ static void ep_del(ioc_core_t *core, ioc__handle_t *h) {
   struct epoll_event ev;
   memset(&ev, 0, sizeof ev);
   epoll_ctl(st->epfd, EPOLL_CTL_DEL, h->fd, &ev);
-  ioc__spin_lock(&h->lock);
-  assert(!h->rd_head && !h->wr_head);
-  h->bflags = 0;
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_lock(&ep_h(h)->lock);
+  assert(ioc__queue_empty(&ep_h(h)->rd) && ioc__queue_empty(&ep_h(h)->wr));
+  ep_h(h)->bits = 0;
+  ioc__spin_unlock(&ep_h(h)->lock);
 }
 
-/* Starts op. Never completes inline: a result known now (a send that went
- * out, a connect that failed at once) goes through ioc__core_defer. */
-static int ep_submit(ioc_core_t *core, ioc__op_t *op) {
-  ioc__handle_t *h = op->handle;
-  int res;
-  if (!h) return IOC_EINVAL;
-  switch (op->type) {
-  case IOC__OP_ACCEPT:
-  case IOC__OP_RECV:
-    ioc__spin_lock(&h->lock);
-    if ((h->bflags & (EP_READABLE | EP_RD_BUSY)) == EP_READABLE) {
-      /* Readiness is banked and nobody runs the read side: a dispatching
-       * thread must, since no edge may come again. */
-      h->bflags |= EP_RD_BUSY;
-      make_token(op);
-      ioc__spin_unlock(&h->lock);
+/* ---- submitting: one function per kind of operation -------------------------
+ * None completes inline: a result known at once (a send that went out, a
+ * connect that failed at once) goes through ioc__core_defer. */
+
+/* ACCEPT / RECV: queued for the next edge, or handed to a dispatching thread
+ * as a token when readiness is already banked and nobody runs the read side
+ * (no edge may come again). A runner already active looks at the queue
+ * again before it lets go. */
+static int ep_submit_read(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
+  ep_handle_t *eh = ep_h(h);
+  ioc__spin_lock(&eh->lock);
+  if ((eh->bits & (EP_READABLE | EP_RD_BUSY)) == EP_READABLE) {
+    eh->bits |= EP_RD_BUSY;
+    make_token(op);
+    ioc__spin_unlock(&eh->lock);
+    ioc__core_defer_backend(core, op);
+    return 0;
+  }
+  op->flags = EP_OP_RDQ;
+  q_push(&eh->rd, op);
+  ioc__spin_unlock(&eh->lock);
+  return 0;
+}
+
+/* Re-arms h's fd after an injected EAGAIN on submit. Not under the slot
+ * lock at the call site (it comes before the handle's lock): take it now.
+ * The op may have completed meanwhile and h been freed, so h is compared
+ * only as an address; if the slot holds it, it is registered under the
+ * slot's gen, whoever it belongs to by now. */
+static void ep_rearm_after_submit(ioc_core_t *core, ioc__handle_t *h, int fd) {
+  ep_slot_t *slot = ep_slot(ep_state(core), fd);
+  if (!slot) return;
+  ioc__spin_lock(&slot->lock);
+  if (slot->h == h) ep_rearm_locked(ep_state(core), fd, slot->gen);
+  ioc__spin_unlock(&slot->lock);
+}
+
+/* SEND: written at once when nothing is queued before it and the socket is
+ * writable (the common case: an idle socket takes a reply whole); else
+ * queued for the next write edge. */
+static int ep_submit_send(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
+  ep_handle_t *eh = ep_h(h);
+  ioc__spin_lock(&eh->lock);
+  if (ioc__queue_empty(&eh->wr) && (eh->bits & EP_WRITABLE)) {
+    int res = do_send(core, h, op);
+    if (res != -EAGAIN) {
+      ioc__spin_unlock(&eh->lock);
+      op->res = res;
       ioc__core_defer(core, op);
       return 0;
     }
-    /* Not readable: the next edge runs it. Or a runner is active: it looks
-     * at the queue again before it lets go. */
-    op->flags = EP_OP_RDQ;
-    q_push(&h->rd_head, &h->rd_tail, op);
-    ioc__spin_unlock(&h->lock);
-    return 0;
+    eh->bits &= ~EP_WRITABLE;
+  }
+  op->flags = EP_OP_WRQ;
+  q_push(&eh->wr, op);
+  int fd = h->fd;
+  bool rearm = ep_take_rearm(h);
+  ioc__spin_unlock(&eh->lock);
+  if (IOC__UNLIKELY(rearm)) ep_rearm_after_submit(core, h, fd);
+  return 0;
+}
 
-  case IOC__OP_SEND: {
-    ioc__spin_lock(&h->lock);
-    if (!h->wr_head && (h->bflags & EP_WRITABLE)) {
-      res = do_send(core, h, op); /* optimistic: an idle socket takes it now */
-      if (res != -EAGAIN) {
-        ioc__spin_unlock(&h->lock);
-        op->res = res;
-        ioc__core_defer(core, op);
-        return 0;
-      }
-      h->bflags &= ~EP_WRITABLE;
-    }
+/* CONNECT: started here; one still in progress waits on the write queue.
+ * Under the lock, so an edge for the new connection cannot be consumed
+ * between connect() and queueing (it would never come again). */
+static int ep_submit_connect(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
+  ep_handle_t *eh = ep_h(h);
+  ioc__spin_lock(&eh->lock);
+  const ioc_addr_t *a = &op->u.connect.addr;
+  int rc = connect(h->fd, (const struct sockaddr *)a->u.bytes, (socklen_t)a->len);
+  if (rc < 0 && (errno == EINPROGRESS || errno == EINTR)) {
+    eh->bits &= ~EP_WRITABLE;
     op->flags = EP_OP_WRQ;
-    q_push(&h->wr_head, &h->wr_tail, op);
-    int fd = h->fd;
-    bool rearm = ep_take_rearm(h);
-    ioc__spin_unlock(&h->lock);
-    if (IOC__UNLIKELY(rearm)) {
-      /* Not under the slot lock here (it comes before h->lock): take it
-       * now. op may have completed meanwhile and h been freed, so compare
-       * h only as an address; if the slot holds it, it is registered
-       * under the slot's gen, whoever it belongs to by now. */
-      ep_slot_t *slot = ep_slot(ep_state(core), fd);
-      if (slot) {
-        ioc__spin_lock(&slot->lock);
-        if (slot->h == h) ep_rearm_locked(ep_state(core), fd, slot->gen);
-        ioc__spin_unlock(&slot->lock);
-      }
-    }
+    q_push(&eh->wr, op);
+    ioc__spin_unlock(&eh->lock);
     return 0;
   }
+  int res = rc < 0 ? -errno : 0;
+  ioc__spin_unlock(&eh->lock);
+  op->res = res;
+  ioc__core_defer(core, op);
+  return 0;
+}
 
-  case IOC__OP_CONNECT: {
-    /* Under the lock, so an edge for the new connection cannot be consumed
-     * between connect() and queueing (it would never come again). */
-    ioc__spin_lock(&h->lock);
-    const ioc_addr_t *a = &op->u.connect.addr;
-    int rc = connect(h->fd, (const struct sockaddr *)a->u.bytes, (socklen_t)a->len);
-    if (rc < 0 && (errno == EINPROGRESS || errno == EINTR)) {
-      h->bflags &= ~EP_WRITABLE;
-      op->flags = EP_OP_WRQ;
-      q_push(&h->wr_head, &h->wr_tail, op);
-      ioc__spin_unlock(&h->lock);
-      return 0;
-    }
-    res = rc < 0 ? -errno : 0;
-    ioc__spin_unlock(&h->lock);
-    op->res = res;
-    ioc__core_defer(core, op);
-    return 0;
-  }
-
-  default:
-    return IOC_EINVAL;
+static int ep_submit(ioc_core_t *core, ioc__op_t *op) {
+  ioc__handle_t *h = op->handle;
+  if (!h) return IOC_EINVAL;
+  switch (op->type) {
+  case IOC__OP_ACCEPT:
+  case IOC__OP_RECV: return ep_submit_read(core, h, op);
+  case IOC__OP_SEND: return ep_submit_send(core, h, op);
+  case IOC__OP_CONNECT: return ep_submit_connect(core, h, op);
+  default: return IOC_EINVAL;
   }
 }
 
@@ -668,15 +663,15 @@ static void ep_cancel(ioc_core_t *core, ioc__op_t *op) {
   ioc__handle_t *h = op->handle;
   if (!h) return;
   bool found = false;
-  ioc__spin_lock(&h->lock);
+  ioc__spin_lock(&ep_h(h)->lock);
   if (op->flags & EP_OP_RDQ)
-    found = q_remove(&h->rd_head, &h->rd_tail, op);
+    found = ioc__queue_remove(&ep_h(h)->rd, &op->qn);
   else if (op->flags & EP_OP_WRQ)
-    found = q_remove(&h->wr_head, &h->wr_tail, op);
+    found = ioc__queue_remove(&ep_h(h)->wr, &op->qn);
   else if (op->flags & EP_OP_TOKEN)
     op->flags |= EP_OP_CANCEL;
   if (found) op->flags = 0;
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_unlock(&ep_h(h)->lock);
   if (found) {
     op->res = IOC_ECANCELED;
     ioc__core_defer(core, op);
@@ -731,22 +726,24 @@ static int ep_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
     return 0;
   }
   ioc__handle_t *h = slot->h;
-  ioc__spin_lock(&h->lock);
+  ioc__spin_lock(&ep_h(h)->lock);
   /* Errors and hang-ups make every pending op try its syscall and pick up
    * the real error (ECONNRESET, EPIPE, ECONNREFUSED). EPOLLHUP alone is not
    * PEER_DONE: an unconnected socket reports it too. */
-  if (ev & (EPOLLRDHUP | EPOLLERR)) h->bflags |= EP_PEER_DONE;
-  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) h->bflags |= EP_READABLE;
-  if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) h->bflags |= EP_WRITABLE;
-  ioc__op_t *done = h->wr_head ? run_writes_locked(core, h) : NULL;
-  bool reads = (h->bflags & (EP_READABLE | EP_RD_BUSY)) == EP_READABLE && h->rd_head;
-  if (reads) h->bflags |= EP_RD_BUSY;
+  if (ev & (EPOLLRDHUP | EPOLLERR)) ep_h(h)->bits |= EP_PEER_DONE;
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ep_h(h)->bits |= EP_READABLE;
+  if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) ep_h(h)->bits |= EP_WRITABLE;
+  ioc__queue_t done = IOC__QUEUE_INIT;
+  if (!ioc__queue_empty(&ep_h(h)->wr)) run_writes_locked(core, h, &done);
+  bool reads = (ep_h(h)->bits & (EP_READABLE | EP_RD_BUSY)) == EP_READABLE &&
+               !ioc__queue_empty(&ep_h(h)->rd);
+  if (reads) ep_h(h)->bits |= EP_RD_BUSY;
   bool rearm = ep_take_rearm(h);
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_unlock(&ep_h(h)->lock);
   if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_state(core), h->fd, gen);
   ioc__spin_unlock(&slot->lock);
 
-  int n = complete_list(core, done);
+  int n = complete_list(core, &done);
   if (reads) n += run_reads(core, slot, gen);
   return n;
 }
@@ -759,8 +756,6 @@ static int ep_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
 static void ep_run_deferred(ioc_core_t *core, ioc__op_t *op) {
   ep_state_t *st = ep_state(core);
   ioc__handle_t *h = op->handle;
-  op->type = (uint8_t)op->bufid;
-  op->bufid = 0;
   ep_slot_t *slot = ep_slot(st, h->fd);
   bool complete_now = false;
   uint32_t gen = 0;
@@ -768,17 +763,17 @@ static void ep_run_deferred(ioc_core_t *core, ioc__op_t *op) {
   if (slot) ioc__spin_lock(&slot->lock);
   bool registered = slot && slot->h == h;
   if (registered) gen = slot->gen;
-  ioc__spin_lock(&h->lock);
+  ioc__spin_lock(&ep_h(h)->lock);
   if (!registered || (op->flags & EP_OP_CANCEL)) {
     complete_now = true;
     op->res = registered ? IOC_ECANCELED : IOC_EBADF;
     op->flags = 0;
-    if (!registered) h->bflags &= ~EP_RD_BUSY;
+    if (!registered) ep_h(h)->bits &= ~EP_RD_BUSY;
   } else {
     op->flags = EP_OP_RDQ;
-    q_push_front(&h->rd_head, &h->rd_tail, op);
+    ioc__queue_push_front(&ep_h(h)->rd, &op->qn);
   }
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_unlock(&ep_h(h)->lock);
   if (slot) ioc__spin_unlock(&slot->lock);
 
   if (registered) run_reads(core, slot, gen);

@@ -54,7 +54,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* op->flags for RECV, under h->lock */
+/* The backend's state of one socket, kept in its handle's slot. */
+typedef struct iocp_handle {
+  ioc__spin_t lock; /* held across WSASend and a receive's re-post (see their notes) */
+  int family;       /* a listening socket's address family, once looked up (0: not yet) */
+} iocp_handle_t;
+_Static_assert(sizeof(iocp_handle_t) <= IOC__HANDLE_SLOT_SIZE, "iocp_handle_t must fit a handle's slot");
+
+static inline iocp_handle_t *iocp_h(ioc__handle_t *h) { return IOC__HANDLE_SLOT(h, iocp_handle_t); }
+
+/* op->flags for RECV, under the handle's lock */
 #define IOCP_OP_CANCELLED 0x1u /* cancel() was asked: do not re-post internally */
 
 #define IOCP_RECV_BUF (64 * 1024)
@@ -176,7 +185,7 @@ static int iocp_init(ioc_core_t *core) {
  * caller does next. */
 static int iocp_add(ioc_core_t *core, ioc__handle_t *h) {
   if (h->fd == INVALID_SOCKET) return IOC_EBADF;
-  h->bflags = 0;
+  memset(iocp_h(h), 0, sizeof(iocp_handle_t));
   if (!CreateIoCompletionPort((HANDLE)h->fd, iocp_state(core)->port, (ULONG_PTR)h, 0))
     return ioc__translate_error((int)GetLastError());
   return 0;
@@ -207,20 +216,20 @@ static int post_zero_recv(ioc__op_t *op) {
   return e == WSA_IO_PENDING ? 0 : ioc__translate_error(e);
 }
 
-/* The family of the listening socket h, remembered in h->bflags: each
+/* The family of the listening socket h, remembered in its slot: each
  * posted accept needs a socket of the same family. */
 static int listener_family(ioc__handle_t *h) {
-  ioc__spin_lock(&h->lock);
-  int family = (int)h->bflags;
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_lock(&iocp_h(h)->lock);
+  int family = iocp_h(h)->family;
+  ioc__spin_unlock(&iocp_h(h)->lock);
   if (family) return family;
   ioc_addr_t local;
   int rc = ioc__socket_local_addr(h->fd, &local);
   if (rc < 0) return rc;
   family = local.u.family;
-  ioc__spin_lock(&h->lock);
-  h->bflags = (uint32_t)family;
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_lock(&iocp_h(h)->lock);
+  iocp_h(h)->family = family;
+  ioc__spin_unlock(&iocp_h(h)->lock);
   return family;
 }
 
@@ -269,18 +278,18 @@ static int submit_connect(ioc_core_t *core, ioc__op_t *op) {
 /* A send that goes pending waits for the peer to make room and then
  * completes in full: no short write tells the session that it was not
  * written at once, so IOC__OPF_SEND_WAITED does. The flag is written under
- * h->lock, held across WSASend, and complete() takes the same lock before
+ * the handle's lock, held across WSASend, and complete() takes the same lock before
  * the owner reads it: the packet cannot be handled before the flag is set. */
 static int submit_send(ioc_core_t *core, ioc__op_t *op) {
   ioc__handle_t *h = op->handle;
   memset(&op->ov, 0, sizeof op->ov);
-  ioc__spin_lock(&h->lock);
+  ioc__spin_lock(&iocp_h(h)->lock);
   int e = 0;
   if (WSASend(h->fd, op->u.send.iov, (DWORD)op->u.send.iovcnt, NULL, 0, &op->ov, NULL) != 0) {
     e = WSAGetLastError();
     if (e == WSA_IO_PENDING) op->flags |= IOC__OPF_SEND_WAITED;
   }
-  ioc__spin_unlock(&h->lock);
+  ioc__spin_unlock(&iocp_h(h)->lock);
   return e == 0 || e == WSA_IO_PENDING ? 0 : fail_now(core, op, ioc__translate_error(e));
 }
 
@@ -308,10 +317,10 @@ static void iocp_cancel(ioc_core_t *core, ioc__op_t *op) {
   ioc__handle_t *h = op->handle;
   if (!h) return;
   if (op->type == IOC__OP_RECV) {
-    ioc__spin_lock(&h->lock);
+    ioc__spin_lock(&iocp_h(h)->lock);
     op->flags |= IOCP_OP_CANCELLED;
     CancelIoEx((HANDLE)h->fd, &op->ov);
-    ioc__spin_unlock(&h->lock);
+    ioc__spin_unlock(&iocp_h(h)->lock);
     return;
   }
   CancelIoEx((HANDLE)h->fd, &op->ov);
@@ -379,9 +388,9 @@ static bool finish_recv(ioc__op_t *op, char **heap) {
     }
     /* Nothing after all (the data went to an earlier read): wait again,
      * unless a cancel came in the meantime. */
-    ioc__spin_lock(&h->lock);
+    ioc__spin_lock(&iocp_h(h)->lock);
     int rc = (op->flags & IOCP_OP_CANCELLED) ? IOC_ECANCELED : post_zero_recv(op);
-    ioc__spin_unlock(&h->lock);
+    ioc__spin_unlock(&iocp_h(h)->lock);
     if (rc == 0) return false;
     op->res = rc;
     return true;
@@ -433,8 +442,8 @@ static int iocp_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
     break;
   case IOC__OP_SEND:
     /* pairs with submit_send: its flag is visible to the owner after this */
-    ioc__spin_lock(&op->handle->lock);
-    ioc__spin_unlock(&op->handle->lock);
+    ioc__spin_lock(&iocp_h(op->handle)->lock);
+    ioc__spin_unlock(&iocp_h(op->handle)->lock);
     op->res = err ? err : cqe->res;
     break;
   case IOC__OP_RECV:
@@ -457,7 +466,7 @@ static int iocp_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
   return 1;
 }
 
-/* Nothing is deferred as IOC__OP_BACKEND here; complete anything that is. */
+/* Nothing is deferred with ioc__core_defer_backend here; complete anything that is. */
 static void iocp_run_deferred(ioc_core_t *core, ioc__op_t *op) { ioc__op_complete(core, op); }
 
 /* Makes one thread blocked in wait() return. */

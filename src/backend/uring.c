@@ -107,17 +107,16 @@ void __tsan_release(void *addr);
 /* op->flags bits (backend-private). Changed with atomic RMWs: cancel() sets
  * UR_F_CANCEL while other threads move the op between lists. */
 enum {
-  UR_F_BUF = 1u << 0,      /* op->buf / op->bufid hold a provided buffer */
-  UR_F_CANCEL = 1u << 1,   /* the owner asked for a cancel: ECANCELED is final */
-  UR_F_STARVED = 1u << 2,  /* on the starved list (buf_lock) */
-  UR_F_BACKLOG = 1u << 3,  /* on the backlog (sq_lock) */
+  UR_F_CANCEL = 1u << 0,   /* the owner asked for a cancel: ECANCELED is final */
+  UR_F_STARVED = 1u << 1,  /* on the starved list (buf_lock) */
+  UR_F_BACKLOG = 1u << 2,  /* on the backlog (sq_lock) */
   /* Re-submitted after EINTR/EAGAIN (or a thread-exit cancel): wait for
    * readiness first. A CONNECT waits as POLL_ADD(POLLOUT) and reads
    * SO_ERROR; a RECV/SEND carries IORING_RECVSEND_POLL_FIRST. */
-  UR_F_POLL = 1u << 4,
+  UR_F_POLL = 1u << 3,
   /* Fault injection (fault.h), set by ur_prep, undone by ur_complete: */
-  UR_F_FAULT = 1u << 5,    /* a NOP stands in for the op; op->res = the injected result */
-  UR_F_SHORT = 1u << 6     /* a SEND cut short; op->res = the cut iovec's real length */
+  UR_F_FAULT = 1u << 4,    /* a NOP stands in for the op; op->res = the injected result */
+  UR_F_SHORT = 1u << 5     /* a SEND cut short; op->res = the cut iovec's real length */
 };
 
 /* user_data markers for CQEs that are not ops. 0 is a wake. */
@@ -131,7 +130,7 @@ typedef struct ur_backend {
 
   ioc__mutex_t sq_lock;
   /* ops that found the SQ full and the kernel refusing to take more */
-  ioc__op_t *backlog_head, *backlog_tail;
+  ioc__queue_t backlog; /* of ioc__op_t */
   /* cancels that found no SQE for the same reason (keys only: the op may be
    * completed and freed by the time the key is submitted) */
   __u64 *cancel_keys;
@@ -152,7 +151,7 @@ typedef struct ur_backend {
   /* buffers reaped by wait() and not yet returned to the ring: when > 0 a
    * return is on its way and will feed a starved receive */
   atomic_int bufs_out;
-  ioc__op_t *starved_head, *starved_tail; /* buf_lock */
+  ioc__queue_t starved;                  /* buf_lock; of ioc__op_t */
   bool retry_armed;                      /* buf_lock */
   bool retry_lost;                       /* buf_lock: arming found no SQE */
   struct __kernel_timespec retry_ts;
@@ -551,45 +550,18 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
 }
 
 static void ur_backlog_push_locked(ur_backend_t *bd, ioc__op_t *op) {
-  op->next = NULL;
-  if (bd->backlog_tail)
-    bd->backlog_tail->next = op;
-  else
-    bd->backlog_head = op;
-  bd->backlog_tail = op;
+  ioc__queue_push(&bd->backlog, &op->qn);
   ur_flags_set(op, UR_F_BACKLOG);
-}
-
-/* Unlinks op from a singly linked list; true if it was there. */
-static bool ur_list_remove(ioc__op_t **head, ioc__op_t **tail, ioc__op_t *op) {
-  ioc__op_t *prev = NULL;
-  for (ioc__op_t *it = *head; it; prev = it, it = it->next) {
-    if (it != op)
-      continue;
-    if (prev)
-      prev->next = it->next;
-    else
-      *head = it->next;
-    if (*tail == it)
-      *tail = prev;
-    it->next = NULL;
-    return true;
-  }
-  return false;
 }
 
 /* Moves backlogged ops and cancels into the SQ while it has room. Order is
  * kept: an op and a cancel queued after it stay in that order. */
 static void ur_drain_locked(ur_backend_t *bd) {
-  while (bd->backlog_head) {
+  while (!ioc__queue_empty(&bd->backlog)) {
     struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
     if (!sqe)
       return;
-    ioc__op_t *op = bd->backlog_head;
-    bd->backlog_head = op->next;
-    if (!bd->backlog_head)
-      bd->backlog_tail = NULL;
-    op->next = NULL;
+    ioc__op_t *op = IOC__QUEUE_DATA(ioc__queue_pop(&bd->backlog), ioc__op_t, qn);
     ur_flags_clear(op, UR_F_BACKLOG);
     ur_prep(bd, sqe, op);
   }
@@ -612,7 +584,7 @@ static void ur_drain_locked(ur_backend_t *bd) {
 static void ur_flush_locked(ur_backend_t *bd) {
   ur_drain_locked(bd);
   int ret = ur_enter_locked(bd);
-  bool stuck = io_uring_sq_ready(&bd->ring) > 0 || bd->backlog_head || bd->ncancel;
+  bool stuck = io_uring_sq_ready(&bd->ring) > 0 || !ioc__queue_empty(&bd->backlog) || bd->ncancel;
   atomic_store_explicit(&bd->dirty, stuck ? 1 : 0, memory_order_relaxed);
   IOC__UNUSED(ret);
 }
@@ -636,9 +608,9 @@ enum { UR_PLACED, UR_QUEUED, UR_CANCELLED };
 static int ur_place_locked(ur_backend_t *bd, ioc__op_t *op) {
   if (ur_flags(op) & UR_F_CANCEL)
     return UR_CANCELLED;
-  if (bd->backlog_head)
+  if (!ioc__queue_empty(&bd->backlog))
     ur_drain_locked(bd);
-  if (!bd->backlog_head) {
+  if (ioc__queue_empty(&bd->backlog)) {
     struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
     if (sqe) {
       ur_prep(bd, sqe, op);
@@ -656,7 +628,7 @@ static int ur_submit(ioc_core_t *core, ioc__op_t *op) {
     return IOC_EINVAL;
   __atomic_store_n(&op->flags, 0, __ATOMIC_RELEASE);
   op->buf = NULL;
-  op->next = NULL;
+  op->qn.next = NULL;
   ioc__mutex_lock(&bd->sq_lock);
   int r = ur_place_locked(bd, op);
   ur_commit_locked(core, bd);
@@ -673,7 +645,7 @@ static int ur_submit(ioc_core_t *core, ioc__op_t *op) {
  * from complete(), so completing inline is allowed. */
 static int ur_resubmit(ioc_core_t *core, ioc__op_t *op) {
   ur_backend_t *bd = core->bd;
-  op->next = NULL;
+  op->qn.next = NULL;
   ioc__mutex_lock(&bd->sq_lock);
   int r = ur_place_locked(bd, op);
   ur_commit_locked(core, bd);
@@ -689,7 +661,7 @@ static int ur_resubmit(ioc_core_t *core, ioc__op_t *op) {
  * cancel_keys; if even that cannot grow, retry until the kernel takes it
  * (out of memory twice over: better late than a cancel that never comes). */
 static void ur_cancel_locked(ur_backend_t *bd, __u64 key) {
-  if (!bd->backlog_head && !bd->ncancel) {
+  if (ioc__queue_empty(&bd->backlog) && !bd->ncancel) {
     struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
     if (sqe) {
       io_uring_prep_cancel64(sqe, key, 0);
@@ -716,24 +688,16 @@ static void ur_cancel_locked(ur_backend_t *bd, __u64 key) {
 /* ---- provided buffers (buf_lock) ------------------------------------------ */
 
 static void ur_starved_push_locked(ur_backend_t *bd, ioc__op_t *op) {
-  op->next = NULL;
-  if (bd->starved_tail)
-    bd->starved_tail->next = op;
-  else
-    bd->starved_head = op;
-  bd->starved_tail = op;
+  ioc__queue_push(&bd->starved, &op->qn);
   ur_flags_set(op, UR_F_STARVED);
 }
 
 static ioc__op_t *ur_starved_pop_locked(ur_backend_t *bd) {
-  ioc__op_t *op = bd->starved_head;
-  if (op) {
-    bd->starved_head = op->next;
-    if (!bd->starved_head)
-      bd->starved_tail = NULL;
-    op->next = NULL;
-    ur_flags_clear(op, UR_F_STARVED);
-  }
+  ioc__qnode_t *n = ioc__queue_pop(&bd->starved);
+  if (!n)
+    return NULL;
+  ioc__op_t *op = IOC__QUEUE_DATA(n, ioc__op_t, qn);
+  ur_flags_clear(op, UR_F_STARVED);
   return op;
 }
 
@@ -785,17 +749,14 @@ static int ur_starve(ioc_core_t *core, ur_backend_t *bd, ioc__op_t *op) {
 static int ur_retry_fire(ioc_core_t *core, ur_backend_t *bd) {
   ioc__spin_lock(&bd->buf_lock);
   bd->retry_armed = false;
-  ioc__op_t *list = bd->starved_head;
-  bd->starved_head = bd->starved_tail = NULL;
-  for (ioc__op_t *op = list; op; op = op->next)
-    ur_flags_clear(op, UR_F_STARVED);
+  ioc__queue_t list = ioc__queue_take(&bd->starved);
+  for (ioc__qnode_t *it = ioc__queue_head(&list); it; it = it->next)
+    ur_flags_clear(IOC__QUEUE_DATA(it, ioc__op_t, qn), UR_F_STARVED);
   ioc__spin_unlock(&bd->buf_lock);
   int n = 0;
-  while (list) {
-    ioc__op_t *op = list;
-    list = op->next;
-    n += ur_resubmit(core, op);
-  }
+  ioc__qnode_t *it;
+  while ((it = ioc__queue_pop(&list)) != NULL)
+    n += ur_resubmit(core, IOC__QUEUE_DATA(it, ioc__op_t, qn));
   return n;
 }
 
@@ -829,7 +790,7 @@ static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
   if (op->type == IOC__OP_RECV) {
     ioc__spin_lock(&bd->buf_lock);
     if (ur_flags(op) & UR_F_STARVED) {
-      found = ur_list_remove(&bd->starved_head, &bd->starved_tail, op);
+      found = ioc__queue_remove(&bd->starved, &op->qn);
       ur_flags_clear(op, UR_F_STARVED);
     }
     ioc__spin_unlock(&bd->buf_lock);
@@ -837,7 +798,7 @@ static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
   if (!found) {
     ioc__mutex_lock(&bd->sq_lock);
     if (ur_flags(op) & UR_F_BACKLOG) {
-      found = ur_list_remove(&bd->backlog_head, &bd->backlog_tail, op);
+      found = ioc__queue_remove(&bd->backlog, &op->qn);
       ur_flags_clear(op, UR_F_BACKLOG);
     } else {
       ur_cancel_locked(bd, UR_UD(op));
@@ -1077,8 +1038,6 @@ static int ur_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
   case IOC__OP_RECV:
     if (has_buf && res > 0) {
       op->buf = bd->bufs + (size_t)bid * bd->buf_size;
-      op->bufid = (uint16_t)bid;
-      ur_flags_set(op, UR_F_BUF);
     } else {
       op->buf = NULL;
     }
@@ -1108,8 +1067,8 @@ static void ur_del(ioc_core_t *core, ioc__handle_t *h) {
   IOC__UNUSED(h);
 }
 
-/* No IOC__OP_BACKEND ops: starved receives and backlogged submissions wait on
- * lists of their own. */
+/* Nothing is deferred with ioc__core_defer_backend: starved receives and
+ * backlogged submissions wait on queues of their own. */
 static void ur_run_deferred(ioc_core_t *core, ioc__op_t *op) {
   IOC__UNUSED(core);
   IOC__UNUSED(op);

@@ -171,8 +171,10 @@ int ioc_core_create(ioc_core_t **out, const ioc_core_options_t *opts) {
   ioc__mutex_init(&core->poll_lock);
   ioc__mutex_init(&core->timer_lock);
   ioc__mutex_init(&core->objects_lock);
+  ioc__mutex_init(&core->timed_lock);
   rc = core->backend->init(core);
   if (rc < 0) {
+    ioc__mutex_destroy(&core->timed_lock);
     ioc__mutex_destroy(&core->ready_lock);
     ioc__mutex_destroy(&core->poll_lock);
     ioc__mutex_destroy(&core->timer_lock);
@@ -197,6 +199,7 @@ int ioc_core_destroy(ioc_core_t *core) {
   ioc__mutex_destroy(&core->poll_lock);
   ioc__mutex_destroy(&core->timer_lock);
   ioc__mutex_destroy(&core->objects_lock);
+  ioc__mutex_destroy(&core->timed_lock);
   free(core);
   return 0;
 }
@@ -257,20 +260,20 @@ void ioc__op_complete(ioc_core_t *core, ioc__op_t *op) {
 
 bool ioc__core_in_dispatch(const ioc_core_t *core) { return tls_dispatching == core; }
 
-void ioc__core_defer(ioc_core_t *core, ioc__op_t *op) {
-  op->next = NULL;
+static void defer(ioc_core_t *core, ioc__op_t *op, uint8_t to_backend) {
+  op->to_backend = to_backend;
   ioc__mutex_lock(&core->ready_lock);
-  if (core->ready_tail)
-    core->ready_tail->next = op;
-  else
-    core->ready_head = op;
-  core->ready_tail = op;
+  ioc__queue_push(&core->ready, &op->qn);
   atomic_store_explicit(&core->ready_nonempty, 1, memory_order_release);
   ioc__mutex_unlock(&core->ready_lock);
   /* A dispatching thread looks at the ready queue before it waits again, so
    * only foreign threads need to interrupt a waiter. */
   if (!ioc__core_in_dispatch(core)) core->backend->wake(core);
 }
+
+void ioc__core_defer(ioc_core_t *core, ioc__op_t *op) { defer(core, op, 0); }
+
+void ioc__core_defer_backend(ioc_core_t *core, ioc__op_t *op) { defer(core, op, 1); }
 
 void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
                          void (*fn)(ioc__op_t *op)) {
@@ -285,19 +288,18 @@ void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
 static int run_ready(ioc_core_t *core) {
   if (!atomic_load_explicit(&core->ready_nonempty, memory_order_acquire)) return 0;
   ioc__mutex_lock(&core->ready_lock);
-  ioc__op_t *op = core->ready_head;
-  core->ready_head = core->ready_tail = NULL;
+  ioc__queue_t batch = ioc__queue_take(&core->ready);
   atomic_store_explicit(&core->ready_nonempty, 0, memory_order_relaxed);
   ioc__mutex_unlock(&core->ready_lock);
   int n = 0;
-  while (op) {
-    ioc__op_t *next = op->next;
-    tls_batch_left = next != NULL;
-    if (op->type == IOC__OP_BACKEND)
+  ioc__qnode_t *node;
+  while ((node = ioc__queue_pop(&batch)) != NULL) {
+    ioc__op_t *op = IOC__QUEUE_DATA(node, ioc__op_t, qn);
+    tls_batch_left = !ioc__queue_empty(&batch);
+    if (op->to_backend)
       core->backend->run_deferred(core, op);
     else
       ioc__op_complete(core, op);
-    op = next;
     n++;
   }
   return n;

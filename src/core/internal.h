@@ -13,6 +13,7 @@
 #include "iocore.h"
 #include "platform.h"
 #include "fault.h"
+#include "queue.h"
 
 typedef struct ioc__object ioc__object_t;
 typedef struct ioc__op ioc__op_t;
@@ -55,8 +56,7 @@ typedef enum ioc__op_type {
   IOC__OP_SEND,    /* handle = session socket; u.send.iov/iovcnt; res = bytes written */
   IOC__OP_POST,    /* ioc_core_post job; no handle, no owner */
   IOC__OP_TIMER,   /* timer fired; owner = the timer */
-  IOC__OP_JOB,     /* owner-internal job queued with ioc__core_defer (e.g. a close) */
-  IOC__OP_BACKEND  /* backend-private: run through backend->run_deferred */
+  IOC__OP_JOB      /* owner-internal job queued with ioc__core_defer (e.g. a close) */
 } ioc__op_type_t;
 
 /* The IocpEvent of the lecture: one in-flight request. On Windows the
@@ -66,12 +66,12 @@ struct ioc__op {
 #ifdef _WIN32
   OVERLAPPED ov;
 #endif
-  ioc__op_t *next;        /* ready queue or a backend's pending list */
+  ioc__qnode_t qn;        /* the ready queue, or one queue of the backend's */
   ioc__object_t *owner;   /* holds a reference while in flight (NULL for POST) */
   ioc__handle_t *handle;  /* the socket it works on (NULL for POST/TIMER/JOB) */
   uint8_t type;           /* ioc__op_type_t */
   uint8_t flags;          /* backend-private, except IOC__OPF_SEND_WAITED */
-  uint16_t bufid;         /* backend-private: which provided buffer holds the data */
+  uint8_t to_backend;     /* the ready queue's: true = run it through backend->run_deferred */
   int32_t res;            /* result */
   char *buf;              /* RECV: the received bytes, valid during dispatch only */
   union {
@@ -113,18 +113,17 @@ struct ioc__op {
 
 static inline void ioc__op_init(ioc__op_t *op, ioc__op_type_t type, ioc__object_t *owner,
                                 ioc__handle_t *handle) {
-  op->next = NULL;
+  op->qn.next = NULL;
   op->owner = owner;
   op->handle = handle;
   op->type = (uint8_t)type;
   op->flags = 0;
-  op->bufid = 0;
+  op->to_backend = 0;
   op->res = 0;
   op->buf = NULL;
 }
 
-/* While an op is in flight the backend owns op->next, type, flags, bufid
- * and res; the owner reads them only in its dispatch. An op is never
+/* While an op is in flight the backend owns op->qn, flags and res; the owner reads them only in its dispatch. An op is never
  * submitted again before its completion has been dispatched.
  *
  * Starts op on its handle through the backend. Takes a reference on the owner
@@ -142,6 +141,10 @@ void ioc__op_complete(ioc_core_t *core, ioc__op_t *op);
  * by a dispatching thread; wakes a waiter when the caller is not itself
  * dispatching. The op must already be counted (submitted). Any thread. */
 void ioc__core_defer(ioc_core_t *core, ioc__op_t *op);
+/* The same for an op the backend itself must pick up again on a dispatching
+ * thread (epoll hands the read side of a busy socket on this way): the
+ * ready queue gives it to backend->run_deferred instead of completing it. */
+void ioc__core_defer_backend(ioc_core_t *core, ioc__op_t *op);
 /* Queues an owner-internal job (IOC__OP_JOB): takes a reference on the owner
  * and counts the op, then defers it; op->u.job.fn runs in dispatch. */
 void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
@@ -159,17 +162,28 @@ void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud);
 
 /* ---- handles ------------------------------------------------------------ */
 
+/* Room for a backend's own per-socket state, embedded in every handle so
+ * that registering a socket allocates nothing. Only the backend that owns
+ * the core reads or writes it, through a typed view of its own (epoll: the
+ * readiness bits and the queues of waiting operations; iocp: the lock
+ * around WSASend and the listener's address family; io_uring: nothing).
+ * Each backend checks with a static assertion that its view fits. */
+#define IOC__HANDLE_SLOT_SIZE 40
+typedef union ioc__hslot {
+  void *align_;
+  uint64_t align64_;
+  unsigned char bytes[IOC__HANDLE_SLOT_SIZE];
+} ioc__hslot_t;
+
 /* A socket registered with the backend. Embedded in its owner (listener or
- * session). The queue fields belong to readiness backends (epoll), which
- * keep the operations they cannot finish yet here; other backends ignore
- * them. */
+ * session). */
 struct ioc__handle {
   ioc_fd_t fd;
-  ioc__spin_t lock;        /* guards everything below */
-  uint32_t bflags;         /* backend-private state bits (readable, writable, registered...) */
-  ioc__op_t *rd_head, *rd_tail; /* pending ACCEPT / RECV */
-  ioc__op_t *wr_head, *wr_tail; /* pending SEND / CONNECT */
+  ioc__hslot_t slot; /* backend-private */
 };
+
+/* The backend's typed view of h->slot. */
+#define IOC__HANDLE_SLOT(h, type) ((type *)(void *)(h)->slot.bytes)
 
 /* ---- backends ----------------------------------------------------------- */
 
@@ -218,7 +232,7 @@ struct ioc__backend {
    * outside any core lock, possibly on several threads at once. Returns the
    * number of ops completed. */
   int (*complete)(ioc_core_t *core, ioc__cqe_t *cqe);
-  /* Runs an IOC__OP_BACKEND op that the backend deferred. */
+  /* Runs an op the backend queued with ioc__core_defer_backend. */
   void (*run_deferred)(ioc_core_t *core, ioc__op_t *op);
   /* Makes a thread blocked in wait() return. Any thread. */
   void (*wake)(ioc_core_t *core);
@@ -251,13 +265,18 @@ struct ioc_core {
 
   /* ops whose result is known, waiting to be completed by a dispatcher */
   ioc__mutex_t ready_lock;
-  ioc__op_t *ready_head, *ready_tail;
+  ioc__queue_t ready; /* of ioc__op_t, through qn */
   atomic_int ready_nonempty;
 
   ioc__mutex_t poll_lock; /* leader/followers for single_waiter backends */
 
   ioc__mutex_t timer_lock;
   ioc__timer_heap_t timers;
+  /* One thread at a time runs due timers, so callbacks start in deadline
+   * order; others skip (under timer_lock) and say so in timers_skipped,
+   * and the runner wakes a waiter when it is done. */
+  bool timers_running;
+  bool timers_skipped;
 
   atomic_int stopping;
   ioc__thread_t *workers;
@@ -268,10 +287,14 @@ struct ioc_core {
   ioc_listener_t *listeners;
   ioc_session_t *sessions;
   atomic_uint_fast64_t next_id;
-  /* The idle sweep (net/listener.c), under objects_lock: it runs exactly
-   * while some session has an idle time-out. */
+  /* The time-out sweep (net/timeout.c), under timed_lock: the sessions
+   * that have a time-out to watch (timed list), and the one core-wide
+   * repeating timer that runs exactly while that list is not empty. Lock
+   * order: a session's lock, then timed_lock, then timer_lock. */
+  ioc__mutex_t timed_lock;
+  ioc_session_t *timed;
+  size_t ntimed;
   ioc_timer_t *sweep;
-  size_t idle_sessions;
 
   void (*log)(void *ud, const char *line);
   void *log_ud;

@@ -48,7 +48,8 @@ extern "C" {
 
 /* Portable error codes. The numeric values equal -errno on Linux so the Linux
  * backends can return kernel results as they are; the Windows backend maps
- * WSA/NTSTATUS codes onto them. IOC_ECLOSED and IOC_EUNKNOWN are iocore's own. */
+ * WSA/NTSTATUS codes onto them. IOC_EOF, IOC_ECLOSED, IOC_EUNKNOWN and
+ * IOC_ENOTFOUND (a host name that does not resolve) are iocore's own. */
 #define IOC_ERRNO_MAP(X)                                                     \
   X(EPERM, -1, "operation not permitted")                                    \
   X(ENOENT, -2, "no such file or directory")                                 \
@@ -67,6 +68,7 @@ extern "C" {
   X(ENOSPC, -28, "no space left on device")                                  \
   X(EPIPE, -32, "broken pipe")                                               \
   X(ENOSYS, -38, "function not implemented")                                 \
+  X(EPROTO, -71, "protocol error")                                           \
   X(ENOTSOCK, -88, "socket operation on non-socket")                         \
   X(EMSGSIZE, -90, "message too long")                                       \
   X(EPROTONOSUPPORT, -93, "protocol not supported")                          \
@@ -90,7 +92,8 @@ extern "C" {
   X(ECANCELED, -125, "operation canceled")                                   \
   X(EOF, -4095, "end of file")                                               \
   X(ECLOSED, -4094, "session is closing or closed")                          \
-  X(EUNKNOWN, -4093, "unknown error")
+  X(EUNKNOWN, -4093, "unknown error")                                        \
+  X(ENOTFOUND, -4092, "host name not found")
 
 typedef enum {
 #define IOC__ERR_ENUM(name, value, text) IOC_##name = (value),
@@ -436,6 +439,28 @@ IOC_API void ioc_listener_release(ioc_listener_t *l);
  * abort is nonzero). Completions still have to be dispatched for the closes
  * to finish; ioc_stats().objects tells when they have. */
 IOC_API void ioc_core_close_all(ioc_core_t *core, int abort);
+
+/* ---- name resolution ------------------------------------------------------ */
+
+/* Resolves a host name without blocking the caller or any worker: the
+ * system resolver (getaddrinfo: /etc/hosts, DNS, ...) runs on a resolver
+ * thread, and cb(ud, err, addrs, n) runs once, later, on a thread calling
+ * ioc_core_dispatch (never inside this call). name is `len` bytes:
+ * "host", "host:port", "[v6]:port" or an IP literal; the addresses get the
+ * port (0 when none is given). On success err is 0 and addrs holds n >= 1
+ * IPv4/IPv6 addresses in the resolver's order of preference (valid during
+ * the call only); else err is IOC_ENOTFOUND (no such name, or no IPv4/IPv6
+ * address for it), IOC_EAGAIN (a temporary failure: the DNS server did
+ * not answer, or no thread could be started), IOC_ENOMEM or IOC_EIO,
+ * with addrs NULL and n 0. Returns 0 (cb will run), or IOC_EINVAL for a
+ * malformed name (empty, a NUL, spaces, a bad port, over 254 bytes of
+ * host) or IOC_ENOMEM, and then cb never runs.
+ * A lookup in flight counts as an operation of the core: ioc_core_destroy
+ * returns IOC_EBUSY until its cb has run, so dispatch until then (a lookup
+ * cannot be cancelled; it ends within the system resolver's time-out). */
+IOC_API int ioc_resolve(ioc_core_t *core, const char *name, size_t len,
+                        void (*cb)(void *ud, int err, const ioc_addr_t *addrs, size_t n),
+                        void *ud);
 
 #ifdef __cplusplus
 }

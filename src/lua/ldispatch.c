@@ -12,7 +12,6 @@
  * finds its core through it. */
 static const char active_key = 'a';
 
-static void lb_report(lcore *lc, ioc_session_t *s);
 
 /* ---- the event queue ------------------------------------------------------------- */
 
@@ -288,7 +287,7 @@ static int report_protected(lua_State *T) {
   return 0;
 }
 
-static void lb_report(lcore *lc, ioc_session_t *s) {
+void lb_report(lcore *lc, ioc_session_t *s) {
   lua_State *T = lc->T;
   lc->handler_errors++;
   lua_pushcfunction(T, report_protected); /* msg f */

@@ -23,6 +23,7 @@ ioc_backend_kind_t g_backend_kind = IOC_BACKEND_AUTO;
 const char *g_backend_name = "auto";
 double g_timeout_scale = 1.0;
 double g_load_scale = 1.0;
+int g_test_threads = 0;
 atomic_int g_cores_made, g_cores_cleaned;
 
 int scaled_ms(int ms) {
@@ -144,7 +145,82 @@ static bool stats_clean(const ioc_stats_t *st) {
   return st->objects == 0 && st->ops_inflight == 0 && st->sockets == 0 && st->active == 0;
 }
 
+/* IOCORE_TEST_THREADS: which cores pump() gave a pool, and which had one
+ * the test started itself. After a test joins its own pool, pump()
+ * dispatches on the test's thread as before rather than starting another,
+ * so a test that manages its pool keeps control of it. */
+#define POOL_TRACK 64
+static struct {
+  ioc_core_t *core;
+  bool helper_pool; /* the pool running now was started by pump() */
+  bool test_pool;   /* the test started a pool of its own at some point */
+} pool_track[POOL_TRACK];
+static test_mutex_t pool_track_lock;
+
+void pool_track_init(void) { mutex_init(&pool_track_lock); }
+
+static int pool_track_slot(ioc_core_t *core, bool add) {
+  int free_slot = -1;
+  for (int i = 0; i < POOL_TRACK; i++) {
+    if (pool_track[i].core == core) return i;
+    if (!pool_track[i].core && free_slot < 0) free_slot = i;
+  }
+  if (!add || free_slot < 0) return -1;
+  memset(&pool_track[free_slot], 0, sizeof pool_track[free_slot]);
+  pool_track[free_slot].core = core;
+  return free_slot;
+}
+
+/* Forgets core (destroyed: its address may come back for another). */
+static void pool_track_forget(ioc_core_t *core) {
+  if (g_test_threads <= 0) return;
+  mutex_lock(&pool_track_lock);
+  int i = pool_track_slot(core, false);
+  if (i >= 0) pool_track[i].core = NULL;
+  mutex_unlock(&pool_track_lock);
+}
+
+/* Starts the pool of g_test_threads workers on core if it is due. */
+static void pool_maybe_start(ioc_core_t *core) {
+  if (g_test_threads <= 0) return;
+  mutex_lock(&pool_track_lock);
+  int i = pool_track_slot(core, true);
+  if (i >= 0) {
+    int threads = ioc_core_threads(core);
+    if (threads > 0 && !pool_track[i].helper_pool) pool_track[i].test_pool = true;
+    if (threads == 0) pool_track[i].helper_pool = false;
+    if (threads == 0 && !pool_track[i].test_pool) {
+      int rc = ioc_core_start(core, g_test_threads);
+      if (rc < 0) {
+        mutex_unlock(&pool_track_lock);
+        FAILF("ioc_core_start(%d) for IOCORE_TEST_THREADS: %d (%s)", g_test_threads, rc, ioc_err_name(rc));
+      }
+      pool_track[i].helper_pool = true;
+    }
+  }
+  mutex_unlock(&pool_track_lock);
+}
+
+int test_pool_start(ioc_core_t *core, int nthreads) {
+  if (g_test_threads > 0) {
+    mutex_lock(&pool_track_lock);
+    int i = pool_track_slot(core, true);
+    bool helpers = i >= 0 && pool_track[i].helper_pool && ioc_core_threads(core) > 0;
+    if (i >= 0) {
+      pool_track[i].helper_pool = false;
+      pool_track[i].test_pool = true;
+    }
+    mutex_unlock(&pool_track_lock);
+    if (helpers) {
+      ioc_core_stop(core);
+      ioc_core_join(core);
+    }
+  }
+  return ioc_core_start(core, nthreads);
+}
+
 void pump(ioc_core_t *core, int ms) {
+  pool_maybe_start(core);
   if (ioc_core_threads(core) > 0) {
     sleep_ms(1);
     return;
@@ -196,6 +272,7 @@ void assert_core_clean_(ioc_core_t *core, const char *file, int line) {
     test_fail_(file, line, "core not clean after join: objects=%llu ops=%llu sockets=%llu accepts_posted=%llu",
                (unsigned long long)st.objects, (unsigned long long)st.ops_inflight,
                (unsigned long long)st.sockets, (unsigned long long)st.accepts_posted);
+  pool_track_forget(core);
   int rc = ioc_core_destroy(core);
   if (rc != 0) test_fail_(file, line, "ioc_core_destroy: %d (%s)", rc, ioc_err_name(rc));
   atomic_fetch_add(&g_cores_cleaned, 1);

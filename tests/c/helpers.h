@@ -60,6 +60,15 @@ extern ioc_backend_kind_t g_backend_kind; /* from --backend */
 extern const char *g_backend_name;
 extern double g_timeout_scale; /* --timeout-scale / IOCORE_TEST_TIMEOUT_SCALE (valgrind) */
 extern double g_load_scale;    /* --load-scale / IOCORE_TEST_LOAD_SCALE: volume of data tests */
+/* --threads / IOCORE_TEST_THREADS: 0 (default) = tests dispatch on their own
+ * thread; N > 0 = the first pump() of a core that never had a pool starts
+ * one of N workers, so every test written with pump() / WAIT_UNTIL runs its
+ * callbacks on N worker threads instead. */
+extern int g_test_threads;
+void pool_track_init(void); /* once, before any test (runner) */
+/* ioc_core_start for a test that wants a pool of its own at this point:
+ * joins the pool pump() started first (IOCORE_TEST_THREADS), if any. */
+int test_pool_start(ioc_core_t *core, int nthreads);
 
 /* Scales a deadline (ms) by g_timeout_scale. */
 int scaled_ms(int ms);

@@ -364,7 +364,9 @@ static void run_forked(const test_entry_t *t, result_t *r) {
 static int usage(void) {
   fprintf(stderr,
           "usage: iocore_tests --backend io_uring|epoll|iocp [--list] [--timeout-scale X]\n"
-          "                    [--load-scale X] [--child TEST] [TEST|PREFIX*]...\n");
+          "                    [--load-scale X] [--threads N] [--child TEST] [TEST|PREFIX*]...\n"
+          "  --threads N (or IOCORE_TEST_THREADS): tests that wait with pump() run their\n"
+          "  callbacks on a pool of N workers instead of the test's own thread\n");
   return 2;
 }
 
@@ -480,6 +482,7 @@ int main(int argc, char **argv) {
   const char *env;
   if ((env = getenv("IOCORE_TEST_TIMEOUT_SCALE")) != NULL) g_timeout_scale = atof(env);
   if ((env = getenv("IOCORE_TEST_LOAD_SCALE")) != NULL) g_load_scale = atof(env);
+  if ((env = getenv("IOCORE_TEST_THREADS")) != NULL) g_test_threads = atoi(env);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--backend") == 0 && i + 1 < argc)
@@ -494,6 +497,8 @@ int main(int argc, char **argv) {
       g_timeout_scale = atof(argv[++i]);
     else if (strcmp(a, "--load-scale") == 0 && i + 1 < argc)
       g_load_scale = atof(argv[++i]);
+    else if (strcmp(a, "--threads") == 0 && i + 1 < argc)
+      g_test_threads = atoi(argv[++i]);
     else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || a[0] == '-')
       return usage();
     else if (npatterns < 256)
@@ -501,8 +506,10 @@ int main(int argc, char **argv) {
   }
   if (g_timeout_scale <= 0) g_timeout_scale = 1;
   if (g_load_scale <= 0) g_load_scale = 1;
-  snprintf(extra_args, sizeof extra_args, " --timeout-scale %g --load-scale %g", g_timeout_scale,
-           g_load_scale);
+  if (g_test_threads < 0) g_test_threads = 0;
+  pool_track_init();
+  snprintf(extra_args, sizeof extra_args, " --timeout-scale %g --load-scale %g --threads %d",
+           g_timeout_scale, g_load_scale, g_test_threads);
   setvbuf(stdout, NULL, _IOLBF, 0);
 
   if (list) {

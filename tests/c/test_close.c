@@ -476,7 +476,7 @@ void test_close_sessions_with_ops_in_flight_frees_everything(void) {
   atomic_store(&cb_closed, 0);
   atomic_store(&accept_seq, 0);
   l = listen_loopback(core, NULL, closing_accept, NULL);
-  ASSERT_OK(ioc_core_start(core, 2));
+  ASSERT_OK(test_pool_start(core, 2));
   for (int i = 0; i < NB; i++) {
     int mode = i < 10 ? 1 + i % 2 : 0; /* as closing_accept decides */
     int abortive = mode == 2 || (mode == 0 && i % 2);

@@ -346,7 +346,7 @@ void test_close_listener_with_accepts_in_flight_frees_everything(void) {
     sock_set_nonblock(storm.socks[i], false);
   }
   /* dispatch from a pool so the blocking clients below get their echoes */
-  ASSERT_OK(ioc_core_start(core, 1));
+  ASSERT_OK(test_pool_start(core, 1));
   for (int i = 0; i < storm.nsocks; i++) {
     echoed += client_pings(storm.socks[i]);
     sock_close(storm.socks[i]);
@@ -358,7 +358,7 @@ void test_close_listener_with_accepts_in_flight_frees_everything(void) {
   /* (c) closed from another thread while 2 workers accept a storm */
   ioc_core_stop(core);
   ioc_core_join(core);
-  ASSERT_OK(ioc_core_start(core, 2));
+  ASSERT_OK(test_pool_start(core, 2));
   memset(&cctx, 0, sizeof cctx);
   l = listen_loopback(core, &opts, accept_echo_count, NULL);
   memset(&storm, 0, sizeof storm);
@@ -403,7 +403,7 @@ void test_listener_close_keeps_accepted_sessions(void) {
   expect_refused(&la);
   ASSERT_EQ(core_stats(core).sockets, 3);
   ASSERT_EQ(core_stats(core).active, 3);
-  ASSERT_OK(ioc_core_start(core, 1));
+  ASSERT_OK(test_pool_start(core, 1));
   for (int i = 0; i < 3; i++) ASSERT_MSG(client_pings(c[i]), "session %d stopped working when its listener closed", i);
   for (int i = 0; i < 3; i++) sock_close(c[i]);
   WAIT_UNTIL(core, core_stats(core).objects == 0, 5000);
