@@ -181,7 +181,7 @@ static int l_core_new(lua_State *L) {
   lc->signals = signals;
   lc->handler_timeout_ms = (uint64_t)handler_timeout;
   lc->close_timeout_ms = (uint64_t)close_timeout;
-  atomic_store(&lc->stop_grace_ms, LB_STOP_GRACE_MS);
+  atomic_store(&lc->stop_grace_ms, 0); /* until stop(): a signal's stop has no grace */
   lc->self_ref = LUA_NOREF;
   ioc_core_set_batch_hook(lc->core, lb_batch_hook, lc);
 

@@ -405,7 +405,12 @@ static bool wait_events(lcore *lc, int ms) {
     int w = watchdog_period(lc);
     if (slice < 0 || slice > w) slice = w;
   }
-  if (lp_waiter_wait(lc->waiter, slice) & LP_SIGNAL) atomic_store(&lc->stop_requested, 1);
+  if (lp_waiter_wait(lc->waiter, slice) & LP_SIGNAL) {
+    /* A signal asks for a stop without grace, and cuts short the grace of
+     * a stop under way (docs/lua-api.md, "Signals"). */
+    if (!atomic_exchange(&lc->stop_requested, 1) || atomic_load(&lc->stopping))
+      atomic_store(&lc->stop_grace_ms, 0);
+  }
   watchdog(lc);
   return atomic_load(&lc->stop_requested) != 0;
 }
@@ -442,8 +447,8 @@ static bool settled(lcore *lc) {
 static void graceful_stop(lcore *lc) {
   atomic_store(&lc->stopping, 1);
   ioc_core_close_listeners(lc->core);
-  uint64_t deadline = ioc_now_ms() + atomic_load(&lc->stop_grace_ms);
-  while (!settled(lc) && ioc_now_ms() < deadline) wait_events(lc, 10);
+  uint64_t start = ioc_now_ms();
+  while (!settled(lc) && ioc_now_ms() < start + atomic_load(&lc->stop_grace_ms)) wait_events(lc, 10);
   if (settled(lc)) return;
   atomic_store(&lc->stop_closing, 1);
   lev *flush = calloc(1, sizeof *flush);
@@ -454,7 +459,7 @@ static void graceful_stop(lcore *lc) {
   }
   ioc_core_close_all(lc->core, 0);
   uint64_t close_ms = lc->close_timeout_ms ? lc->close_timeout_ms : IOC_DEFAULT_CLOSE_TIMEOUT_MS;
-  deadline = ioc_now_ms() + close_ms + 1000;
+  uint64_t deadline = ioc_now_ms() + close_ms + 1000;
   while (!settled(lc) && ioc_now_ms() < deadline) wait_events(lc, 10);
   if (!settled(lc)) {
     ioc_core_close_all(lc->core, 1);
@@ -530,7 +535,7 @@ int lb_core_run(lua_State *L) {
   if (stopped) atomic_store(&lc->stop_requested, 0);
   atomic_store(&lc->stop_closing, 0);
   atomic_store(&lc->stopping, 0);
-  atomic_store(&lc->stop_grace_ms, LB_STOP_GRACE_MS); /* a signal's stop gets the default */
+  atomic_store(&lc->stop_grace_ms, 0); /* a signal's stop has no grace */
   lua_pushboolean(L, stopped);
   return 1;
 }
