@@ -53,6 +53,12 @@ function TestEchoServer:test_says_nothing_unasked()
 end
 
 function TestEchoServer:test_stops_cleanly_on_sigterm()
+  -- one exchange first: the server prints its address just before run(),
+  -- which is what catches SIGTERM; a signal before that would kill it
+  local c = assert(T.connect(self.core, self.server.address))
+  c:send("x\n")
+  lu.assertEquals(c:read_line(), "x")
+  c:close() -- (an open session would get the stop's grace time to finish)
   local status, output = self.server:stop()
   lu.assertEquals(status, 0)
   lu.assertStrContains(output, "server stopped")

@@ -821,6 +821,12 @@ function M.install(iocore, methods)
   return iocore
 end
 
+-- For the project's other pure-Lua modules (iocore.redis): resumes an
+-- iocore coroutine that suspended itself with coroutine.yield(), handled
+-- like every wake here (an error is reported and aborts its session; a
+-- handler that returns closes its session).
+M.wake = wake
+
 -- Loaded by hand after the module (`require "iocore"; require "iocore.stream"`):
 -- install into it now.
 local loaded = package.loaded.iocore

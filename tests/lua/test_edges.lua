@@ -296,3 +296,45 @@ function TestEdges:test_stats_right_after_stop_show_listeners_closed()
     H.assert_fail("ECLOSED", "close after the stop", l:close())
   end)
 end
+
+-- ---- the coroutine guard is transparent --------------------------------------------------------
+
+-- require "iocore" replaces coroutine.resume and coroutine.wrap (to carry
+-- the handler time-out into coroutines); inside and outside handlers they
+-- behave as Lua's own.
+function TestEdges:test_guarded_coroutine_resume_and_wrap_behave_as_lua_s()
+  local function exercise()
+    local r = {}
+    local co = coroutine.create(function(a, b)
+      local c = coroutine.yield(a + b)
+      error({ code = c })
+    end)
+    r.first = table.pack(coroutine.resume(co, 1, 2))
+    r.second = table.pack(coroutine.resume(co, 7))
+    r.status = coroutine.status(co)
+    r.dead = table.pack(coroutine.resume(co))
+    local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+    r.gen = { gen(), gen(), gen() }
+    r.wrap_err = select(2, pcall(coroutine.wrap(function() error("in wrap", 0) end)))
+    r.bad = select(2, pcall(coroutine.resume, 42))
+    return r
+  end
+  local function check(r, where)
+    lu.assertEquals({ r.first[1], r.first[2], r.first.n }, { true, 3, 2 }, where)
+    lu.assertFalse(r.second[1], where)
+    lu.assertEquals(r.second[2], { code = 7 }, where)
+    lu.assertEquals(r.status, "dead", where)
+    lu.assertEquals({ r.dead[1], r.dead[2] }, { false, "cannot resume dead coroutine" }, where)
+    lu.assertEquals(r.gen, { 1, 2, 3 }, where)
+    lu.assertEquals(r.wrap_err, "in wrap", where)
+    lu.assertStrContains(r.bad, "bad argument #1 to")
+    lu.assertStrContains(r.bad, "coroutine expected")
+  end
+  check(exercise(), "outside a handler")
+  H.with_core({ handler_timeout = 5000 }, function(core)
+    local r
+    core:post(function() r = exercise() end)
+    H.wait_for(core, function() return r ~= nil end, "the post")
+    check(r, "inside a handler")
+  end)
+end

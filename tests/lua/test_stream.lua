@@ -339,6 +339,7 @@ function TestStream:test_dial_connects_and_returns_a_stream_session()
       assert(s:write("bob\n"))
       got = { s:read_line() }
       got[2] = { s:read_line() }
+      s:close() -- a dialed session is the script's to close
       done()
     end)
     lu.assertEquals(got[1], "hi bob")

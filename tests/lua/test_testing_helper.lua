@@ -70,6 +70,18 @@ function TestTestingHelper:test_stop_kills_a_server_that_ignores_sigterm()
   lu.assertFalse(group_alive(pid), "something of the server is still alive")
 end
 
+-- A server's life is bounded even if nobody stops it.
+function TestTestingHelper:test_a_server_is_killed_after_its_lifetime()
+  local script = write_script("print('listening on here') io.stdout:flush() while true do end\n")
+  local srv = assert(T.start_server(script, { lifetime = 1 }))
+  os.remove(script)
+  local deadline = H.now() + 20000
+  while not srv:exited() and H.now() < deadline do H.sleep(50) end
+  lu.assertTrue(srv:exited(), "the server outlived its lifetime")
+  lu.assertEquals(srv.status, 124, "timeout's status for a command it stopped")
+  srv:stop()
+end
+
 function TestTestingHelper:test_a_server_that_never_gets_ready_times_out_and_is_killed()
   local script = write_script("print('starting') ; while true do end\n")
   local t0 = H.now()
@@ -157,8 +169,8 @@ function TestTestingHelper:test_docs_numbers_are_the_module_defaults()
   says("(default `T.default_timeout`, 5000 ms)")
   lu.assertEquals(T.server_lifetime, 600)
   says("default `T.server_lifetime`, 600)")
-  lu.assertEquals(T.stop_grace, 3000)
-  says("waits up to `grace_ms` (default 3000)")
+  lu.assertEquals(T.stop_grace, 10000)
+  says("waits up to `grace_ms` (default 10000")
   lu.assertEquals(T.close_timeout, 2000)
   says("(up to `ms`, default 2000)")
   local core = assert(T.core())
