@@ -77,6 +77,7 @@ typedef enum {
 typedef struct lev {
   struct lev *next;
   uint8_t type;
+  uint8_t kept;      /* a close the session object now holds: the drain does not free it */
   int err;
   ioc_session_t *s;  /* ACCEPT/CONNECT/RECV/DRAIN/CLOSE/EOF */
   ioc_listener_t *l; /* ACCEPT: holds a listener reference */
@@ -147,6 +148,18 @@ typedef struct lcore {
   int live_objects;   /* userdata holding C references; the core is freed at 0 once closed */
 } lcore;
 
+/* The binding's part of a C session: the user data of its callbacks, from
+ * when the binding takes the session (accept, connect) until its close event
+ * is freed. */
+typedef struct lb_sess {
+  lcore *lc;
+  int href;             /* lazy accepted session: registry ref of its handler table; under the lock */
+  bool closed;          /* sticky: the script (or the binding for it) closed or aborted it; under the lock */
+  atomic_int hold_recv; /* no on_recv handler: the worker that got a receive pauses reading */
+} lb_sess;
+#define LB_SESS(s) ((lb_sess *)ioc_session_userdata(s))
+lb_sess *lb_sess_new(lcore *lc);
+
 /* Userdata payloads. Each holds one reference on its C object from creation
  * to __gc (the only place that drops it), so methods keep working on a
  * closed object; the pointer is NULL only after __gc. */
@@ -163,7 +176,6 @@ typedef struct lsession {
    * in order. */
   bool paused;
   bool hold_paused;
-  bool c_paused;
   lev *held_head, *held_tail;
   uint64_t read_timeout_ms; /* kept for the stream style */
 } lsession;
@@ -268,6 +280,34 @@ extern const char *const lb_handler_names[];
 
 /* lstream.c: loads the pure-Lua part (iocore.stream) into the module table on top, if installed */
 void lb_open_lua_part(lua_State *L);
+
+/* Pushes handler `name` of the session userdata at idx (or nil). */
+void lb_push_handler(lua_State *L, int idx, const char *name);
+bool lb_has_handler(lua_State *L, int idx, const char *name);
+bool lb_has_handler_in(lua_State *L, int htab, const char *name); /* a handler table at htab */
+/* The sticky fact: the script (or the binding for it) closed or aborted s. */
+bool lb_closed_by_script(ioc_session_t *s);
+
+/* lflow.c: pause/resume and holding, shutdown, timeouts{} (see there) */
+/* Tells the C session to pause or read after pause()/the hold changed. */
+void lb_flow_sync(lsession *ls);
+/* Whether an event of `type` for the session object at idx must be held:
+ * behind anything held already, a receive while paused or without on_recv,
+ * the FIN while paused; never once closed by the script, nothing new once
+ * the stop's grace is over. */
+bool lb_flow_must_hold(lcore *lc, lsession *ls, int idx, int type);
+/* Appends a copy of the event to the held list. */
+void lb_flow_hold(lsession *ls, int type, ioc_session_t *s, int err, const char *data, size_t len);
+/* Appends the event itself (a close: it carries the binding's reference). */
+void lb_flow_keep(lsession *ls, lev *e);
+/* Whether the session has no on_recv handler now (workers pause it after a receive). */
+void lb_flow_set_hold_recv(ioc_session_t *s, bool no_handler);
+/* Hands the held events back to the drain, to run next (not while paused). */
+void lb_flow_release(lsession *ls);
+/* Closed by the script: not paused any more, a held close gets delivered. */
+void lb_flow_unhold(lsession *ls);
+void lb_flow_free(lsession *ls); /* the session object goes, or the core closes */
+extern const luaL_Reg lb_flow_methods[];
 
 /* llistener.c */
 void lb_open_listener(lua_State *L);

@@ -127,7 +127,7 @@ static int drain_protected(lua_State *T) {
     lc->processing = false;
     lc->cur = NULL;
     lc->cur_session = NULL;
-    lb_free_event(e);
+    if (!e->kept) lb_free_event(e);
   }
   set_active(T, NULL);
   return 0;
@@ -166,7 +166,7 @@ static void drain_locked(lcore *lc) {
       lb_close_done(T, lc, s);
     else if (s)
       lb_session_fail(s, st == LUA_ERRMEM ? IOC_ENOMEM : IOC_ECONNABORTED);
-    if (e) lb_free_event(e);
+    if (e && !e->kept) lb_free_event(e);
     lua_settop(T, 0);
   }
   put_back_batch(lc);

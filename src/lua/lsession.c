@@ -10,11 +10,14 @@
  * An open session's userdata is anchored in the core's K_SESSIONS table
  * until its on_close has run.
  *
- * The session's user slot (ioc_session_user) belongs to the binding and is
- * only touched under the Lua lock: bit 0 is the sticky fact "the script (or
- * the binding on its behalf) closed or aborted this session", the bits above
- * a registry reference to the handler table of an accepted session whose Lua
- * object is not made yet (lazy: an idle connection costs no userdata).
+ * The user data of a session's callbacks is the binding's lb_sess (lbind.h),
+ * made when the binding takes the session and freed with its close event
+ * (the last event of a session; a close held behind undelivered data is the
+ * event itself, kept). Under the Lua lock it carries the sticky fact "the
+ * script (or the binding on its behalf) closed or aborted this session" and
+ * the registry reference to the handler table of an accepted session whose
+ * Lua object is not made yet (lazy: an idle connection costs no userdata);
+ * its hold_recv flag is read by the workers (lflow.c).
  *
  * A session userdata has two user values: 1 = the user's own fields
  * (`session.anything = v`), 2 = its handler table. Accepted sessions share
@@ -25,28 +28,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the user slot ------------------------------------------------------------------ */
+/* ---- the binding's part of a session (lb_sess) ---------------------------------------- */
 
-#define SLOT_CLOSED ((uintptr_t)1)
-
-static uintptr_t slot_get(ioc_session_t *s) { return (uintptr_t)ioc_session_user(s); }
-static void slot_set(ioc_session_t *s, uintptr_t v) { ioc_session_set_user(s, (void *)v); }
-static int slot_href(ioc_session_t *s) { return (int)(slot_get(s) >> 1); }
-static void slot_set_href(ioc_session_t *s, int ref) {
-  slot_set(s, ((uintptr_t)(unsigned)ref << 1) | (slot_get(s) & SLOT_CLOSED));
+lb_sess *lb_sess_new(lcore *lc) {
+  lb_sess *st = calloc(1, sizeof *st);
+  if (st) st->lc = lc;
+  return st;
 }
-static bool closed_by_script(ioc_session_t *s) { return (slot_get(s) & SLOT_CLOSED) != 0; }
-static void mark_closed_by_script(ioc_session_t *s) { slot_set(s, slot_get(s) | SLOT_CLOSED); }
 
-static void unhold_for_close(lsession *ls);
+static int slot_href(ioc_session_t *s) { return LB_SESS(s)->href; }
+static void slot_set_href(ioc_session_t *s, int ref) { LB_SESS(s)->href = ref; }
+bool lb_closed_by_script(ioc_session_t *s) { return LB_SESS(s)->closed; }
+static void mark_closed_by_script(ioc_session_t *s) { LB_SESS(s)->closed = true; }
 
 void lb_session_fail(ioc_session_t *s, int err) {
   mark_closed_by_script(s);
-  lcore *lc = ioc_session_userdata(s);
+  lcore *lc = LB_SESS(s)->lc;
   if (lc && lc->T) {
     lua_State *T = lc->T;
     lb_push_registry(T, lc, K_SESSIONS);
-    if (lua_rawgetp(T, -1, s) == LUA_TUSERDATA) unhold_for_close(lua_touserdata(T, -1));
+    if (lua_rawgetp(T, -1, s) == LUA_TUSERDATA) lb_flow_unhold(lua_touserdata(T, -1));
     lua_pop(T, 2);
   }
   ioc_session_fail(s, err);
@@ -75,17 +76,12 @@ lev *lb_new_event(int type, ioc_session_t *s, size_t len) {
 
 void lb_free_event(lev *e) {
   if (e->type == LEV_ACCEPT) ioc_listener_release(e->l);
-  if (e->type == LEV_CLOSE) ioc_session_release(e->s); /* the binding's reference */
-  free(e);
-}
-
-/* Frees a session's held events (the session object goes, or the core closes). */
-static void free_held(lsession *ls) {
-  for (lev *e = ls->held_head, *next; e; e = next) {
-    next = e->next;
-    lb_free_event(e);
+  if (e->type == LEV_CLOSE) {
+    /* the binding is done with the session: its part and its reference go */
+    free(LB_SESS(e->s));
+    ioc_session_release(e->s);
   }
-  ls->held_head = ls->held_tail = NULL;
+  free(e);
 }
 
 static void push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
@@ -98,19 +94,25 @@ static void push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
 static void cb_open(ioc_session_t *s, int err) {
   lev *e = lb_new_event(LEV_CONNECT, s, 0);
   if (e) e->err = err;
-  push_or_fail(ioc_session_userdata(s), e, s);
+  push_or_fail(LB_SESS(s)->lc, e, s);
 }
 
 static void cb_recv(ioc_session_t *s, const char *data, size_t len) {
-  lcore *lc = ioc_session_userdata(s);
-  lb_direct d = {s, data, len};
-  if (lb_try_direct(lc, &d)) return;
+  lb_sess *st = LB_SESS(s);
+  if (atomic_load(&st->hold_recv)) {
+    /* No handler to take it: it will be held, and reading stops here (a
+     * worker that waited for Lua would read on, up to the whole stream). */
+    ioc_session_pause(s);
+  } else {
+    lb_direct d = {s, data, len};
+    if (lb_try_direct(st->lc, &d)) return;
+  }
   lev *e = lb_new_event(LEV_RECV, s, len);
   if (e) memcpy(e->data, data, len);
-  push_or_fail(lc, e, s);
+  push_or_fail(st->lc, e, s);
 }
 
-static void cb_drain(ioc_session_t *s) { push_or_fail(ioc_session_userdata(s), lb_new_event(LEV_DRAIN, s, 0), s); }
+static void cb_drain(ioc_session_t *s) { push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_DRAIN, s, 0), s); }
 
 static void cb_close(ioc_session_t *s, int err) {
   lev *e = lb_new_event(LEV_CLOSE, s, 0);
@@ -120,12 +122,12 @@ static void cb_close(ioc_session_t *s, int err) {
     return;
   }
   e->err = err;
-  lb_push_event(ioc_session_userdata(s), e);
+  lb_push_event(LB_SESS(s)->lc, e);
 }
 
 /* The peer's FIN: queued behind the session's earlier events, so the Lua
  * handlers of the data before it can still reply; then a graceful close. */
-static void cb_eof(ioc_session_t *s) { push_or_fail(ioc_session_userdata(s), lb_new_event(LEV_EOF, s, 0), s); }
+static void cb_eof(ioc_session_t *s) { push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_EOF, s, 0), s); }
 
 /* Outbound sessions get on_open; accepted ones are announced by the accept
  * event instead. */
@@ -152,7 +154,7 @@ void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   ls->lc = lc;
   ls->id = ioc_session_id(s);
   ls->closed = false;
-  ls->paused = ls->hold_paused = ls->c_paused = false;
+  ls->paused = ls->hold_paused = false;
   ls->held_head = ls->held_tail = NULL;
   lua_getfield(L, htab, READ_TIMEOUT_KEY);
   ls->read_timeout_ms = (uint64_t)lua_tointeger(L, -1);
@@ -187,7 +189,7 @@ void lb_push_session(lua_State *L, lcore *lc, ioc_session_t *s) {
 }
 
 /* Pushes handler `name` of the session userdata at idx (or nil). */
-static void push_handler(lua_State *L, int idx, const char *name) {
+void lb_push_handler(lua_State *L, int idx, const char *name) {
   lua_getiuservalue(L, idx, 2);
   if (lua_istable(L, -1))
     lua_getfield(L, -1, name);
@@ -196,115 +198,29 @@ static void push_handler(lua_State *L, int idx, const char *name) {
   lua_remove(L, -2);
 }
 
-/* ---- reading flow: pause, resume, holding (under the lock) -------------------------------- */
-
-/* Whether the session object at idx has a handler `name`. */
-static bool has_handler(lua_State *L, int idx, const char *name) {
-  push_handler(L, idx, name);
-  bool f = lua_isfunction(L, -1);
-  lua_pop(L, 1);
-  return f;
-}
-
-/* Tells the C session to stop or go on reading when the script's pause()
- * or the binding's hold changed. */
-static void sync_c_pause(lsession *ls) {
-  if (!ls->s || ls->closed) return;
-  bool want = ls->paused || ls->hold_paused;
-  if (want == ls->c_paused) return;
-  ls->c_paused = want;
-  if (want)
-    ioc_session_pause(ls->s);
-  else
-    ioc_session_resume(ls->s);
-}
-
-/* Whether an event of `type` for the session object at idx must wait in its
- * held list: behind anything held already (order), a receive while paused
- * or without on_recv, the FIN while paused. A close with nothing held is
- * never held, and once the stop's grace is over nothing new is. */
-static bool must_hold(lcore *lc, lsession *ls, int idx, int type) {
-  if (closed_by_script(ls->s)) return false; /* nothing is for the script any more */
-  if (ls->held_head) return true;
-  if (atomic_load(&lc->stop_closing)) return false;
-  if (type == LEV_RECV) return ls->paused || !has_handler(lc->T, idx, "on_recv");
-  if (type == LEV_EOF) return ls->paused;
-  return false;
-}
-
-/* Appends a copy of the event to the session's held list (the event itself
- * is freed by the drain). A held close keeps a reference of its own. */
-static void hold(lsession *ls, int type, ioc_session_t *s, int err, const char *data, size_t len) {
-  lev *h = lb_new_event(type, s, len);
-  if (!h) {
-    lb_session_fail(s, IOC_ENOMEM);
-    return;
-  }
-  h->err = err;
-  if (len) memcpy(h->data, data, len);
-  if (type == LEV_CLOSE) ioc_session_retain(s);
-  if (ls->held_tail)
-    ls->held_tail->next = h;
-  else
-    ls->held_head = h;
-  ls->held_tail = h;
-}
-
-/* Hands what the session holds back to the drain, to run next in order,
- * unless it must keep holding (paused, or a receive with no handler yet:
- * must_hold decides again for each event as it runs). */
-static void release_held(lcore *lc, lsession *ls) {
-  if (!ls->held_head || ls->paused) return;
-  lev *first = ls->held_head, *last = ls->held_tail;
-  ls->held_head = ls->held_tail = NULL;
-  lb_requeue_first(lc, first, last);
-}
-
-/* The script closed or aborted the session (or the binding did): nothing
- * holds it any more; its held receives and FIN are skipped (closed by the
- * script) and a held close is delivered. */
-static void unhold_for_close(lsession *ls) {
-  ls->paused = ls->hold_paused = false;
-  release_held(ls->lc, ls);
-}
-
-void lb_process_stop_flush(lcore *lc) {
-  lua_State *T = lc->T;
-  lb_push_registry(T, lc, K_SESSIONS);
-  lua_pushnil(T);
-  while (lua_next(T, -2)) {
-    lsession *ls = lua_touserdata(T, -1);
-    ls->paused = ls->hold_paused = false;
-    sync_c_pause(ls);
-    release_held(lc, ls);
-    lua_pop(T, 1);
-  }
-  lua_pop(T, 1);
-}
-
 /* ---- events (under the lock, on lc->T, inside the drain's protected call) ---------------- */
 
 static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
   lua_State *T = lc->T;
   /* Queued before the script closed or aborted it: no on_recv after that. */
-  if (closed_by_script(s)) return;
+  if (lb_closed_by_script(s)) return;
   lb_push_session(T, lc, s);
   if (lua_isnil(T, -1)) {
     lua_pop(T, 1);
     return;
   }
   lsession *ls = lua_touserdata(T, -1);
-  if (must_hold(lc, ls, -1, LEV_RECV)) {
-    hold(ls, LEV_RECV, s, 0, data, len);
-    if (!ls->paused && !has_handler(T, -1, "on_recv")) {
+  if (lb_flow_must_hold(lc, ls, -1, LEV_RECV)) {
+    lb_flow_hold(ls, LEV_RECV, s, 0, data, len);
+    if (!ls->paused && !lb_has_handler(T, -1, "on_recv")) {
       /* about one read held: the kernel keeps the rest until a handler comes */
       ls->hold_paused = true;
-      sync_c_pause(ls);
+      lb_flow_sync(ls);
     }
     lua_pop(T, 1);
     return;
   }
-  push_handler(T, -1, "on_recv");
+  lb_push_handler(T, -1, "on_recv");
   if (!lua_isfunction(T, -1)) { /* the stop's end: nobody left to take it */
     lua_pop(T, 2);
     return;
@@ -320,7 +236,7 @@ void lb_process_direct(lcore *lc, lb_direct *d) { deliver_recv(lc, d->s, d->data
  * without, it closes gracefully now that the handlers before it have run. */
 static void process_eof(lcore *lc, ioc_session_t *s) {
   lua_State *T = lc->T;
-  if (closed_by_script(s)) return;
+  if (lb_closed_by_script(s)) return;
   int ref = slot_href(s);
   if (ref > 0) {
     /* no object yet (so nothing held): make one only for an on_eof */
@@ -339,12 +255,12 @@ static void process_eof(lcore *lc, ioc_session_t *s) {
     return;
   }
   lsession *ls = lua_touserdata(T, -1);
-  if (must_hold(lc, ls, -1, LEV_EOF)) {
-    hold(ls, LEV_EOF, s, 0, NULL, 0);
+  if (lb_flow_must_hold(lc, ls, -1, LEV_EOF)) {
+    lb_flow_hold(ls, LEV_EOF, s, 0, NULL, 0);
     lua_pop(T, 1);
     return;
   }
-  push_handler(T, -1, "on_eof");
+  lb_push_handler(T, -1, "on_eof");
   if (!lua_isfunction(T, -1)) {
     lua_pop(T, 2);
     ioc_session_close(s);
@@ -362,7 +278,7 @@ static void deliver_simple(lcore *lc, ioc_session_t *s, const char *name, int na
     lua_pop(T, 1);
     return;
   }
-  push_handler(T, -1, name);
+  lb_push_handler(T, -1, name);
   if (!lua_isfunction(T, -1)) {
     lua_pop(T, 2);
     return;
@@ -403,14 +319,14 @@ static void process_close(lcore *lc, lev *e) {
     return;
   }
   lsession *ls = lua_touserdata(T, -1);
-  if (must_hold(lc, ls, -1, LEV_CLOSE)) {
+  if (lb_flow_must_hold(lc, ls, -1, LEV_CLOSE)) {
     /* behind held data: on_close comes after it */
-    hold(ls, LEV_CLOSE, s, e->err, NULL, 0);
+    lb_flow_keep(ls, e);
     lua_pop(T, 1);
     return;
   }
   ls->closed = true;
-  push_handler(T, -1, "on_close");
+  lb_push_handler(T, -1, "on_close");
   if (lua_isfunction(T, -1)) {
     lua_pushvalue(T, -2);
     lb_push_err(T, e->err);
@@ -463,7 +379,7 @@ void lb_sessions_forget(lua_State *L, lcore *lc) {
   while (lua_next(L, -2)) {
     lsession *ls = lua_touserdata(L, -1);
     ls->closed = true;
-    free_held(ls);
+    lb_flow_free(ls);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -569,7 +485,7 @@ static int l_session_close(lua_State *L) {
   ioc_session_t *s = open_session(ls);
   if (!s || ioc_session_closed(s)) return closed_fail(L);
   mark_closed_by_script(s);
-  unhold_for_close(ls);
+  lb_flow_unhold(ls);
   ioc_session_close(s);
   lua_pushboolean(L, 1);
   return 1;
@@ -580,61 +496,9 @@ static int l_session_abort(lua_State *L) {
   ioc_session_t *s = open_session(ls);
   if (!s) return closed_fail(L);
   mark_closed_by_script(s);
-  unhold_for_close(ls);
+  lb_flow_unhold(ls);
   ioc_session_abort(s);
   lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* s:shutdown(): queued data, then FIN; reading goes on until the peer's FIN. */
-static int l_session_shutdown(lua_State *L) {
-  ioc_session_t *s = open_session(check_session(L, 1));
-  int rc = s ? ioc_session_shutdown(s) : IOC_ECLOSED;
-  if (rc < 0) return lb_fail(L, rc);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int l_session_pause(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  if (!open_session(ls)) return closed_fail(L);
-  ls->paused = true;
-  sync_c_pause(ls);
-  lua_settop(L, 1);
-  return 1;
-}
-
-/* What was held is delivered first (from the drain, never inside this call),
- * then reading goes on. */
-static int l_session_resume(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  if (!open_session(ls)) return closed_fail(L);
-  ls->paused = false;
-  sync_c_pause(ls);
-  release_held(ls->lc, ls);
-  lua_settop(L, 1);
-  return 1;
-}
-
-/* s:timeouts{idle=, write=, connect=, read=}: each given key (ms, 0 = off)
- * replaces that time-out; every value is checked before any is applied. */
-static int l_session_timeouts(lua_State *L) {
-  lsession *ls = check_session(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  static const char *const keys[] = {"idle", "write", "connect", "read"};
-  static const ioc_timeout_t kinds[] = {IOC_TIMEOUT_IDLE, IOC_TIMEOUT_WRITE, IOC_TIMEOUT_CONNECT};
-  lua_Integer v[4];
-  for (int i = 0; i < 4; i++) v[i] = lb_opt_integer(L, 2, keys[i], -1, 0, INT32_MAX);
-  ioc_session_t *s = open_session(ls);
-  if (!s) return closed_fail(L);
-  for (int i = 0; i < 3; i++) {
-    if (v[i] < 0) continue;
-    int rc = ioc_session_set_timeout(s, kinds[i], (uint64_t)v[i]);
-    /* a connect time-out means nothing once connected: not an error */
-    if (rc < 0 && !(i == 2 && rc == IOC_ECLOSED && !ioc_session_closed(s))) return lb_fail(L, rc);
-  }
-  if (v[3] >= 0) ls->read_timeout_ms = (uint64_t)v[3];
-  lua_settop(L, 1);
   return 1;
 }
 
@@ -671,14 +535,18 @@ static int set_handler(lua_State *L, const char *name) {
     lua_pushvalue(L, 4);
     lua_setiuservalue(L, 1, 2);
   }
+  bool removed = lua_isnil(L, 2);
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, name);
   lua_settop(L, 1);
-  if (!lua_isnil(L, 2) && strcmp(name, "on_recv") == 0 && ls->hold_paused) {
-    /* a handler for what was held: deliver it, then read again */
-    ls->hold_paused = false;
-    sync_c_pause(ls);
-    release_held(ls->lc, ls);
+  if (strcmp(name, "on_recv") == 0) {
+    lb_flow_set_hold_recv(ls->s, removed);
+    if (!removed && ls->hold_paused) {
+      /* a handler for what was held: deliver it, then read again */
+      ls->hold_paused = false;
+      lb_flow_sync(ls);
+      lb_flow_release(ls);
+    }
   }
   return 1;
 }
@@ -694,8 +562,7 @@ static const luaL_Reg session_methods[] = {
     {"send", l_session_send},     {"pending", l_session_pending},   {"close", l_session_close},
     {"abort", l_session_abort},   {"closed", l_session_closed},     {"on_recv", l_session_on_recv},
     {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain}, {"on_connect", l_session_on_connect},
-    {"on_eof", l_session_on_eof},     {"shutdown", l_session_shutdown}, {"pause", l_session_pause},
-    {"resume", l_session_resume},     {"timeouts", l_session_timeouts}, {NULL, NULL}};
+    {"on_eof", l_session_on_eof},     {NULL, NULL}};
 
 /* session.x: methods first, then the user's fields */
 static int l_session_index(lua_State *L) {
@@ -729,7 +596,7 @@ static int l_session_newindex(lua_State *L) {
 /* The one place a session object lets go of its C session. */
 static int l_session_gc(lua_State *L) {
   lsession *ls = check_session(L, 1);
-  free_held(ls);
+  lb_flow_free(ls);
   if (ls->s) {
     ioc_session_release(ls->s);
     ls->s = NULL;
@@ -809,10 +676,16 @@ int lb_core_connect(lua_State *L) {
   int htab = lua_gettop(L);
   lb_push_registry(L, lc, K_SESSIONS); /* room for the anchor, made before the connect starts */
   lua_pop(L, 1);
+  lb_sess *st = lb_sess_new(lc);
+  if (!st) return lb_fail(L, IOC_ENOMEM);
+  atomic_store(&st->hold_recv, !lb_has_handler_in(L, htab, "on_recv"));
   ioc_session_t *s;
   /* Our reference from ioc_connect is the binding's: released with the close event. */
-  int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, lc, &so, &s);
-  if (rc < 0) return lb_fail(L, rc);
+  int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, st, &so, &s);
+  if (rc < 0) {
+    free(st);
+    return lb_fail(L, rc);
+  }
   lb_anchor_session(L, lc, s, htab);
   return 1;
 }
@@ -821,6 +694,7 @@ void lb_open_session(lua_State *L) {
   luaL_newmetatable(L, LSESSION_MT);
   luaL_setfuncs(L, session_meta, 0);
   luaL_newlib(L, session_methods);
+  luaL_setfuncs(L, lb_flow_methods, 0);
   lua_pushcclosure(L, l_session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

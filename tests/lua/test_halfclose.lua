@@ -65,8 +65,9 @@ end
 function TestHalfClose:test_session_on_eof_then_shutdown_closes_cleanly()
   P.require()
   H.with_core(function(core)
-    local set_result, shut, server_err = nil, nil, "not yet"
+    local set_result, shut, server_err, got = nil, nil, "not yet", nil
     local l = H.listen(core, {
+      on_recv = function(_, d) got = d end, -- (without it "ping" and the FIN would be held)
       on_accept = function(s)
         set_result = s:on_eof(function(s2)
           s2:send("pong")
@@ -81,6 +82,7 @@ function TestHalfClose:test_session_on_eof_then_shutdown_closes_cleanly()
     lu.assertNotNil(set_result, "s:on_eof(fn) returned nothing")
     lu.assertEquals(tostring(set_result):match("^iocore.session"), "iocore.session")
     lu.assertTrue(shut[1], "shutdown(): " .. tostring(shut[2]))
+    lu.assertEquals(got, "ping")
     lu.assertEquals(p:data(), "pong")
     lu.assertNil(server_err)
     l:close()
