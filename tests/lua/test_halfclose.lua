@@ -272,10 +272,14 @@ end
 -- server session that is paused (reads nothing), and gets ETIMEDOUT.
 local function close_timeout_case(core, connect_opts)
   local srv
-  local l = H.listen(core, { on_accept = function(s) srv = s; s:pause() end })
+  -- the client sends once the server is paused (says "go"): before that,
+  -- the server's C side could read ahead what the test needs to stay unread
+  local l = H.listen(core, { on_accept = function(s) srv = s; s:pause(); s:send("go") end })
   local err = "not yet"
   local o = {
-    on_connect = function(s)
+    on_recv = function(s)
+      if s.sent then return end
+      s.sent = true
       s:send(H.payload(8 * MiB, 57))
       s:close()
     end,
