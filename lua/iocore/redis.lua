@@ -295,6 +295,9 @@ end
 -- must hold a connected c.s.
 local function request(c, co, payload, n)
   local s = c.s
+  if not s then -- failed between the connect and this call (woken waiters)
+    return nil, c.last_error or ("ECONNRESET: redis %s: connection lost"):format(c.address), "ECONNRESET"
+  end
   local hwm = c.opts.write_hwm
   if hwm > 0 and s:pending() > hwm then
     -- backpressure before this call is in the FIFO (so no reply can wake it here)
@@ -382,6 +385,9 @@ function Client:connect()
   return nil, msg, code
 end
 
+-- (un)subscribing goes through the methods that keep the channel list
+local SUB_METHODS = { subscribe = true, psubscribe = true, unsubscribe = true, punsubscribe = true }
+
 -- self:call(NAME, args...): one command; its reply, or nil, msg, code.
 function Client:call(...)
   local co = caller("call")
@@ -389,7 +395,9 @@ function Client:call(...)
   if type(name) ~= "string" then
     error("bad argument #1 to 'call' (command name expected, got " .. type(name) .. ")", 2)
   end
-  local payload = encode(name:lower(), ...)
+  local lname = name:lower()
+  if SUB_METHODS[lname] then return self[lname](self, select(2, ...)) end
+  local payload = encode(lname, ...)
   if self.subscribed and not name:upper():match("^P?U?N?SUBSCRIBE$") and name:upper() ~= "PING" then
     return nil, ("EPROTO: redis %s: this client is subscribed; only (un)subscribe and ping are allowed"):format(
       self.address), "EPROTO"
@@ -472,6 +480,36 @@ end
 
 function Client:subscribe(...) return subscribe(self, "channel", "SUBSCRIBE", ...) end
 function Client:psubscribe(...) return subscribe(self, "pattern", "PSUBSCRIBE", ...) end
+
+-- Unsubscribing from the channels (patterns) named, or from all of them.
+-- When none is left, the client may run other commands again.
+local function unsubscribe(self, kind, cmd, ...)
+  local co = caller(cmd:lower())
+  local n = select("#", ...)
+  local names = {}
+  for i = 1, n do names[i] = arg_string((select(i, ...)), i, cmd:lower()) end
+  if n == 0 then
+    for name, k in pairs(self.channels) do
+      if k == kind then names[#names + 1] = name end
+    end
+  end
+  for _, name in ipairs(names) do
+    if self.channels[name] == kind then self.channels[name] = nil end
+  end
+  local left = next(self.channels) ~= nil
+  if not self.s then -- nothing to tell Redis: the next connect subscribes to what is left
+    self.subscribed = left or nil
+    return true
+  end
+  -- Redis answers once per name (once in all when there were none)
+  local r, msg, code = request(self, co, encode(cmd:lower(), cmd, ...), math.max(n > 0 and n or #names, 1))
+  if not r then return nil, msg, code end
+  self.subscribed = left or nil
+  return true
+end
+
+function Client:unsubscribe(...) return unsubscribe(self, "channel", "UNSUBSCRIBE", ...) end
+function Client:punsubscribe(...) return unsubscribe(self, "pattern", "PUNSUBSCRIBE", ...) end
 
 -- The next message: { kind = "message", channel, data }, { kind =
 -- "pmessage", pattern, channel, data }, or { kind = "subscribed", ... }

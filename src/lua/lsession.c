@@ -674,8 +674,6 @@ int lb_core_connect(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)read_ms);
   lua_setfield(L, -2, READ_TIMEOUT_KEY);
   int htab = lua_gettop(L);
-  lb_push_registry(L, lc, K_SESSIONS); /* room for the anchor, made before the connect starts */
-  lua_pop(L, 1);
   lb_sess *st = lb_sess_new(lc);
   if (!st) return lb_fail(L, IOC_ENOMEM);
   atomic_store(&st->hold_recv, !lb_has_handler_in(L, htab, "on_recv"));

@@ -685,6 +685,7 @@ typedef struct local_probe {
   rec_t r;
   ioc_session_t *s;
   char early[IOC_ADDRSTRLEN];
+  atomic_int asked; /* s and early are written */
 } local_probe_t;
 
 /* In a dispatch batch: io_uring submits the connect at the batch's end, so
@@ -695,6 +696,7 @@ static void connect_and_ask(void *arg) {
   ASSERT_OK(ioc_connect(p->core, p->target, strlen(p->target), &cb, &p->r, NULL, &p->s));
   int n = ioc_addr_format(ioc_session_local(p->s), p->early, sizeof p->early);
   if (n < 0) snprintf(p->early, sizeof p->early, "(%s)", ioc_err_name(n));
+  atomic_store(&p->asked, 1);
 }
 
 void test_outbound_local_address_asked_before_the_connect_is_right_after(void) {
@@ -708,7 +710,8 @@ void test_outbound_local_address_asked_before_the_connect_is_right_after(void) {
   rec_init(&p.r, 0);
   listener_addr_str(l, p.target);
   ASSERT_OK(ioc_core_post(core, connect_and_ask, &p));
-  WAIT_UNTIL(core, atomic_load(&p.r.opens) == 1 && atomic_load(&srv->naccepted) == 1, 5000);
+  WAIT_UNTIL(core, atomic_load(&p.asked) && atomic_load(&p.r.opens) == 1 &&
+                       atomic_load(&srv->naccepted) == 1, 5000);
   ASSERT_ERR(p.r.open_err, 0);
   char got[IOC_ADDRSTRLEN], want[IOC_ADDRSTRLEN];
   ASSERT(ioc_addr_format(ioc_session_local(p.s), got, sizeof got) > 0);

@@ -42,11 +42,11 @@ local started = {} -- every pidfile ever written, for the clean-up at exit
 function H.start_redis(port)
   local pidfile = ("%s/redis-%d.pid"):format(H.tmp, port)
   os.remove(pidfile)
-  assert(sh(("timeout -k 5 600 redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no " ..
+  assert(sh(("env -u LD_PRELOAD timeout -k 5 600 redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no " ..
     "--dir '%s' --pidfile '%s' >> '%s/redis-%d.log' 2>&1 &"):format(port, H.tmp, pidfile, H.tmp, port)))
   servers[port] = pidfile
   started[#started + 1] = pidfile
-  assert(sh(("for i in $(seq 200); do redis-cli -p %d ping 2>/dev/null | grep -q PONG && exit 0; " ..
+  assert(sh(("for i in $(seq 200); do env -u LD_PRELOAD redis-cli -p %d ping 2>/dev/null | grep -q PONG && exit 0; " ..
     "sleep 0.05; done; exit 1"):format(port)), "redis-server on port " .. port .. " did not start")
 end
 

@@ -237,6 +237,31 @@ function Test.test_redis_subscribe_delivers_messages_as_a_stream_in_order()
   end)
 end
 
+-- unsubscribe from some channels, then all: the client runs commands again
+-- (SUBSCRIBE through r:call keeps the channel list too).
+function Test.test_redis_unsubscribe_returns_the_client_to_commands()
+  H.in_coroutine(core, function()
+    local sub = assert(redis.connect(core, addr))
+    local pub = assert(redis.connect(core, addr))
+    assert(sub:subscribe("u1", "u2"))
+    assert(sub:call("SUBSCRIBE", "u3"))
+    lu.assertEquals(sub.channels, { u1 = "channel", u2 = "channel", u3 = "channel" })
+    assert(sub:unsubscribe("u1"))
+    lu.assertEquals(pub:publish("u1", "x"), 0)
+    lu.assertEquals(pub:publish("u2", "y"), 1)
+    lu.assertEquals(assert(sub:read_message(5000)).data, "y")
+    local v, _, code = sub:get("k")
+    lu.assertNil(v)
+    lu.assertEquals(code, "EPROTO")
+    assert(sub:unsubscribe())
+    lu.assertEquals(pub:publish("u2", "z"), 0)
+    lu.assertIs(sub:get("no-such-key"), redis.null)
+    lu.assertEquals(sub.connects, 1)
+    sub:close()
+    pub:close()
+  end)
+end
+
 -- read_message stops reading at max_messages; Redis holds the rest; every
 -- message arrives, in order.
 function Test.test_redis_subscriber_backpressure_loses_nothing()
@@ -305,6 +330,36 @@ function Test.test_redis_waiting_blocks_no_worker()
   end)
   t:cancel()
   lu.assertTrue(ticks >= 10, "only " .. ticks .. " timer ticks while Redis slept")
+end
+
+-- password: AUTH on every connect; db: SELECT on every connect.
+function Test.test_redis_password_and_db_are_sent_on_connect()
+  H.in_coroutine(core, function()
+    local admin = assert(redis.connect(core, addr))
+    lu.assertEquals(admin:config("SET", "requirepass", "s3cret"), "OK")
+    local ok, err = pcall(function()
+      local anon = redis.new(core, addr)
+      local v, msg, code = anon:get("x")
+      anon:close()
+      lu.assertNil(v)
+      lu.assertEquals(code, "EREDIS")
+      lu.assertStrContains(msg, "NOAUTH")
+      local r, m2, c2 = redis.connect(core, addr, { password = "wrong" })
+      lu.assertNil(r)
+      lu.assertEquals(c2, "EREDIS", m2)
+      local r1 = assert(redis.connect(core, addr, { password = "s3cret", db = 1 }))
+      lu.assertEquals(r1:set("in-db-1", "yes"), "OK")
+      local r0 = assert(redis.connect(core, addr, { password = "s3cret" }))
+      lu.assertIs(r0:get("in-db-1"), redis.null)
+      lu.assertEquals(r1:get("in-db-1"), "yes")
+      r1:del("in-db-1")
+      r0:close()
+      r1:close()
+    end)
+    lu.assertEquals(admin:config("SET", "requirepass", ""), "OK")
+    admin:close()
+    if not ok then error(err, 0) end
+  end)
 end
 
 function Test.test_redis_misuse_raises()

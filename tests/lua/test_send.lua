@@ -160,7 +160,7 @@ function TestSend:test_pending_after_big_send_and_on_drain_when_it_empties()
       lu.assertTrue(s:send(data))
       pending_after_send = s:pending()
     end)
-    local reader = H.slow_reader(l:port(), 0.5)
+    local reader = H.slow_reader(l:port(), 2)
     H.wait_for(core, function() return drains > 0 end, "on_drain", 20000)
     H.wait_for(core, function() return reader:exited() and server_close ~= "not yet" end,
       "the reader to see EOF", 20000)
@@ -216,7 +216,7 @@ function TestSend:test_send_over_max_pending_behind_queued_data_returns_enobufs_
     })
     -- a reader in another process that waits before reading: the 16 MiB
     -- cannot all be written at once, so data stays queued
-    local reader = H.slow_reader(l:port(), 0.5)
+    local reader = H.slow_reader(l:port(), 2)
     H.wait_for(core, function() return st.after ~= nil end, "on_drain after the refusal", 30000)
     lu.assertTrue(st.first)
     lu.assertTrue(st.pending1 > 0, "(test precondition) data is queued behind the first send")
