@@ -179,6 +179,9 @@ static int l_core_new(lua_State *L) {
   }
   lc->threads = threads;
   lc->signals = signals;
+  /* A SIGTERM between here and run() (a supervisor stopping a server that
+   * has just printed "listening") must stop it gracefully, not kill it. */
+  if (signals) lp_waiter_hold_signals(lc->waiter);
   lc->handler_timeout_ms = (uint64_t)handler_timeout;
   lc->close_timeout_ms = (uint64_t)close_timeout;
   atomic_store(&lc->stop_grace_ms, 0); /* until stop(): a signal's stop has no grace */
