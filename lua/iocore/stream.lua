@@ -204,7 +204,7 @@ local function delim_ready(st, data)
     end
   end
   if find(hay, delim, 1, true) then return true end
-  if st.len > st.rmax then return true end
+  if st.len > (st.rmax or DEFAULT_MAX) then return true end
   local scan = st.len - dl + 1
   if scan > 0 then st.scan = scan end
   return false
@@ -316,7 +316,8 @@ end
 
 
 local function new_state(core, s, opts)
-  -- (few fields: a parked read_line adds reader, rdelim and rmax and the
+  -- (few fields: a parked read_line adds reader and rdelim (and rmax when
+  -- not the default), a writer wbound, and the
   -- table still fits its first 8 slots; defaults are nil)
   local st = { core = core, s = s, buf = "", pos = 1, len = 0 }
   if opts then
@@ -500,7 +501,8 @@ local function read_delim(s, delim, max, what, line)
       if line and code == "EOF" and st.len > 0 then return take_all(st) end
       return nil, msg, code, take_all(st)
     end
-    st.rdelim, st.rmax = delim, max
+    st.rdelim = delim
+    if max ~= DEFAULT_MAX or st.rmax then st.rmax = max end
     park_reader(st, co, what)
     if co_yield() == TIMEOUT then
       return nil, ETIMEDOUT_READ_MSG, "ETIMEDOUT", take_all(st)

@@ -20,6 +20,7 @@
 #define _WIN32_WINNT 0x0601 /* TryAcquireSRWLockExclusive: Windows 7 and later */
 #include "lplatform.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <windows.h>
 
@@ -161,10 +162,12 @@ int lp_waiter_catch_signals(lp_waiter_t *w) {
   return rc;
 }
 
-/* A Ctrl-C or Ctrl-Break that came after the last wait gets its default
- * action now, as a blocked SIGINT does on POSIX when it is unblocked: the
- * default handler's ExitProcess(STATUS_CONTROL_C_EXIT). (A console close
- * needs nothing: the handler still waiting for us ends the process when it
+/* A Ctrl-C or Ctrl-Break that came after the last wait is handled now as if
+ * it came just after run(), as a blocked SIGINT is on POSIX when it is
+ * unblocked: held for the next run() if a waiter holds signals and none is
+ * held yet (another run() still catching took it already), else the default
+ * handler's ExitProcess(STATUS_CONTROL_C_EXIT). (A console close needs
+ * nothing: the handler still waiting for us ends the process when it
  * returns.) */
 void lp_waiter_release_signals(lp_waiter_t *w) {
   AcquireSRWLockExclusive(&catch_lock);
@@ -181,9 +184,12 @@ void lp_waiter_release_signals(lp_waiter_t *w) {
   w->caught = 0;
   w->next = NULL;
   WakeAllConditionVariable(&catchers_changed);
-  ReleaseSRWLockExclusive(&catch_lock);
   LONG pending = InterlockedExchange(&w->signalled, 0);
-  if (pending == CTRL_C_EVENT + 1 || pending == CTRL_BREAK_EVENT + 1) ExitProcess(STATUS_CONTROL_C_EXIT);
+  bool fatal = false;
+  if (pending == CTRL_C_EVENT + 1 || pending == CTRL_BREAK_EVENT + 1)
+    fatal = !catchers && !(hold_users > 0 && InterlockedCompareExchange(&held_event, pending, 0) == 0);
+  ReleaseSRWLockExclusive(&catch_lock);
+  if (fatal) ExitProcess(STATUS_CONTROL_C_EXIT);
 }
 
 /* ---- time -------------------------------------------------------------------- */
