@@ -15,13 +15,16 @@ TestEchoServer = {}
 
 function TestEchoServer:setUp()
   -- "127.0.0.1:0": the server picks a free port and prints it
-  self.server = assert(T.start_server(here .. "/server.lua", { args = { "127.0.0.1:0" } }))
+  local server, msg, code = T.start_server(here .. "/server.lua", { args = { "127.0.0.1:0" } })
+  if code == "ENOSYS" then lu.skip(msg) end
+  self.server = assert(server, msg)
   self.core = assert(T.core())
 end
 
 function TestEchoServer:tearDown()
-  T.close(self.core)
-  self.server:stop()
+  if self.core then T.close(self.core) end
+  if self.server then self.server:stop() end
+  self.core, self.server = nil, nil
 end
 
 function TestEchoServer:test_echoes_each_line_back()
@@ -53,12 +56,6 @@ function TestEchoServer:test_says_nothing_unasked()
 end
 
 function TestEchoServer:test_stops_cleanly_on_sigterm()
-  -- one exchange first: the server prints its address just before run(),
-  -- which is what catches SIGTERM; a signal before that would kill it
-  local c = assert(T.connect(self.core, self.server.address))
-  c:send("x\n")
-  lu.assertEquals(c:read_line(), "x")
-  c:close() -- (an open session would get the stop's grace time to finish)
   local status, output = self.server:stop()
   lu.assertEquals(status, 0)
   lu.assertStrContains(output, "server stopped")

@@ -269,9 +269,13 @@ end
 -- interpreter; default the running one), env (table of extra environment
 -- variables), lifetime (s; default T.server_lifetime).
 -- Returns the server, or nil, msg, code: "ETIMEDOUT" (not ready in time;
--- msg has its output) or "ECHILD" (it exited first; msg has its output).
+-- msg has its output), "ECHILD" (it exited first; msg has its output) or
+-- "ENOSYS" (on Windows: no POSIX shell to run it with).
 function T.start_server(script, opts)
   opts = opts or {}
+  if package.config:sub(1, 1) == "\\" then
+    return fail("ENOSYS", "start_server needs a POSIX system (sh, timeout, setsid, kill)")
+  end
   local base = os.tmpname()
   local srv = setmetatable({ script = script, base = base, files = {
     out = base .. ".out", pid = base .. ".pid", status = base .. ".status" } }, Server)

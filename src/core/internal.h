@@ -152,13 +152,6 @@ void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
 /* True when the calling thread is inside ioc_core_dispatch(core). Backends
  * use it to batch submissions until the end of the batch. */
 bool ioc__core_in_dispatch(const ioc_core_t *core);
-/* Inside a completion: how many completions this thread still has to run
- * in its current batch after this one (0 = this is the last). */
-int ioc__core_batch_left(void);
-/* Runs fn(ud) on the dispatching thread at the end of every batch, after
- * the batch's submissions were flushed (the Lua binding drains its queue
- * there, so a long handler never holds completions of the batch back). */
-void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud);
 
 /* ---- handles ------------------------------------------------------------ */
 
@@ -359,8 +352,5 @@ int ioc__translate_error(int sys_error);
 int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
                               const ioc_addr_t *peer, ioc_session_t **out);
 void ioc__session_start(ioc_session_t *s); /* on_open, then the first recv */
-/* Closes at once (reset) with err as the cause given to on_close. */
-void ioc__session_fail(ioc_session_t *s, int err);
-bool ioc__session_closed_by_owner(ioc_session_t *s);
 
 #endif /* IOC_INTERNAL_H */

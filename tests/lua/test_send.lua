@@ -18,7 +18,8 @@ end
 function TestSend:test_send_after_close_returns_eclosed()
   H.with_core(function(core)
     local server_session
-    local l = server(core, function(s) server_session = s end)
+    -- (an on_recv: without one the server would hold "before", and the FIN behind it)
+    local l = server(core, function(s) server_session = s end, { on_recv = function() end })
     local c = H.client(core, l:address())
     H.wait_for(core, function() return c.connected and server_session end, "connect")
     lu.assertTrue(c.s:send("before"))

@@ -8,6 +8,11 @@ local T = require "iocore.test"
 
 TestTestingHelper = H.class()
 
+-- start_server runs servers with sh, timeout, setsid and kill.
+local function posix_only()
+  if H.windows then lu.skip("start_server needs a POSIX system (sh, timeout, setsid, kill)") end
+end
+
 local function write_script(text)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
@@ -28,6 +33,7 @@ local function group_alive(pgid)
 end
 
 function TestTestingHelper:test_start_server_waits_for_ready_and_stop_reaps_it()
+  posix_only()
   local script = write_script([[
     local iocore = require "iocore"
     local core = assert(iocore.core { threads = 1 })
@@ -55,6 +61,7 @@ end
 -- A server that ignores SIGTERM (and whose children do) is killed, the
 -- whole process group, after the grace time.
 function TestTestingHelper:test_stop_kills_a_server_that_ignores_sigterm()
+  posix_only()
   local script = write_script([[
     trap '' TERM
     echo "listening on nowhere"
@@ -72,6 +79,7 @@ end
 
 -- A server's life is bounded even if nobody stops it.
 function TestTestingHelper:test_a_server_is_killed_after_its_lifetime()
+  posix_only()
   local script = write_script("print('listening on here') io.stdout:flush() while true do end\n")
   local srv = assert(T.start_server(script, { lifetime = 1 }))
   os.remove(script)
@@ -83,6 +91,7 @@ function TestTestingHelper:test_a_server_is_killed_after_its_lifetime()
 end
 
 function TestTestingHelper:test_a_server_that_never_gets_ready_times_out_and_is_killed()
+  posix_only()
   local script = write_script("print('starting') ; while true do end\n")
   local t0 = H.now()
   local srv, msg, code = T.start_server(script, { timeout = 300 })
@@ -94,6 +103,7 @@ function TestTestingHelper:test_a_server_that_never_gets_ready_times_out_and_is_
 end
 
 function TestTestingHelper:test_a_server_that_exits_early_is_reported_with_its_output()
+  posix_only()
   local script = write_script("io.stderr:write('cannot bind\\n') os.exit(3)\n")
   local srv, msg, code = T.start_server(script)
   os.remove(script)
@@ -177,6 +187,11 @@ function TestTestingHelper:test_docs_numbers_are_the_module_defaults()
   lu.assertEquals(core:threads(), 1)
   says("on one worker thread")
   assert(T.close(core))
+end
+
+function TestTestingHelper:test_start_server_on_windows_says_it_cannot()
+  if not H.windows then lu.skip("only on Windows") end
+  H.assert_fail("ENOSYS", "start_server", T.start_server("server.lua"))
 end
 
 -- The example test of examples/ runs with this suite.
