@@ -75,7 +75,7 @@ static ioc__mutex_t ioc__pool_lock;
 static ioc__cond_t ioc__pool_cond;
 static int ioc__pool_running; /* slots taken (lookup threads alive) */
 static bool ioc__pool_held;
-static ioc__lookup_t *lookup_queue_head, *lookup_queue_tail;
+static ioc__lookup_t *pool_head, *pool_tail;
 
 static void ioc__yield(void) {
 #ifdef _WIN32
@@ -247,14 +247,14 @@ static void ioc__lookup_thread(void *arg) {
   ioc__lookup_t *failed = NULL;
   ioc__mutex_lock(&ioc__pool_lock);
   for (;;) {
-    ioc__lookup_t *next = lookup_queue_head;
+    ioc__lookup_t *next = pool_head;
     if (next == NULL) {
       ioc__pool_running--;
       break;
     }
-    lookup_queue_head = next->next;
-    if (lookup_queue_head == NULL)
-      lookup_queue_tail = NULL;
+    pool_head = next->next;
+    if (pool_head == NULL)
+      pool_tail = NULL;
     next->next = NULL;
     int rc = ioc__start_locked(next);
     if (rc == 0)
@@ -402,11 +402,11 @@ int ioc_resolve(ioc_core_t *core, const char *name, size_t len,
     rc = 1;
   }
   if (rc == 1) {
-    if (lookup_queue_tail)
-      lookup_queue_tail->next = l;
+    if (pool_tail)
+      pool_tail->next = l;
     else
-      lookup_queue_head = l;
-    lookup_queue_tail = l;
+      pool_head = l;
+    pool_tail = l;
     rc = 0;
   }
   ioc__mutex_unlock(&ioc__pool_lock);
