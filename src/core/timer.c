@@ -115,7 +115,7 @@ int ioc_timer_start(ioc_core_t *core, uint64_t delay_ms, uint64_t repeat_ms, ioc
     return rc;
   }
   /* A leader may be asleep with a later deadline than this one. */
-  if (earliest) core->backend->wake(core);
+  if (earliest) ioc__core_wake_timers(core);
   if (out) *out = t;
   return 0;
 }
@@ -193,7 +193,7 @@ int ioc__timers_run(ioc_core_t *core) {
     }
     /* Another worker may have become the leader while cb ran, seen no
      * timer, and gone to sleep without a deadline. */
-    if (earliest) core->backend->wake(core);
+    if (earliest) ioc__core_wake_timers(core);
     if (!rearmed) ioc__object_unref(&t->obj);
   }
   return n;

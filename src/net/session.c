@@ -404,6 +404,7 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   s->idle_timeout_ms = idle > UINT32_MAX ? UINT32_MAX : (uint32_t)idle;
   s->id = atomic_fetch_add(&core->next_id, 1);
   s->last_recv_ms = (uint32_t)ioc__now_ms();
+  s->h.loop = (uint16_t)ioc__core_loop_for_new(core); /* pinned for life */
   int rc = core->backend->add(core, &s->h);
   if (rc < 0) {
     s->h.fd = IOC_BAD_FD;
