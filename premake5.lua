@@ -9,7 +9,9 @@
 -- Windows: cross-built with mingw-w64 from a separate tree:
 --          premake4 --file=premake5.lua --os=windows gmake
 --          make -C build/windows config=debug CC=x86_64-w64-mingw32-gcc
---          outputs in build/windows/{lib,bin}/<config>/.
+--          outputs in build/windows/{lib,bin}/<config>/; the Lua module in
+--          build/windows/bin/<config>/lua/iocore.dll (needs the Windows Lua
+--          of `scripts/setup --windows`, or LUA_INCDIR/LUA_LIBDIR below).
 --
 -- Configurations: debug, release, asan (address + undefined behaviour
 -- sanitizers, first error aborts), tsan (thread sanitizer).
@@ -47,6 +49,11 @@ end
 local msvc = not premake4 and _ACTION ~= nil and _ACTION:match("^vs") ~= nil
 local function gccoptions(list) if not msvc then buildoptions(list) end end
 local function gcclinkoptions(list) if not msvc then linkoptions(list) end end
+
+-- premake5 calls premake4's `excludes` removefiles.
+local function exclude(list)
+  if premake4 then excludes(list) else removefiles(list) end
+end
 
 local function have(pattern)
   return #os.matchfiles(pattern) > 0
@@ -120,11 +127,11 @@ solution "iocore"
 -- The static library goes to lib/, everything else to bin/: with both
 -- libiocore.a and libiocore.so in one folder, `-liocore` would pick the
 -- shared one.
-local function common(name, system_links, dir)
+local function common(name, system_links, dir, subdir)
   when()
   for _, cfg in ipairs({ "debug", "release", "asan", "tsan" }) do
     when(cfg)
-      targetdir(root .. "/" .. (dir or "bin") .. "/" .. cfg)
+      targetdir(root .. "/" .. (dir or "bin") .. "/" .. cfg .. (subdir and ("/" .. subdir) or ""))
       objdir(root .. "/obj/" .. cfg .. "/" .. name)
   end
   when()
@@ -157,14 +164,49 @@ project "iocore_shared"
   gccoptions { "-fvisibility=hidden" }
   common("iocore_shared", true)
 
--- The Lua 5.4 module: build/bin/<config>/iocore.so with the library
--- compiled in. Not linked against liblua: a C module takes the Lua API from
--- the interpreter that loads it. With -fvisibility=hidden, luaopen_iocore
--- must be declared IOC_API (LUAMOD_API alone is plain `extern`).
--- Not on Windows yet: the binding uses pthread, eventfd, signalfd and poll,
--- and a Windows DLL cannot leave the Lua API unresolved (it must link
--- lua54); docs/windows.md lists what the port takes.
-if have("src/lua/*.c") and not windows then
+-- The Lua 5.4 module, the same src/lua/ code on every platform; what differs
+-- (the run() waiter, signals or console events, the lock) is behind
+-- src/lua/lplatform.h, with lplatform_posix.c or lplatform_win32.c.
+-- With -fvisibility=hidden, luaopen_iocore must be declared IOC_API
+-- (LUAMOD_API alone is plain `extern`).
+--
+-- Linux: build/bin/<config>/iocore.so with the library compiled in, not
+-- linked against liblua: a C module takes the Lua API from the interpreter
+-- that loads it.
+--
+-- Windows: build/windows/bin/<config>/lua/iocore.dll (its own folder: the
+-- plain C library is an iocore.dll too). A DLL cannot leave the Lua API
+-- unresolved, so it links the interpreter's lua54.dll through its import
+-- library, and must be loaded by a lua.exe that uses that same lua54.dll
+-- (two Lua runtimes in one process corrupt each other). Where Lua comes from:
+--   LUA_INCDIR  folder of lua.h/lauxlib.h  (default build/windows/lua/include)
+--   LUA_LIBDIR  folder of the import library (default build/windows/lua)
+--   LUA_LIB     its name without lib/.lib/.dll.a (default lua54)
+-- given as environment variables or --lua-incdir= --lua-libdir= --lua-lib=.
+-- The defaults are what `scripts/setup --windows` builds with mingw-w64 from
+-- Debian's lua5.4 source package. Visual Studio with a real Lua install:
+--   LuaBinaries (lua-5.4.x_Win64_dllw6_lib / _vc17_lib):
+--     set LUA_INCDIR=C:\lua54\include & set LUA_LIBDIR=C:\lua54
+--   vcpkg (`vcpkg install lua:x64-windows`, the import library is lua.lib):
+--     set LUA_INCDIR=%VCPKG_ROOT%\installed\x64-windows\include
+--     set LUA_LIBDIR=%VCPKG_ROOT%\installed\x64-windows\lib
+--     set LUA_LIB=lua
+--   then `premake5 vs2022` (docs/windows.md).
+local function lua_setting(name, default)
+  if _OPTIONS and _OPTIONS[name:lower():gsub("_", "-")] then
+    return _OPTIONS[name:lower():gsub("_", "-")]
+  end
+  local v = os.getenv(name)
+  if v and v ~= "" then return v end
+  return default
+end
+if newoption then
+  newoption { trigger = "lua-incdir", value = "PATH", description = "Windows: folder of Lua's headers (LUA_INCDIR)" }
+  newoption { trigger = "lua-libdir", value = "PATH", description = "Windows: folder of Lua's import library (LUA_LIBDIR)" }
+  newoption { trigger = "lua-lib", value = "NAME", description = "Windows: Lua's import library name (LUA_LIB, default lua54)" }
+end
+
+if have("src/lua/*.c") then
   project "iocore_lua"
     kind "SharedLib"
     targetname "iocore"
@@ -174,10 +216,17 @@ if have("src/lua/*.c") and not windows then
     files(lib_headers)
     defines { "IOC_SHARED_BUILD" }
     gccoptions { "-fvisibility=hidden" }
-    when("not windows")
+    if windows then
+      exclude { "src/lua/lplatform_posix.c" }
+      includedirs { lua_setting("LUA_INCDIR", "build/windows/lua/include") }
+      libdirs { lua_setting("LUA_LIBDIR", "build/windows/lua") }
+      common("iocore_lua", true, "bin", "lua")
+      links { lua_setting("LUA_LIB", "lua54") }
+    else
+      exclude { "src/lua/lplatform_win32.c" }
       includedirs { "/usr/include/lua5.4" }
-    when()
-    common("iocore_lua", true)
+      common("iocore_lua", true)
+    end
 end
 
 -- The C test suite (tests/c/*.c): one binary, `iocore_tests --backend NAME`.

@@ -10,7 +10,9 @@
  *   - "more bytes" is never asked past the protocol maximum (107 bytes for
  *     v1, IOC__PROXY_MAX for v2);
  *   - what the builder writes from a result parses back to the same result,
- *     in both versions (addresses byte for byte).
+ *     in both versions (addresses byte for byte);
+ *   - the listener's reader, fed the input in three pieces, decides as the
+ *     parser does on the whole and says which bytes were the header.
  *
  * Build and run: scripts/fuzz [SECONDS] */
 #include <stdint.h>
@@ -85,6 +87,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(parse_copy(data, r.len, &alone) == rc && same_result(&alone, &r));
     check_rebuild(&r);
   }
+
+  /* The reader, three pieces (cut where the first byte says). */
+  ioc__proxy_reader_t *rd = calloc(1, sizeof *rd);
+  CHECK(rd != NULL);
+  size_t cut1 = size ? data[0] % (size + 1) : 0, cut2 = cut1 + (size - cut1) / 2;
+  size_t cuts[4] = {0, cut1, cut2, size};
+  int rrc = 0;
+  size_t header_end = 0;
+  for (int i = 0; i < 3 && rrc == 0; i++) {
+    ioc__proxy_result_t rr;
+    size_t used = 0;
+    rrc = ioc__proxy_reader_feed(rd, data + cuts[i], cuts[i + 1] - cuts[i], &rr, &used);
+    if (rrc > 0) {
+      CHECK(used <= cuts[i + 1] - cuts[i]);
+      header_end = cuts[i] + used;
+      CHECK(same_result(&rr, &r));
+    }
+  }
+  CHECK(rrc == rc);
+  if (rc > 0)
+    CHECK(header_end == (size_t)rc);
+  free(rd);
 
   /* Every prefix: undecided, or the same final answer as the whole input. */
   size_t limit = size < 200 ? size : 200;

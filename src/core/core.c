@@ -215,6 +215,7 @@ static void core_free(ioc_core_t *core) {
   ioc__mutex_destroy(&core->objects_lock);
   ioc__mutex_destroy(&core->foreign_lock);
   ioc__cond_destroy(&core->foreign_cond);
+  ioc__mutex_destroy(&core->timed_lock);
   free(core);
 }
 
@@ -244,6 +245,7 @@ int ioc_core_create(ioc_core_t **out, const ioc_core_options_t *opts) {
   ioc__mutex_init(&core->objects_lock);
   ioc__mutex_init(&core->foreign_lock);
   ioc__cond_init(&core->foreign_cond);
+  ioc__mutex_init(&core->timed_lock);
   rc = core->backend->init(core);
   if (rc < 0) core->bd = NULL;
   if (rc == 0) rc = loop_make(core, 0);

@@ -336,6 +336,11 @@ struct ioc_core {
 
   ioc__mutex_t timer_lock;
   ioc__timer_heap_t timers;
+  /* One thread at a time runs due timers, so callbacks start in deadline
+   * order; others skip (under timer_lock) and say so in timers_skipped,
+   * and the runner wakes a waiter when it is done. */
+  bool timers_running;
+  bool timers_skipped;
 
   atomic_int stopping;
   struct ioc__worker *workers; /* core.c's */
@@ -346,10 +351,14 @@ struct ioc_core {
   ioc_listener_t *listeners;
   ioc_session_t *sessions;
   atomic_uint_fast64_t next_id;
-  /* The idle sweep (net/listener.c), under objects_lock: it runs exactly
-   * while some session has an idle time-out. */
+  /* The time-out sweep (net/timeout.c), under timed_lock: the sessions
+   * that have a time-out to watch (timed list), and the one core-wide
+   * repeating timer that runs exactly while that list is not empty. Lock
+   * order: a session's lock, then timed_lock, then timer_lock. */
+  ioc__mutex_t timed_lock;
+  ioc_session_t *timed;
+  size_t ntimed;
   ioc_timer_t *sweep;
-  size_t idle_sessions;
 
   void (*log)(void *ud, const char *line);
   void *log_ud;

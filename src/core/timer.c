@@ -144,7 +144,11 @@ uint64_t ioc_timer_id(const ioc_timer_t *t) { return t->id; }
 int ioc__timers_next_ms(ioc_core_t *core) {
   ioc__mutex_lock(&core->timer_lock);
   int ms = -1;
-  if (core->timers.count) {
+  if (core->timers_running) {
+    /* The runner takes the due ones; it wakes a waiter when it is done so
+     * that the next deadline is waited for. */
+    core->timers_skipped = true;
+  } else if (core->timers.count) {
     uint64_t now = ioc__now_ms(), d = core->timers.items[0]->deadline;
     ms = d <= now ? 0 : (d - now > 0x7fffffff ? 0x7fffffff : (int)(d - now));
   }
@@ -154,48 +158,62 @@ int ioc__timers_next_ms(ioc_core_t *core) {
 
 #define FIRE_BATCH 64
 
+/* One thread at a time is the runner: it takes the timers due when it
+ * starts, one by one in (deadline, start order), and runs each callback
+ * before taking the next, so callbacks start in that order on any number
+ * of workers (and a slow one delays the later ones rather than letting
+ * them overtake it). A timer re-armed meanwhile is due after the runner's
+ * start time, so a repeating timer slower than its period cannot keep the
+ * runner for ever. */
 int ioc__timers_run(ioc_core_t *core) {
   ioc__timer_heap_t *h = &core->timers;
-  ioc_timer_t *due[FIRE_BATCH];
   int n = 0;
   ioc__mutex_lock(&core->timer_lock);
-  if (h->count) {
-    uint64_t now = ioc__now_ms();
-    while (n < FIRE_BATCH && h->count && h->items[0]->deadline <= now) {
-      ioc_timer_t *t = h->items[0];
-      heap_remove(h, t);
-      due[n++] = t; /* the heap's reference travels with it */
-    }
+  if (core->timers_running || !h->count || h->items[0]->deadline > ioc__now_ms()) {
+    if (core->timers_running && h->count) core->timers_skipped = true;
+    ioc__mutex_unlock(&core->timer_lock);
+    return 0;
   }
-  ioc__mutex_unlock(&core->timer_lock);
-  for (int i = 0; i < n; i++) {
-    ioc_timer_t *t = due[i];
+  core->timers_running = true;
+  uint64_t now = ioc__now_ms();
+  for (;;) {
+    if (n == FIRE_BATCH || !h->count || h->items[0]->deadline > now) break;
+    ioc_timer_t *t = h->items[0];
+    heap_remove(h, t); /* the heap's reference travels with it */
+    ioc__mutex_unlock(&core->timer_lock);
+    n++;
     int expect = IDLE;
     bool ran = atomic_compare_exchange_strong(&t->state, &expect, RUNNING);
     if (ran) {
       IOC__STAT_ADD(core, completions, 1);
       t->cb(t, t->ud);
     }
-    bool rearmed = false, earliest = false;
+    bool rearmed = false;
+    ioc__mutex_lock(&core->timer_lock);
     if (ran && t->repeat) {
-      ioc__mutex_lock(&core->timer_lock);
       /* A cancel() while cb ran found the timer unarmed and left the heap's
        * reference to us; the exchange decides under the lock. */
       expect = RUNNING;
       if (atomic_compare_exchange_strong(&t->state, &expect, IDLE)) {
-        uint64_t now = ioc__now_ms();
+        uint64_t later = ioc__now_ms();
         t->deadline += t->repeat;
-        if (t->deadline < now) t->deadline = now + t->repeat; /* no burst after a stall */
+        if (t->deadline <= now) t->deadline = later + t->repeat; /* no burst after a stall */
         rearmed = heap_push(h, t) == 0;
-        earliest = rearmed && t->slot == 0;
       }
-      ioc__mutex_unlock(&core->timer_lock);
     }
-    /* Another worker may have become the leader while cb ran, seen no
-     * timer, and gone to sleep without a deadline. */
-    if (earliest) ioc__core_wake_timers(core);
-    if (!rearmed) ioc__object_unref(&t->obj);
+    if (!rearmed) {
+      ioc__mutex_unlock(&core->timer_lock);
+      ioc__object_unref(&t->obj);
+      ioc__mutex_lock(&core->timer_lock);
+    }
   }
+  core->timers_running = false;
+  /* Others skipped the timers while this thread ran them, and may sleep
+   * without a deadline: one of them must look again. */
+  bool wake = core->timers_skipped && h->count;
+  core->timers_skipped = false;
+  ioc__mutex_unlock(&core->timer_lock);
+  if (wake) ioc__core_wake_timers(core);
   return n;
 }
 

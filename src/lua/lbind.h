@@ -198,6 +198,9 @@ bool lb_try_direct(lcore *lc, lb_direct *d);
 /* Runs the function on top of T's stack with nargs arguments under the
  * handler protections; on error reports it and aborts `s` if given. */
 void lb_call(lcore *lc, int nargs, ioc_session_t *s);
+/* Reports the error message on top of T (popped) like a handler's: counted,
+ * then on_error(msg, session) or stderr. */
+void lb_report(lcore *lc, ioc_session_t *s);
 /* Makes a coroutine honour handler_timeout while a handler runs. */
 void lb_hook_thread(lua_State *L, lua_State *co);
 void lb_open_coroutine_guard(lua_State *L);
@@ -235,6 +238,9 @@ int lb_core_connect(lua_State *L);
 extern const ioc_session_callbacks_t lb_session_cbs;  /* outbound sessions */
 extern const ioc_session_callbacks_t lb_accepted_cbs; /* accepted sessions */
 extern const char *const lb_handler_names[];
+
+/* lstream.c: loads the pure-Lua part (iocore.stream) into the module table on top, if installed */
+void lb_open_lua_part(lua_State *L);
 
 /* llistener.c */
 void lb_open_listener(lua_State *L);

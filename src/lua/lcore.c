@@ -419,5 +419,6 @@ int luaopen_iocore(lua_State *L) {
   lua_setfield(L, -2, "version");
   push_limits(L);
   lua_setfield(L, -2, "limits");
+  lb_open_lua_part(L); /* lua/iocore/stream.lua, when installed */
   return 1;
 }

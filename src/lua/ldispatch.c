@@ -12,7 +12,6 @@
  * finds its core through it. */
 static const char active_key = 'a';
 
-static void lb_report(lcore *lc, ioc_session_t *s);
 
 /* ---- the event queue ------------------------------------------------------------- */
 
@@ -276,7 +275,7 @@ static int report_protected(lua_State *T) {
   return 0;
 }
 
-static void lb_report(lcore *lc, ioc_session_t *s) {
+void lb_report(lcore *lc, ioc_session_t *s) {
   lua_State *T = lc->T;
   lc->handler_errors++;
   lua_pushcfunction(T, report_protected); /* msg f */
@@ -315,11 +314,10 @@ void lb_call(lcore *lc, int nargs, ioc_session_t *s) {
  * handler). Upvalue 1: the original resume. */
 static int guarded_resume(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
-  if (co) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &active_key);
-    if (lua_touserdata(L, -1)) lb_hook_thread(L, co);
-    lua_pop(L, 1);
-  }
+  luaL_argexpected(L, co, 1, "coroutine"); /* checked here: the original would be '?' in messages */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &active_key);
+  if (lua_touserdata(L, -1)) lb_hook_thread(L, co);
+  lua_pop(L, 1);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -329,6 +327,7 @@ static int guarded_resume(lua_State *L) {
 /* coroutine.wrap: the coroutine it makes carries the time-out hook (it is
  * resumed by the wrapper function, not through coroutine.resume). */
 static int guarded_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);

@@ -63,7 +63,8 @@ int ioc__framer_feed(ioc__framer_t *f, const char *data, size_t len, ioc__frame_
                      void *ud);
 /* From inside emit (or between feeds): no more emits after the current one;
  * the rest of the bytes are kept (copied) until ioc__framer_resume. Feeds
- * while paused only keep their bytes. */
+ * while paused only keep their bytes. A session closed from inside emit
+ * pauses its framer so that no message follows, and frees it later. */
 void ioc__framer_pause(ioc__framer_t *f);
 /* Ends a pause: emits the complete messages kept meanwhile (it may pause
  * again from emit). Returns what feed returns. */

@@ -8,11 +8,7 @@
 #define IOC__DEFAULT_ACCEPTS 16
 #define IOC__MAX_ACCEPTS IOC_MAX_ACCEPTS
 #define IOC__DEFAULT_MAX_PENDING IOC_DEFAULT_MAX_PENDING
-/* How long a gracefully closed session waits for the peer's FIN after its
- * own, reading and discarding, before it gives up with a reset. Closing
- * without this wait would reset the connection whenever unread bytes sit in
- * the receive queue, and a reset can destroy the reply the peer has not yet
- * read. */
+/* The old name of the default close time-out (the Lua binding uses it). */
 #define IOC__LINGER_MS IOC_DEFAULT_CLOSE_TIMEOUT_MS
 /* Back-off before re-posting accepts after EMFILE/ENFILE or an unexpected
  * accept error, so the listener neither spins nor stops. */
@@ -64,9 +60,10 @@ typedef struct ioc__sendq {
 
 typedef enum ioc__session_state {
   IOC__S_CONNECTING, /* outbound, connect in flight */
-  IOC__S_OPEN,
-  IOC__S_DRAINING,   /* close() called: queued data still being written */
-  IOC__S_SHUTDOWN,   /* FIN sent; reading (and discarding) until the peer's FIN */
+  IOC__S_OPEN,       /* (half-closed by the owner too: see `half`) */
+  IOC__S_DRAINING,   /* close() called (or the peer's FIN without on_eof): queued data being written */
+  IOC__S_SHUTDOWN,   /* FIN sent; reading (and discarding) until the peer's FIN, or, that FIN
+                        in, waiting for the peer to acknowledge the rest */
   IOC__S_CLOSING,    /* terminal: waiting for in-flight operations to come back */
   IOC__S_CLOSED      /* on_close delivered */
 } ioc__session_state_t;
@@ -77,13 +74,20 @@ struct ioc_session {
   ioc__spin_t lock; /* guards the fields below */
   uint8_t state;
   bool recv_posted, send_posted, connect_posted;
-  bool peer_eof;    /* the peer sent FIN */
-  bool want_drain;  /* a send found the socket busy: on_drain when the queue empties */
+  bool recv_busy;   /* a receive's completion is being run (rop not free) */
+  bool peer_eof;    /* the peer sent FIN (and it was processed) */
+  bool want_drain;  /* a send found the socket busy or was refused: on_drain when the queue empties */
   bool aborting;    /* reset on close */
   bool outbound;
   bool local_owned; /* local was allocated here */
   bool in_drain;    /* on_drain is running (on some worker) */
   bool drain_again; /* ...and another one was due meanwhile */
+  bool half;        /* the owner called ioc_session_shutdown */
+  bool fin_sent;    /* our FIN is out */
+  bool paused;      /* ioc_session_pause */
+  bool has_held;    /* a receive completed while paused: held_len bytes, or the FIN (held_len 0) */
+  bool resume_queued; /* the job delivering the held bytes is queued (it uses rop) */
+  bool timed;       /* on core->timed (until finalized) */
   int close_err;
   uint32_t inflight; /* operations of this session in flight */
   /* The Lua binding's, under its lock: a registry reference to the handler
@@ -92,10 +96,19 @@ struct ioc_session {
   void *user; /* the embedder's slot (ioc_session_user) */
   size_t pending;
   size_t max_pending;
-  uint32_t idle_timeout_ms; /* (clamped to 2^32-1 ms, 49 days) */
-  uint32_t last_recv_ms;    /* low 32 bits of ioc__now_ms(); compared with wrap-around */
+  char *held;       /* bytes of the receive that completed while paused */
+  uint32_t held_len;
+  /* Time-outs in ms (0 = off; clamped to 2^32-1 ms, 49 days) and the
+   * moments they count from: low 32 bits of ioc__now_ms(), compared with
+   * wrap-around. */
+  uint32_t idle_timeout_ms, write_timeout_ms, connect_timeout_ms, close_timeout_ms;
+  uint32_t last_recv_ms;  /* bytes received */
+  uint32_t progress_ms;   /* send progress: bytes written, or acknowledged, or the queue started */
+  uint32_t armed_ms;      /* an idle time-out set by ioc_session_set_timeout counts from here */
+  uint32_t start_ms;      /* created (the connect time-out) */
+  int32_t last_unacked;   /* the kernel's unacknowledged bytes at the last look (-1 unknown) */
+  uint64_t last_acked;    /* bytes the peer had acknowledged at the last look */
   ioc__sendq_t *sq;
-  ioc_timer_t *linger;
   uint64_t id;
   ioc_listener_t *listener; /* holds a reference while the session lives */
   ioc_session_callbacks_t cbs;
@@ -105,14 +118,44 @@ struct ioc_session {
    * address (the same for every session it accepts), else looked up and
    * allocated on first use. */
   const ioc_addr_t *local;
-  ioc__op_t rop; /* the one receive (and the connect, and the final close job) */
-  ioc_session_t *prev, *next; /* core->sessions, under objects_lock */
+  ioc__op_t rop; /* the one receive (and the connect, the resume job and the final close job) */
+  ioc_session_t *prev, *next;   /* core->sessions, under objects_lock */
+  ioc_session_t *tprev, *tnext; /* core->timed, under timed_lock */
 };
 
-/* A session with an idle time-out comes / goes: the sweep runs exactly
- * while there is one. Under core->objects_lock. */
-void ioc__sweep_add(ioc_core_t *core);
-void ioc__sweep_remove(ioc_core_t *core);
+/* net/sendq.c (under s->lock) */
+void ioc__sendq_free_chunks(ioc_session_t *s);
+/* Copies the bufs to the end of the queue (made if needed); on failure
+ * (IOC_ENOMEM) nothing of them stays queued. */
+int ioc__sendq_append(ioc_session_t *s, const ioc_buf_t *bufs, size_t n);
+/* Drops n written bytes from the head of the queue. */
+void ioc__sendq_consume(ioc__sendq_t *q, size_t n);
+bool ioc__sendq_empty(const ioc__sendq_t *q);
+/* Frees the send state once nothing is queued or in flight. Called from
+ * the send's own completion too: the op lives in the state, and nothing
+ * reads an op after its dispatch. */
+void ioc__sendq_release_if_idle(ioc_session_t *s);
+
+static inline uint32_t ioc__now32(void) { return (uint32_t)ioc__now_ms(); }
+static inline uint32_t ioc__ms_since(uint32_t now, uint32_t then) { return (uint32_t)(now - then); }
+
+/* net/tcpinfo.c: the bytes the kernel still holds for the peer (unsent or
+ * unacknowledged; our FIN counts one once shut down), and in *acked the
+ * bytes the peer has acknowledged so far (UINT64_MAX: not known).
+ * IOC_ENOSYS where the platform does not tell (Windows). */
+int ioc__socket_send_state(ioc_fd_t fd, uint64_t *acked);
+
+/* net/timeout.c: puts s on the core's timed list (idempotent), starting
+ * the sweep if it is the first. Under s->lock. */
+void ioc__timed_add(ioc_session_t *s);
+/* Takes a finalized session off the list (stops the sweep on the last). */
+void ioc__timed_remove(ioc_session_t *s);
+/* True if the session has something for the sweep to watch. Under s->lock. */
+bool ioc__session_needs_sweep(const ioc_session_t *s);
+/* net/session.c, for the sweep: both FINs are out; end now or once the
+ * peer acknowledged the rest. Under s->lock. */
+void ioc__session_finish_graceful(ioc_session_t *s);
+void ioc__session_enter_closing(ioc_session_t *s, int err);
 void ioc__listener_ref(ioc_listener_t *l);
 void ioc__listener_unref(ioc_listener_t *l);
 

@@ -373,3 +373,32 @@ int ioc__proxy_build(int version, const ioc__proxy_result_t *r, char *buf, size_
     return ioc__build_v2(r, buf, size);
   return IOC_EINVAL;
 }
+
+int ioc__proxy_reader_feed(ioc__proxy_reader_t *rd, const void *data, size_t len,
+                           ioc__proxy_result_t *out, size_t *used) {
+  *used = 0;
+  if (rd->len == 0) {
+    int rc = ioc__proxy_parse(data, len, out);
+    if (rc > 0)
+      *used = (size_t)rc;
+    if (rc != 0)
+      return rc;
+  }
+  /* Incomplete: keep what the header can still need. The parser never
+   * answers 0 for IOC__PROXY_MAX bytes, so the buffer never fills up
+   * undecided. */
+  size_t old = rd->len, take = sizeof rd->buf - old;
+  if (take > len)
+    take = len;
+  if (old == 0 && take == len) {
+    memcpy(rd->buf, data, len); /* parsed above already: 0 */
+    rd->len = len;
+    return 0;
+  }
+  memcpy(rd->buf + old, data, take);
+  rd->len = old + take;
+  int rc = ioc__proxy_parse(rd->buf, rd->len, out);
+  if (rc > 0)
+    *used = (size_t)rc - old;
+  return rc;
+}

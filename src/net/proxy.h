@@ -60,4 +60,20 @@ int ioc__proxy_parse(const void *buf, size_t len, ioc__proxy_result_t *out);
  * IOC_EINVAL for an unknown version or an address family mismatch. */
 int ioc__proxy_build(int version, const ioc__proxy_result_t *r, char *buf, size_t size);
 
+/* What a listener keeps for one connection while its header arrives: the
+ * bytes received so far, at most the longest header. Zero-initialise it. */
+typedef struct ioc__proxy_reader {
+  size_t len;
+  unsigned char buf[IOC__PROXY_MAX];
+} ioc__proxy_reader_t;
+
+/* Runs the parser over everything received so far plus data[0, len).
+ * Copies only while the header is incomplete: a header wholly inside the
+ * first data is parsed from data itself. Returns what ioc__proxy_parse
+ * returns (> 0 a header: out filled; 0 more bytes needed; IOC_EPROTO), and
+ * on > 0 sets *used to how many bytes of data belonged to the header: the
+ * application's first bytes are data + *used, len - *used of them. */
+int ioc__proxy_reader_feed(ioc__proxy_reader_t *rd, const void *data, size_t len,
+                           ioc__proxy_result_t *out, size_t *used);
+
 #endif /* IOC_PROXY_H */

@@ -170,33 +170,37 @@ static int ioc__gai_error(int rc) {
   return IOC_EINVAL; /* EAI_SERVICE, EAI_SOCKTYPE, EAI_BADFLAGS: our call was wrong */
 }
 
-/* Adds sa (an AF_INET / AF_INET6 sockaddr of salen bytes) with l's port,
- * unless it is there already or the list is full. */
-static void ioc__add_addr(ioc__lookup_t *l, const struct sockaddr *sa, size_t salen) {
+void ioc__resolve_collect(ioc_addr_t *addrs, size_t *n, uint16_t port, const void *sockaddr,
+                          size_t salen) {
+  const struct sockaddr *sa = sockaddr;
   ioc_addr_t a;
   memset(&a, 0, sizeof a);
   if (sa->sa_family == AF_INET && salen >= sizeof(struct sockaddr_in)) {
     struct sockaddr_in sin;
     memcpy(&sin, sa, sizeof sin);
-    sin.sin_port = htons(l->port);
+    sin.sin_port = htons(port);
     memset(sin.sin_zero, 0, sizeof sin.sin_zero);
     memcpy(a.u.bytes, &sin, sizeof sin);
     a.len = (uint32_t)sizeof sin;
   } else if (sa->sa_family == AF_INET6 && salen >= sizeof(struct sockaddr_in6)) {
     struct sockaddr_in6 sin6;
     memcpy(&sin6, sa, sizeof sin6);
-    sin6.sin6_port = htons(l->port);
+    sin6.sin6_port = htons(port);
     sin6.sin6_flowinfo = 0;
     memcpy(a.u.bytes, &sin6, sizeof sin6);
     a.len = (uint32_t)sizeof sin6;
   } else {
     return;
   }
-  for (size_t i = 0; i < l->n; i++)
-    if (memcmp(&l->addrs[i], &a, sizeof a) == 0)
+  for (size_t i = 0; i < *n; i++)
+    if (memcmp(&addrs[i], &a, sizeof a) == 0)
       return;
-  if (l->n < IOC__RESOLVE_MAX_ADDRS)
-    l->addrs[l->n++] = a;
+  if (*n < IOC__RESOLVE_MAX_ADDRS)
+    addrs[(*n)++] = a;
+}
+
+static void ioc__add_addr(ioc__lookup_t *l, const struct sockaddr *sa, size_t salen) {
+  ioc__resolve_collect(l->addrs, &l->n, l->port, sa, salen);
 }
 
 static void ioc__lookup_run(ioc__lookup_t *l) {

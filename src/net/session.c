@@ -2,15 +2,22 @@
  *
  * Invariants (all under s->lock):
  *   - at most one receive in flight (rop), re-posted only after on_recv has
- *     returned, so on_recv sees the stream in order on any thread;
+ *     returned, so on_recv sees the stream in order on any thread. rop is
+ *     also the connect, the job that delivers bytes held while paused, and
+ *     the final close job; recv_wanted()/kick_recv() only reuse it when all
+ *     of those are done;
  *   - at most one send in flight (sq->op), written as one gathered write of
  *     the queue's first IOC__SEND_IOV_MAX chunks;
  *   - `inflight` counts this session's operations; the session is finalized
  *     (socket closed, on_close called, the core's reference dropped) by
  *     whichever completion brings it to zero in state CLOSING. Every path to
- *     the end - close, abort, EOF, reset, cancel, connect failure - goes
- *     through enter_closing() and finalize(), so on_close runs exactly once
- *     and after every other callback of the session has returned.
+ *     the end - close, abort, EOF, reset, cancel, connect failure, time-out -
+ *     goes through enter_closing() and finalize(), so on_close runs exactly
+ *     once and after every other callback of the session has returned.
+ * A graceful end (close, or half-close plus the peer's FIN) goes through
+ * advance_close(): queued data, then our FIN, then waiting for the peer's
+ * FIN and for the peer to acknowledge what it has not yet (timeout.c watches
+ * the progress and gives up after close_timeout_ms without any).
  * Backend calls (submit/cancel) happen under s->lock; backends never call
  * back into a session from inside them, so this cannot deadlock.
  */
@@ -25,89 +32,6 @@
 static void session_dispatch(ioc__object_t *obj, ioc__op_t *op);
 static void session_destroy(ioc__object_t *obj);
 static const ioc__object_vtbl_t session_vtbl = {"session", session_dispatch, session_destroy};
-
-/* ---- send queue ------------------------------------------------------------- */
-
-static void free_chunks(ioc_session_t *s) {
-  if (!s->sq) return;
-  ioc__chunk_t *c = s->sq->head;
-  while (c) {
-    ioc__chunk_t *next = c->next;
-    free(c);
-    c = next;
-  }
-  s->sq->head = s->sq->tail = NULL;
-}
-
-static int ensure_sendq(ioc_session_t *s) {
-  if (s->sq) return 0;
-  s->sq = calloc(1, sizeof *s->sq);
-  return s->sq ? 0 : IOC_ENOMEM;
-}
-
-/* Appends len bytes, filling the tail chunk's free space first (small
- * writes coalesce; the bytes already handed to an in-flight send lie before
- * tail->len and are not touched). */
-static int queue_bytes(ioc__sendq_t *q, const char *p, size_t len) {
-  ioc__chunk_t *t = q->tail;
-  if (t && t->cap > t->len) {
-    size_t room = t->cap - t->len, n = len < room ? len : room;
-    memcpy(t->data + t->len, p, n);
-    t->len += (uint32_t)n;
-    p += n;
-    len -= n;
-  }
-  while (len > 0) {
-    size_t cap = len < IOC__CHUNK_SMALL ? IOC__CHUNK_SMALL : len;
-    if (cap > ((size_t)1 << 30)) cap = (size_t)1 << 30;
-    ioc__chunk_t *c = malloc(sizeof *c + cap);
-    if (!c) return IOC_ENOMEM;
-    size_t n = len < cap ? len : cap;
-    c->next = NULL;
-    c->off = 0;
-    c->len = (uint32_t)n;
-    c->cap = (uint32_t)cap;
-    memcpy(c->data, p, n);
-    if (q->tail)
-      q->tail->next = c;
-    else
-      q->head = c;
-    q->tail = c;
-    p += n;
-    len -= n;
-  }
-  return 0;
-}
-
-/* Drops n written bytes from the head of the queue. */
-static void consume(ioc__sendq_t *q, size_t n) {
-  while (n > 0 && q->head) {
-    ioc__chunk_t *c = q->head;
-    size_t avail = c->len - c->off;
-    if (n < avail) {
-      c->off += (uint32_t)n;
-      return;
-    }
-    n -= avail;
-    q->head = c->next;
-    if (!q->head) q->tail = NULL;
-    free(c);
-  }
-}
-
-static bool queue_empty(const ioc__sendq_t *q) {
-  return !q || !q->head || (q->head == q->tail && q->head->off == q->head->len);
-}
-
-/* Frees the send state once nothing is queued or in flight. Called from
- * the send's own completion too: the op lives in the state, and nothing
- * reads an op after its dispatch. Under s->lock. */
-static void release_sendq_if_idle(ioc_session_t *s) {
-  if (!s->sq || s->send_posted || !queue_empty(s->sq)) return;
-  free_chunks(s);
-  free(s->sq);
-  s->sq = NULL;
-}
 
 static void enter_closing(ioc_session_t *s, int err);
 
@@ -149,6 +73,28 @@ static void post_recv(ioc_session_t *s) {
   }
 }
 
+static void resume_job(ioc__op_t *op);
+
+/* Starts what reading needs next, if rop is free: the delivery of bytes
+ * held while paused (as a job, so it runs on a dispatching thread), or the
+ * next receive. Reading goes on while the session is open and not paused,
+ * and after close() until the peer's FIN (discarding). Under s->lock. */
+static void kick_recv(ioc_session_t *s) {
+  if (s->recv_posted || s->recv_busy || s->resume_queued || s->connect_posted) return;
+  if (s->has_held) {
+    if (s->state == IOC__S_OPEN && !s->paused) {
+      s->resume_queued = true;
+      s->inflight++;
+      ioc__core_queue_job(s->obj.core, &s->rop, &s->obj, resume_job);
+    }
+    return;
+  }
+  if (s->peer_eof) return;
+  if ((s->state == IOC__S_OPEN && !s->paused) || s->state == IOC__S_DRAINING ||
+      s->state == IOC__S_SHUTDOWN)
+    post_recv(s);
+}
+
 /* ---- closing ------------------------------------------------------------------ */
 
 static void close_job(ioc__op_t *op);
@@ -169,57 +115,89 @@ static void enter_closing(ioc_session_t *s, int err) {
   }
 }
 
-static void linger_expired(ioc_timer_t *t, void *ud) {
-  IOC__UNUSED(t);
-  ioc_session_t *s = ud;
-  ioc_session_abort(s);
-  ioc__object_unref(&s->obj); /* the timer's reference */
+void ioc__session_enter_closing(ioc_session_t *s, int err) { enter_closing(s, err); }
+
+/* Both FINs are out. Where the kernel tells how much the peer has not
+ * acknowledged yet (beyond our FIN), wait for it (the sweep ends the
+ * session when it is in, or after close_timeout_ms without progress);
+ * else end now: closing the socket does not lose what the kernel still
+ * sends. Under s->lock. */
+void ioc__session_finish_graceful(ioc_session_t *s) {
+  uint64_t acked;
+  int q = ioc__socket_send_state(s->h.fd, &acked);
+  if (q > 1) {
+    s->state = IOC__S_SHUTDOWN;
+    s->last_unacked = q;
+    if (acked != UINT64_MAX) s->last_acked = acked;
+    s->progress_ms = ioc__now32();
+    ioc__timed_add(s);
+  } else {
+    enter_closing(s, 0);
+  }
 }
 
-/* All queued data is written: send FIN. If the peer already sent its own,
- * the conversation is over; otherwise keep reading until it does (or the
- * linger time passes). Under s->lock. */
-static void shutdown_write(ioc_session_t *s) {
-  int rc = ioc__socket_shutdown_write(s->h.fd);
-  if (rc < 0 && rc != IOC_ENOTCONN) {
-    enter_closing(s, rc);
-    return;
+/* Moves on a session whose owner is done writing (close: DRAINING or
+ * SHUTDOWN; half-close: `half` while OPEN): FIN once the queue is empty,
+ * then the end once the peer's FIN is in too. Under s->lock. */
+static void advance_close(ioc_session_t *s) {
+  bool closing = s->state == IOC__S_DRAINING || s->state == IOC__S_SHUTDOWN;
+  if (!closing && !(s->half && s->state == IOC__S_OPEN)) return;
+  if (!s->fin_sent) {
+    if (s->send_posted || !ioc__sendq_empty(s->sq)) return;
+    int rc = ioc__socket_shutdown_write(s->h.fd);
+    if (rc < 0) {
+      /* ENOTCONN: the peer is gone already; nothing is left to send. */
+      enter_closing(s, rc == IOC_ENOTCONN ? 0 : rc);
+      return;
+    }
+    s->fin_sent = true;
+    s->progress_ms = ioc__now32();
   }
-  if (s->peer_eof || rc == IOC_ENOTCONN) {
-    enter_closing(s, 0);
-    return;
+  if (s->peer_eof) {
+    ioc__session_finish_graceful(s);
+  } else if (s->state == IOC__S_DRAINING) {
+    s->state = IOC__S_SHUTDOWN;
+    ioc__timed_add(s);
   }
-  s->state = IOC__S_SHUTDOWN;
-  ioc__object_ref(&s->obj);
-  if (ioc_timer_start(s->obj.core, IOC__LINGER_MS, 0, linger_expired, s, &s->linger) < 0) {
-    ioc__object_unref(&s->obj);
-    s->linger = NULL;
+}
+
+/* The owner is done with the session (close, or the peer's FIN without
+ * on_eof): the rest goes out, then FIN. Under s->lock, state OPEN. */
+static void begin_close(ioc_session_t *s) {
+  s->state = IOC__S_DRAINING;
+  s->progress_ms = ioc__now32();
+  if (s->has_held) {
+    /* The owner closed: held bytes are discarded like any that come later;
+     * a held FIN still counts. */
+    if (s->held_len == 0) s->peer_eof = true;
+    free(s->held);
+    s->held = NULL;
+    s->has_held = false;
   }
+  advance_close(s);
+  if (s->state == IOC__S_DRAINING) ioc__timed_add(s);
+  kick_recv(s);
 }
 
 /* The session is done: no operation is in flight and none will be posted. */
 static void finalize(ioc_session_t *s) {
   ioc_core_t *core = s->obj.core;
-  if (s->linger) {
-    ioc_timer_t *t = s->linger;
-    s->linger = NULL;
-    /* Cancel takes the timer's callback away only if it had not started. */
-    if (ioc__timer_cancel(t)) ioc__object_unref(&s->obj);
-  }
+  ioc__timed_remove(s);
   /* session:address() stays answerable in and after on_close. */
   if (!s->local) ioc_session_local(s);
   core->backend->del(core, &s->h);
   if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
   ioc__socket_close(core, s->h.fd);
   s->h.fd = IOC_BAD_FD;
-  free_chunks(s);
+  ioc__sendq_free_chunks(s);
   free(s->sq);
   s->sq = NULL;
+  free(s->held);
+  s->held = NULL;
   ioc__mutex_lock(&core->objects_lock);
   if (s->prev) s->prev->next = s->next; else core->sessions = s->next;
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = NULL;
-  if (s->idle_timeout_ms) ioc__sweep_remove(core);
   ioc__mutex_unlock(&core->objects_lock);
   IOC__STAT_SUB(core, active, 1);
   IOC__STAT_ADD(core, closed, 1);
@@ -241,39 +219,90 @@ static void close_job(ioc__op_t *op) { op_done(IOC__CONTAINER_OF(op, ioc_session
 
 /* ---- completions ------------------------------------------------------------------ */
 
-static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
-  int res = op->res;
+/* Runs one receive's result: res bytes at buf (fresh from the kernel, or
+ * held while paused), 0 for the peer's FIN, or an error. Delivers, holds
+ * (paused), or moves the session towards its end. The caller owns rop. */
+static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fresh) {
   bool deliver = false, eof = false;
   ioc__spin_lock(&s->lock);
-  s->recv_posted = false;
+  bool hold = s->state == IOC__S_OPEN && s->paused;
   if (res > 0) {
-    IOC__STAT_ADD(s->obj.core, bytes_in, res);
-    s->last_recv_ms = (uint32_t)ioc__now_ms();
-    deliver = s->state == IOC__S_OPEN; /* after close() the rest is discarded */
-  } else if (res == 0) {
-    s->peer_eof = true;
-    if (s->state == IOC__S_OPEN) {
-      if (s->cbs.on_eof) {
-        eof = true; /* the owner replies, then closes */
+    if (fresh) {
+      IOC__STAT_ADD(s->obj.core, bytes_in, res);
+      s->last_recv_ms = ioc__now32();
+    }
+    if (hold) {
+      s->held = malloc((size_t)res);
+      if (s->held) {
+        memcpy(s->held, buf, (size_t)res);
+        s->held_len = (uint32_t)res;
+        s->has_held = true;
       } else {
-        /* The peer is done sending: finish ours (queued data, then FIN). */
-        s->state = IOC__S_DRAINING;
-        if (!s->send_posted && queue_empty(s->sq)) shutdown_write(s);
+        enter_closing(s, IOC_ENOMEM);
       }
-    } else if (s->state == IOC__S_SHUTDOWN) {
-      enter_closing(s, 0);
+    } else {
+      deliver = s->state == IOC__S_OPEN; /* after close() the rest is discarded */
+    }
+  } else if (res == 0) {
+    if (hold) {
+      s->has_held = true; /* the FIN, noticed at resume */
+      s->held_len = 0;
+    } else {
+      s->peer_eof = true;
+      if (s->state == IOC__S_OPEN) {
+        if (s->cbs.on_eof)
+          eof = true; /* the owner replies, then closes (or has shut down: see below) */
+        else
+          begin_close(s); /* the peer is done sending: finish ours */
+      } else if (s->state == IOC__S_SHUTDOWN) {
+        ioc__session_finish_graceful(s);
+      } /* DRAINING: advance_close sees peer_eof once the queue is out */
     }
   } else if (s->state < IOC__S_CLOSING) {
     enter_closing(s, res);
   }
   ioc__spin_unlock(&s->lock);
 
-  if (deliver && s->cbs.on_recv) s->cbs.on_recv(s, op->buf, (size_t)res);
-  if (eof) s->cbs.on_eof(s);
+  if (deliver && s->cbs.on_recv) s->cbs.on_recv(s, buf, (size_t)res);
+  if (eof) {
+    s->cbs.on_eof(s);
+    ioc__spin_lock(&s->lock);
+    advance_close(s); /* half-closed before: both FINs are out now */
+    ioc__spin_unlock(&s->lock);
+  }
+}
 
+static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   ioc__spin_lock(&s->lock);
-  if (!s->peer_eof && !s->recv_posted && s->state >= IOC__S_OPEN && s->state <= IOC__S_SHUTDOWN)
-    post_recv(s);
+  s->recv_posted = false;
+  s->recv_busy = true;
+  ioc__spin_unlock(&s->lock);
+  run_recv_result(s, op->buf, op->res, true);
+  ioc__spin_lock(&s->lock);
+  s->recv_busy = false;
+  kick_recv(s);
+  ioc__spin_unlock(&s->lock);
+  op_done(s);
+}
+
+/* Delivers what was held while paused, first, then reading goes on. */
+static void resume_job(ioc__op_t *op) {
+  ioc_session_t *s = IOC__CONTAINER_OF(op, ioc_session_t, rop);
+  char *buf = NULL;
+  int res = -1;
+  ioc__spin_lock(&s->lock);
+  if (s->has_held && s->state == IOC__S_OPEN && !s->paused) {
+    buf = s->held;
+    res = (int)s->held_len;
+    s->held = NULL;
+    s->has_held = false;
+  }
+  ioc__spin_unlock(&s->lock);
+  if (res >= 0) run_recv_result(s, buf, res, false);
+  free(buf);
+  ioc__spin_lock(&s->lock);
+  s->resume_queued = false;
+  kick_recv(s);
   ioc__spin_unlock(&s->lock);
   op_done(s);
 }
@@ -288,8 +317,9 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
     for (int i = 0; i < op->u.send.iovcnt; i++) asked += IOC__IOV_LEN(&op->u.send.iov[i]);
     IOC__STAT_ADD(s->obj.core, bytes_out, res);
     if (s->state < IOC__S_CLOSING) {
-      consume(s->sq, (size_t)res);
+      ioc__sendq_consume(s->sq, (size_t)res);
       s->pending -= (size_t)res;
+      s->progress_ms = ioc__now32();
       /* could not be written at once */
       if ((size_t)res < asked || (op->flags & IOC__OPF_SEND_WAITED)) s->want_drain = true;
     }
@@ -299,10 +329,10 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
   if (res < 0) {
     enter_closing(s, res);
   } else if (s->state < IOC__S_CLOSING) {
-    if (!queue_empty(s->sq)) {
+    if (!ioc__sendq_empty(s->sq)) {
       post_send(s);
-    } else if (s->state == IOC__S_DRAINING) {
-      shutdown_write(s);
+    } else if (s->state == IOC__S_DRAINING || s->half) {
+      advance_close(s);
     } else if (s->want_drain && s->state == IOC__S_OPEN) {
       s->want_drain = false;
       /* One on_drain at a time per session: a send from another thread
@@ -313,7 +343,7 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
         drain = s->in_drain = true;
     }
   }
-  if (s->state < IOC__S_CLOSING) release_sendq_if_idle(s); /* op is gone after this */
+  if (s->state < IOC__S_CLOSING) ioc__sendq_release_if_idle(s); /* op is gone after this */
   ioc__spin_unlock(&s->lock);
   while (drain) {
     if (s->cbs.on_drain) s->cbs.on_drain(s);
@@ -332,11 +362,18 @@ static void on_connect_done(ioc_session_t *s, ioc__op_t *op) {
   ioc__spin_lock(&s->lock);
   s->connect_posted = false;
   if (res == 0 && s->state < IOC__S_CLOSING) {
-    s->state = s->state == IOC__S_CONNECTING ? IOC__S_OPEN : s->state;
+    if (s->state == IOC__S_CONNECTING) s->state = IOC__S_OPEN;
+    s->last_recv_ms = s->progress_ms = ioc__now32(); /* idle counts from here */
     ioc__socket_set_nodelay(s->h.fd);
     IOC__STAT_ADD(core, connected, 1);
   } else {
-    if (res == 0) res = s->close_err ? s->close_err : IOC_ECANCELED;
+    /* Closed while connecting (abort, fail, the connect time-out): on_open
+     * and on_close tell the same cause, not the cancel it caused. */
+    if (s->close_err)
+      res = s->close_err;
+    else if (res == 0)
+      res = IOC_ECANCELED;
+    s->close_err = res;
     enter_closing(s, res);
   }
   ioc__spin_unlock(&s->lock);
@@ -344,14 +381,12 @@ static void on_connect_done(ioc_session_t *s, ioc__op_t *op) {
   if (s->cbs.on_open) s->cbs.on_open(s, res);
 
   ioc__spin_lock(&s->lock);
-  /* on_open may have closed the session already (SHUTDOWN: FIN sent, and
-   * the receive is what notices the peer's FIN). */
-  if (s->state >= IOC__S_OPEN && s->state <= IOC__S_SHUTDOWN) post_recv(s);
+  kick_recv(s);
   if ((s->state == IOC__S_OPEN || s->state == IOC__S_DRAINING) && !s->send_posted) {
-    if (!queue_empty(s->sq))
+    if (!ioc__sendq_empty(s->sq))
       post_send(s);
-    else if (s->state == IOC__S_DRAINING)
-      shutdown_write(s);
+    else
+      advance_close(s);
   }
   ioc__spin_unlock(&s->lock);
   op_done(s);
@@ -371,8 +406,9 @@ static void session_destroy(ioc__object_t *obj) {
   ioc_session_t *s = IOC__CONTAINER_OF(obj, ioc_session_t, obj);
   if (s->local_owned) free((void *)s->local);
   if (s->listener) ioc__listener_unref(s->listener);
-  free_chunks(s);
+  ioc__sendq_free_chunks(s);
   free(s->sq);
+  free(s->held);
   free(s);
 }
 
@@ -388,22 +424,32 @@ static bool addr_is_wildcard(const ioc_addr_t *a) {
 
 /* ---- creation ------------------------------------------------------------------------ */
 
+static uint32_t clamp_ms(uint64_t ms) { return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms; }
+
 static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_t *o,
-                       ioc_session_t **out) {
+                       bool outbound, ioc_session_t **out) {
   ioc_session_t *s = calloc(1, sizeof *s);
   if (!s) return IOC_ENOMEM;
   ioc__object_init(&s->obj, core, &session_vtbl); /* the core's reference */
   /* A creation guard: the session is in core->sessions (close_all and the
-   * idle sweep can reach it) before it is started. Counting the start as an
+   * sweep can reach it) before it is started. Counting the start as an
    * operation keeps a close from finalizing it underneath its creator;
    * ioc__session_start / ioc_connect release it. */
   s->inflight = 1;
   s->h.fd = fd;
+  s->outbound = outbound;
+  s->state = outbound ? IOC__S_CONNECTING : IOC__S_OPEN;
   s->max_pending = o && o->max_pending ? o->max_pending : IOC__DEFAULT_MAX_PENDING;
-  uint64_t idle = o ? o->idle_timeout_ms : 0;
-  s->idle_timeout_ms = idle > UINT32_MAX ? UINT32_MAX : (uint32_t)idle;
+  s->close_timeout_ms = IOC_DEFAULT_CLOSE_TIMEOUT_MS;
+  if (o) {
+    s->idle_timeout_ms = clamp_ms(o->idle_timeout_ms);
+    s->write_timeout_ms = clamp_ms(o->write_timeout_ms);
+    if (outbound) s->connect_timeout_ms = clamp_ms(o->connect_timeout_ms);
+    if (o->close_timeout_ms) s->close_timeout_ms = clamp_ms(o->close_timeout_ms);
+  }
   s->id = atomic_fetch_add(&core->next_id, 1);
-  s->last_recv_ms = (uint32_t)ioc__now_ms();
+  s->start_ms = s->last_recv_ms = s->progress_ms = s->armed_ms = ioc__now32();
+  s->last_unacked = -1;
   s->h.loop = (uint16_t)ioc__core_loop_for_new(core); /* pinned for life */
   int rc = core->backend->add(core, &s->h);
   if (rc < 0) {
@@ -411,11 +457,13 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
     ioc__object_unref(&s->obj);
     return rc;
   }
+  ioc__spin_lock(&s->lock);
+  if (ioc__session_needs_sweep(s)) ioc__timed_add(s);
+  ioc__spin_unlock(&s->lock);
   ioc__mutex_lock(&core->objects_lock);
   s->next = core->sessions;
   if (s->next) s->next->prev = s;
   core->sessions = s;
-  if (s->idle_timeout_ms) ioc__sweep_add(core);
   ioc__mutex_unlock(&core->objects_lock);
   IOC__STAT_ADD(core, active, 1);
   *out = s;
@@ -425,9 +473,8 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
 int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
                               const ioc_addr_t *peer, ioc_session_t **out) {
   ioc_session_t *s;
-  int rc = session_new(core, fd, &l->opts.session, &s);
+  int rc = session_new(core, fd, &l->opts.session, false, &s);
   if (rc < 0) return rc;
-  s->state = IOC__S_OPEN;
   s->peer = *peer;
   if (!addr_is_wildcard(&l->addr)) s->local = &l->addr;
 #ifdef _WIN32
@@ -448,7 +495,7 @@ int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
 void ioc__session_start(ioc_session_t *s) {
   if (s->cbs.on_open) s->cbs.on_open(s, 0);
   ioc__spin_lock(&s->lock);
-  if (s->state <= IOC__S_SHUTDOWN) post_recv(s);
+  kick_recv(s);
   bool fin = --s->inflight == 0 && s->state == IOC__S_CLOSING;
   if (fin) s->state = IOC__S_CLOSED;
   ioc__spin_unlock(&s->lock);
@@ -466,13 +513,11 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
   rc = ioc__socket_open(core, addr.u.family, &fd);
   if (rc < 0) return rc;
   ioc_session_t *s;
-  rc = session_new(core, fd, opts, &s);
+  rc = session_new(core, fd, opts, true, &s);
   if (rc < 0) {
     ioc__socket_close(core, fd);
     return rc;
   }
-  s->outbound = true;
-  s->state = IOC__S_CONNECTING;
   s->peer = addr;
   if (cbs) s->cbs = *cbs;
   s->ud = ud;
@@ -510,38 +555,23 @@ int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n) {
   for (size_t i = 0; i < n; i++) total += bufs[i].len;
   ioc__spin_lock(&s->lock);
   int rc = 0;
-  if (s->state >= IOC__S_DRAINING) {
+  if (s->state >= IOC__S_DRAINING || s->half) {
     rc = IOC_ECLOSED;
   } else if (total == 0) {
     rc = 0;
-  } else if (s->pending + total > s->max_pending || s->pending + total < s->pending) {
+  } else if ((s->pending > 0 && s->pending + total > s->max_pending) ||
+             s->pending + total < s->pending) {
+    /* Refused only behind queued data: a send on an empty queue always
+     * goes, so a reply larger than max_pending cannot wait forever. */
     s->want_drain = true;
     rc = IOC_ENOBUFS;
-  } else if ((rc = ensure_sendq(s)) == 0) {
-    ioc__chunk_t *old_tail = s->sq->tail;
-    uint32_t old_len = old_tail ? old_tail->len : 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-      if (bufs[i].len) rc = queue_bytes(s->sq, bufs[i].base, bufs[i].len);
-    if (rc < 0) {
-      /* Out of memory part-way: take back what this call queued. */
-      ioc__chunk_t *c = old_tail ? old_tail->next : s->sq->head;
-      while (c) {
-        ioc__chunk_t *next = c->next;
-        free(c);
-        c = next;
-      }
-      if (old_tail) {
-        old_tail->len = old_len;
-        old_tail->next = NULL;
-      } else {
-        s->sq->head = NULL;
-      }
-      s->sq->tail = old_tail;
-    } else {
-      if (s->pending > 0) s->want_drain = true; /* queued behind earlier data */
-      s->pending += total;
-      if (!s->send_posted && s->state == IOC__S_OPEN) post_send(s);
-    }
+  } else if ((rc = ioc__sendq_append(s, bufs, n)) == 0) {
+    if (s->pending > 0)
+      s->want_drain = true; /* queued behind earlier data */
+    else
+      s->progress_ms = ioc__now32(); /* the write time-out counts from here */
+    s->pending += total;
+    if (!s->send_posted && s->state == IOC__S_OPEN) post_send(s);
   }
   ioc__spin_unlock(&s->lock);
   return rc;
@@ -563,11 +593,25 @@ void ioc_session_close(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
   if (s->state == IOC__S_CONNECTING) {
     s->state = IOC__S_DRAINING; /* the connect completion carries on */
+    s->progress_ms = ioc__now32();
+    ioc__timed_add(s);
   } else if (s->state == IOC__S_OPEN) {
-    s->state = IOC__S_DRAINING;
-    if (!s->send_posted && queue_empty(s->sq)) shutdown_write(s);
+    begin_close(s);
   }
   ioc__spin_unlock(&s->lock);
+}
+
+int ioc_session_shutdown(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  int rc = 0;
+  if (s->state >= IOC__S_DRAINING || s->half) {
+    rc = IOC_ECLOSED;
+  } else {
+    s->half = true;
+    advance_close(s); /* CONNECTING: the connect completion does it */
+  }
+  ioc__spin_unlock(&s->lock);
+  return rc;
 }
 
 void ioc_session_abort(ioc_session_t *s) {
@@ -579,7 +623,7 @@ void ioc_session_abort(ioc_session_t *s) {
   ioc__spin_unlock(&s->lock);
 }
 
-/* Used by the idle sweep and the Lua binding: close at once with a cause. */
+/* Used by the Lua binding: close at once with a cause. */
 void ioc__session_fail(ioc_session_t *s, int err) {
   ioc__spin_lock(&s->lock);
   if (s->state < IOC__S_CLOSING) {
@@ -590,6 +634,62 @@ void ioc__session_fail(ioc_session_t *s, int err) {
 }
 
 void ioc_session_fail(ioc_session_t *s, int err) { ioc__session_fail(s, err > 0 ? -err : err); }
+
+void ioc_session_pause(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  s->paused = true;
+  ioc__spin_unlock(&s->lock);
+}
+
+void ioc_session_resume(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  if (s->paused) {
+    s->paused = false;
+    kick_recv(s);
+  }
+  ioc__spin_unlock(&s->lock);
+}
+
+int ioc_session_paused(const ioc_session_t *s) {
+  ioc_session_t *m = (ioc_session_t *)s;
+  ioc__spin_lock(&m->lock);
+  int r = m->paused;
+  ioc__spin_unlock(&m->lock);
+  return r;
+}
+
+int ioc_session_set_timeout(ioc_session_t *s, ioc_timeout_t which, uint64_t ms) {
+  uint32_t v = clamp_ms(ms);
+  int rc = 0;
+  ioc__spin_lock(&s->lock);
+  if (s->state >= IOC__S_CLOSING) {
+    rc = IOC_ECLOSED;
+  } else {
+    switch ((int)which) {
+    case IOC_TIMEOUT_IDLE:
+      s->idle_timeout_ms = v;
+      s->armed_ms = ioc__now32();
+      break;
+    case IOC_TIMEOUT_WRITE:
+      s->write_timeout_ms = v;
+      s->armed_ms = ioc__now32();
+      break;
+    case IOC_TIMEOUT_CONNECT:
+      if (s->state == IOC__S_CONNECTING && !s->outbound) rc = IOC_EINVAL;
+      else if (s->state != IOC__S_CONNECTING) rc = IOC_ECLOSED;
+      else s->connect_timeout_ms = v;
+      break;
+    case IOC_TIMEOUT_CLOSE:
+      s->close_timeout_ms = ms ? v : IOC_DEFAULT_CLOSE_TIMEOUT_MS;
+      break;
+    default:
+      rc = IOC_EINVAL;
+    }
+  }
+  if (rc == 0 && ioc__session_needs_sweep(s)) ioc__timed_add(s);
+  ioc__spin_unlock(&s->lock);
+  return rc;
+}
 
 /* True once the owner closed or aborted the session (close(), abort(), a
  * handler error): the Lua binding then drops receive events still queued,
@@ -621,13 +721,18 @@ void *ioc_session_userdata(const ioc_session_t *s) { return s->ud; }
 ioc_core_t *ioc_session_core(const ioc_session_t *s) { return s->obj.core; }
 uint64_t ioc_session_id(const ioc_session_t *s) { return s->id; }
 const ioc_addr_t *ioc_session_peer(const ioc_session_t *s) { return &s->peer; }
+
+/* Looked up once and kept, but only once the socket is bound: an outbound
+ * socket whose connect has not reached the kernel yet (io_uring submits at
+ * the end of the batch) is still 0.0.0.0:0, and keeping that would answer
+ * it for the session's life. Until then the answer is "unknown" (family 0). */
 const ioc_addr_t *ioc_session_local(const ioc_session_t *s) {
   static const ioc_addr_t none; /* family 0: formats as EINVAL */
   ioc_session_t *m = (ioc_session_t *)s;
   ioc__spin_lock(&m->lock);
   if (!m->local && m->h.fd != IOC_BAD_FD) {
     ioc_addr_t *a = calloc(1, sizeof *a);
-    if (a && ioc__socket_local_addr(m->h.fd, a) == 0) {
+    if (a && ioc__socket_local_addr(m->h.fd, a) == 0 && ioc_addr_port(a) != 0) {
       m->local = a;
       m->local_owned = true;
     } else {
@@ -638,26 +743,8 @@ const ioc_addr_t *ioc_session_local(const ioc_session_t *s) {
   ioc__spin_unlock(&m->lock);
   return r;
 }
+
 void *ioc_session_user(const ioc_session_t *s) { return s->user; }
 void ioc_session_set_user(ioc_session_t *s, void *p) { s->user = p; }
 void ioc_session_retain(ioc_session_t *s) { ioc__object_ref(&s->obj); }
 void ioc_session_release(ioc_session_t *s) { ioc__object_unref(&s->obj); }
-
-/* Declared for the edge API; implemented next (each returns IOC_ENOSYS or
- * does nothing until then). */
-int ioc_session_shutdown(ioc_session_t *s) {
-  IOC__UNUSED(s);
-  return IOC_ENOSYS;
-}
-void ioc_session_pause(ioc_session_t *s) { IOC__UNUSED(s); }
-void ioc_session_resume(ioc_session_t *s) { IOC__UNUSED(s); }
-int ioc_session_paused(const ioc_session_t *s) {
-  IOC__UNUSED(s);
-  return 0;
-}
-int ioc_session_set_timeout(ioc_session_t *s, ioc_timeout_t which, uint64_t ms) {
-  IOC__UNUSED(s);
-  IOC__UNUSED(which);
-  IOC__UNUSED(ms);
-  return IOC_ENOSYS;
-}

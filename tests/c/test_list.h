@@ -84,7 +84,22 @@
   X(session_fail_gives_its_cause_to_on_close, 0)               \
   X(session_user_slot_starts_null_and_keeps_a_pointer, 0)      \
   X(listener_close_twice_with_a_reference_is_safe, 0)          \
-  X(public_constants_match_the_docs, 0) \
+  X(public_constants_match_the_docs, 0)                        \
+  /* test_edges.c */                                           \
+  X(graceful_close_waits_for_a_slow_reader_and_loses_nothing, 90000) \
+  X(graceful_close_to_a_stalled_reader_times_out_with_etimedout, 60000) \
+  X(graceful_close_ends_at_once_when_the_peer_has_everything_and_fins, 0) \
+  X(shutdown_sends_fin_and_keeps_receiving_until_the_peer_fin, 0) \
+  X(sends_after_the_peer_fin_go_out_until_the_owner_closes, 0) \
+  X(session_pause_holds_data_until_resume, 60000)              \
+  X(pause_from_inside_on_recv_stops_delivery, 0)               \
+  X(idle_timeout_spares_an_active_download, 60000)             \
+  X(write_timeout_closes_a_session_whose_peer_stopped_reading, 60000) \
+  X(connect_timeout_and_failures_give_one_code_to_on_open_and_on_close, 0) \
+  X(set_timeout_changes_a_live_session, 0)                     \
+  X(send_on_an_empty_queue_is_taken_whatever_its_size, 60000)  \
+  X(outbound_local_address_asked_before_the_connect_is_right_after, 0) \
+  X(timers_fire_in_deadline_order_on_4_workers, 60000) \
   /* test_proxy.c */                                           \
   X(proxy_v1_tcp4_and_tcp6_give_client_and_proxy_addresses, 0) \
   X(proxy_v1_unknown_keeps_the_real_peer, 0)                   \
@@ -94,6 +109,7 @@
   X(proxy_rejects_each_kind_of_malformed_header_with_eproto, 0) \
   X(proxy_never_waits_past_the_protocol_maximum, 0)            \
   X(proxy_build_writes_headers_the_parser_reads_back, 0) \
+  X(proxy_reader_hands_over_the_bytes_after_the_header, 0)    \
   /* test_framing.c */                                         \
   X(framing_every_split_point_gives_the_same_messages, 0)      \
   X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
@@ -111,4 +127,6 @@
   X(resolve_rejects_malformed_names_at_once, 0)                \
   X(resolve_50_parallel_lookups_complete_exactly_once, 60000)  \
   X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
-  X(resolve_never_calls_back_inside_the_call, 0)
+  X(resolve_never_calls_back_inside_the_call, 0) \
+  X(resolve_results_are_deduplicated_and_capped, 0) \
+  X(protocols_doc_states_the_constants, 0)

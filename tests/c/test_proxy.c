@@ -391,3 +391,80 @@ void test_proxy_build_writes_headers_the_parser_reads_back(void) {
   ASSERT_ERR(ioc__proxy_build(2, &r, text, sizeof text), IOC_EINVAL);
   ASSERT_ERR(ioc__proxy_build(3, &r, text, sizeof text), IOC_EINVAL);
 }
+
+/* ---- the listener's reader ---------------------------------------------------------- */
+
+/* Header plus "hello" in two reads split anywhere: the header is found once,
+ * and exactly "hello" is left for the application, whichever read it came in. */
+void test_proxy_reader_hands_over_the_bytes_after_the_header(void) {
+  fill_v6_block();
+  unsigned char v2h[64];
+  size_t v2n = v2(v2h, 0x21, 0x21, v6_block, 36);
+  const char *v1h = "PROXY TCP4 192.0.2.1 198.51.100.7 56324 443\r\n";
+  struct { const unsigned char *h; size_t n; const char *src; } hs[] = {
+      {(const unsigned char *)v1h, strlen(v1h), "192.0.2.1:56324"},
+      {v2h, v2n, "[2001:db8::1]:50000"},
+  };
+  for (size_t k = 0; k < 2; k++) {
+    unsigned char stream[128];
+    memcpy(stream, hs[k].h, hs[k].n);
+    memcpy(stream + hs[k].n, "hello", 5);
+    size_t total = hs[k].n + 5;
+    for (size_t split = 0; split <= total; split++) {
+      ioc__proxy_reader_t *rd = (ioc__proxy_reader_t *)calloc(1, sizeof *rd);
+      ASSERT(rd != NULL);
+      ioc__proxy_result_t r;
+      size_t used;
+      char app[16];
+      size_t applen = 0;
+      int rc = ioc__proxy_reader_feed(rd, stream, split, &r, &used);
+      if (rc > 0) {
+        memcpy(app, stream + used, split - used);
+        applen = split - used;
+        memcpy(app + applen, stream + split, total - split); /* the next read is all the app's */
+        applen += total - split;
+      } else {
+        ASSERT_MSG(rc == 0, "header %zu split %zu: first read gave %d", k, split, rc);
+        rc = ioc__proxy_reader_feed(rd, stream + split, total - split, &r, &used);
+        ASSERT_MSG(rc == (int)hs[k].n, "header %zu split %zu: second read gave %d", k, split, rc);
+        memcpy(app, stream + split + used, total - split - used);
+        applen = total - split - used;
+      }
+      ASSERT_EQ(applen, 5);
+      ASSERT(memcmp(app, "hello", 5) == 0);
+      addr_is(&r.src, hs[k].src);
+      free(rd);
+    }
+  }
+  /* garbage is refused on the first read, and after a good start */
+  ioc__proxy_reader_t *rd = (ioc__proxy_reader_t *)calloc(1, sizeof *rd);
+  ASSERT(rd != NULL);
+  ioc__proxy_result_t r;
+  size_t used;
+  ASSERT_ERR(ioc__proxy_reader_feed(rd, "GET / HTTP/1.0\r\n", 16, &r, &used), IOC_EPROTO);
+  memset(rd, 0, sizeof *rd);
+  ASSERT_EQ(ioc__proxy_reader_feed(rd, "PROXY TCP4 1.2.3.4", 18, &r, &used), 0);
+  ASSERT_ERR(ioc__proxy_reader_feed(rd, " x", 2, &r, &used), IOC_EPROTO);
+  /* a v2 header as long as allowed, arriving in 100-byte reads */
+  unsigned char *big = (unsigned char *)calloc(1, IOC__PROXY_MAX + 10);
+  ASSERT(big != NULL);
+  unsigned char *block = (unsigned char *)calloc(1, IOC__PROXY_V2_MAX_PAYLOAD);
+  ASSERT(block != NULL);
+  memcpy(block, v4_block, 12);
+  size_t n = v2(big, 0x21, 0x11, block, IOC__PROXY_V2_MAX_PAYLOAD);
+  memcpy(big + n, "tail", 4);
+  memset(rd, 0, sizeof *rd);
+  size_t pos = 0;
+  int rc = 0;
+  while (rc == 0) {
+    size_t step = n + 4 - pos < 100 ? n + 4 - pos : 100;
+    ASSERT(step > 0);
+    rc = ioc__proxy_reader_feed(rd, big + pos, step, &r, &used);
+    pos += rc > 0 ? used : step;
+  }
+  ASSERT_EQ(rc, (int)IOC__PROXY_MAX);
+  ASSERT_EQ(pos, IOC__PROXY_MAX);
+  free(big);
+  free(block);
+  free(rd);
+}

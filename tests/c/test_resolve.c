@@ -146,6 +146,7 @@ void test_resolve_rejects_malformed_names_at_once(void) {
     int rc = ioc_resolve(core, bad[i].s, bad[i].len, on_resolved, &l);
     ASSERT_MSG(rc == IOC_EINVAL, "bad name %zu (\"%s\"): got %d", i, bad[i].s, rc);
   }
+  ASSERT_EQ(IOC__RESOLVE_NAME_MAX, 254);
   ASSERT_ERR(ioc_resolve(core, "localhost", 9, NULL, &l), IOC_EINVAL);
   ASSERT_ERR(ioc_resolve(NULL, "localhost", 9, on_resolved, &l), IOC_EINVAL);
   /* the longest host accepted still goes to the resolver */
@@ -250,4 +251,77 @@ void test_resolve_never_calls_back_inside_the_call(void) {
   ASSERT_EQ(atomic_load(&b.calls), 0);
   WAIT_UNTIL(core, atomic_load(&a.calls) == 1 && atomic_load(&b.calls) == 1, 20000);
   ASSERT_CORE_CLEAN(core);
+}
+
+/* What getaddrinfo gives is kept in its order, with the port, without
+ * duplicates or other families, and at most IOC__RESOLVE_MAX_ADDRS. */
+void test_resolve_results_are_deduplicated_and_capped(void) {
+  ioc_addr_t addrs[IOC__RESOLVE_MAX_ADDRS];
+  size_t n = 0;
+  ioc_addr_t a;
+  ASSERT_OK(ioc_addr_parse(&a, "127.0.0.1:0", 11));
+  ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len);
+  ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len); /* the same again */
+  ASSERT_EQ(n, 1);
+  ASSERT_OK(ioc_addr_parse(&a, "[::1]:0", 7));
+  ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len);
+  ASSERT_EQ(n, 2);
+  unsigned char unix_like[32];
+  memset(unix_like, 0, sizeof unix_like);
+  unix_like[0] = 1; /* AF_UNIX / AF_LOCAL on Linux and Windows */
+  ioc__resolve_collect(addrs, &n, 80, unix_like, sizeof unix_like);
+  ASSERT_EQ(n, 2);
+  char text[IOC_ADDRSTRLEN];
+  ASSERT_OK(ioc_addr_format(&addrs[0], text, sizeof text));
+  ASSERT_STR_EQ(text, "127.0.0.1:80");
+  ASSERT_OK(ioc_addr_format(&addrs[1], text, sizeof text));
+  ASSERT_STR_EQ(text, "[::1]:80");
+  for (int i = 0; i < 40; i++) {
+    char s[32];
+    int len = snprintf(s, sizeof s, "10.0.0.%d:0", i);
+    ASSERT_OK(ioc_addr_parse(&a, s, (size_t)len));
+    ioc__resolve_collect(addrs, &n, 80, a.u.bytes, a.len);
+  }
+  ASSERT_EQ(n, IOC__RESOLVE_MAX_ADDRS);
+  ASSERT_OK(ioc_addr_format(&addrs[IOC__RESOLVE_MAX_ADDRS - 1], text, sizeof text));
+  ASSERT_STR_EQ(text, "10.0.0.29:80"); /* the first ones are kept */
+}
+
+/* ---- docs/protocols.md ------------------------------------------------------------ */
+
+#include "framing.h"
+#include "proxy.h"
+
+/* Each number the page gives is written from the constant here, so the page
+ * and the code cannot drift apart. */
+void test_protocols_doc_states_the_constants(void) {
+  const char *path = "docs/protocols.md";
+  FILE *f = fopen(path, "rb");
+  if (!f) SKIPF("%s not found (run from the source tree)", path);
+  static char doc[1 << 16];
+  size_t n = fread(doc, 1, sizeof doc - 1, f);
+  fclose(f);
+  doc[n] = 0;
+  char want[9][96];
+  snprintf(want[0], sizeof want[0], "of at most %d bytes", IOC__PROXY_V1_MAX);
+  snprintf(want[1], sizeof want[1], "at most %d + %d bytes", IOC__PROXY_V2_HEAD,
+           IOC__PROXY_V2_MAX_PAYLOAD);
+  snprintf(want[2], sizeof want[2], "the default, %d bytes", IOC__FRAME_DEFAULT_MAX);
+  snprintf(want[3], sizeof want[3], "of 1 to %d bytes", IOC__FRAME_DELIM_MAX);
+  snprintf(want[4], sizeof want[4], "at most %d.", IOC__RESOLVE_MAX_ADDRS);
+  snprintf(want[5], sizeof want[5], "at most %d at once", IOC__RESOLVE_THREADS);
+  snprintf(want[6], sizeof want[6], "over %d bytes", IOC__RESOLVE_NAME_MAX);
+  snprintf(want[7], sizeof want[7], "\"host name not found\", %d", IOC_ENOTFOUND);
+  snprintf(want[8], sizeof want[8], "may be at most %d,", IOC__PROXY_V2_MAX_PAYLOAD);
+  /* the page wraps and indents lines: compare with each run of white
+   * space as one space */
+  char *w = doc;
+  for (const char *p = doc; *p; p++) {
+    int space = *p == ' ' || *p == '\n' || *p == '\r';
+    if (!space || w == doc || w[-1] != ' ') *w++ = space ? ' ' : *p;
+  }
+  *w = '\0';
+  for (int i = 0; i < 9; i++) {
+    ASSERT_MSG(strstr(doc, want[i]) != NULL, "%s does not say \"%s\"", path, want[i]);
+  }
 }

@@ -303,3 +303,75 @@ void test_timer_started_from_callback_fires(void) {
   ASSERT_EQ(atomic_load(&c.victim_fired), 0);
   ASSERT_CORE_CLEAN(core);
 }
+
+/* ---- timers_fire_in_deadline_order_on_4_workers ------------------------------------ */
+
+/* Each timer's deadline is known to lie in [before + delay, after + delay]
+ * (the clock read around its start). Timer a must start its callback
+ * before timer b when a's latest possible deadline is earlier than b's
+ * earliest, or when both are exactly known, equal, and a started first. */
+typedef struct dl_timer {
+  uint64_t lo, hi; /* deadline bounds */
+  int start_index;
+  struct dl_state *st;
+} dl_timer_t;
+
+typedef struct dl_state {
+  atomic_int next;
+  int *fired; /* start indexes in callback-start order */
+} dl_state_t;
+
+static void dl_cb(ioc_timer_t *t, void *ud) {
+  (void)t;
+  dl_timer_t *o = (dl_timer_t *)ud;
+  int k = atomic_fetch_add(&o->st->next, 1);
+  o->st->fired[k] = o->start_index;
+  if (o->start_index % 8 == 0) sleep_ms(1); /* a slower callback: later ones must not overtake it */
+}
+
+void test_timers_fire_in_deadline_order_on_4_workers(void) {
+  enum { N = 300 };
+  static dl_timer_t ts[N];
+  static int fired[N];
+  static dl_state_t st;
+  atomic_init(&st.next, 0);
+  st.fired = fired;
+  ioc_core_t *core;
+  make_core(&core);
+  ASSERT_OK(ioc_core_start(core, 4));
+  uint64_t seed = 7;
+  for (int i = 0; i < N; i++) {
+    uint64_t delay = 100 + 5 * rng_range(&seed, 0, 3);
+    ts[i].st = &st;
+    ts[i].start_index = i;
+    uint64_t before = ioc_now_ms();
+    ASSERT_OK(ioc_timer_start(core, delay, 0, dl_cb, &ts[i], NULL));
+    uint64_t after = ioc_now_ms();
+    ts[i].lo = before + delay;
+    ts[i].hi = after + delay;
+  }
+  uint64_t dl = now_ms() + (uint64_t)scaled_ms(20000);
+  while (atomic_load(&st.next) < N) {
+    ASSERT_MSG(now_ms() < dl, "%d of %d timers fired", atomic_load(&st.next), N);
+    sleep_ms(5);
+  }
+  int exact_ties = 0;
+  for (int x = 0; x < N; x++) {
+    for (int y = x + 1; y < N; y++) {
+      const dl_timer_t *a = &ts[fired[x]], *b = &ts[fired[y]]; /* a ran first */
+      bool b_due_first = b->hi < a->lo;
+      bool tie = a->lo == a->hi && b->lo == b->hi && a->lo == b->lo;
+      if (tie) exact_ties++;
+      ASSERT_MSG(!b_due_first, "timer %d (deadline %llu) ran after timer %d (deadline %llu)",
+                 b->start_index, (unsigned long long)b->hi, a->start_index,
+                 (unsigned long long)a->lo);
+      ASSERT_MSG(!(tie && b->start_index < a->start_index),
+                 "timers %d and %d have the same deadline but ran out of start order",
+                 b->start_index, a->start_index);
+    }
+  }
+  fprintf(stderr, "timer order: %d timers on 4 workers in order (%d exactly tied pairs)\n", N,
+          exact_ties);
+  ASSERT_GT(exact_ties, 0);
+  ASSERT_CORE_CLEAN(core);
+}

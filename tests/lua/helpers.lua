@@ -15,6 +15,37 @@ local H = { iocore = iocore, lu = lu }
 H.lua = "lua5.4" -- set by run.lua to the interpreter running the suite
 H.root = "."     -- set by run.lua to the repository root
 
+-- On Windows the suite runs as `wine lua.exe` (tests/win/run_lua.sh), and
+-- what it starts are Linux processes: wine's `start /unix` runs bash with
+-- the same wrapper as on Linux, a Lua script runs as `wine lua.exe script`.
+-- Files both sides use live in IOCORE_TEST_TMP (a Linux path; Z:\ to wine;
+-- os.tmpname() is pointed there). kill("TERM") sends SIGINT, which wine
+-- delivers as the console's Ctrl-C; on SIGTERM wine ends the process
+-- without any console event. Tests that cannot run there are skipped with
+-- the reason in tests/win/lua_skips.lua.
+H.windows = package.config:sub(1, 1) == "\\"
+local win = {}
+if H.windows then
+  win.tmp = os.getenv("IOCORE_TEST_TMP") or "/tmp"
+  function win.dos(u) return "Z:" .. (u:gsub("/", "\\")) end
+  function win.unix(w) return ((w:gsub("^[Zz]:", "")):gsub("\\", "/")) end
+  local n = 0
+  function os.tmpname()
+    n = n + 1
+    local name = win.dos(("%s/lua_%d_%d"):format(win.tmp, os.time(), n))
+    local f = io.open(name, "w") -- made at once, as POSIX's tmpname does
+    if f then f:close() end
+    return name
+  end
+  local ok, skips = pcall(require, "lua_skips")
+  win.skips = ok and skips or {}
+  local start_test = lu.LuaUnit.startTest
+  function lu.LuaUnit:startTest(name)
+    win.current = name
+    return start_test(self, name)
+  end
+end
+
 -- ---- time ----------------------------------------------------------------------
 
 -- Milliseconds from a monotonic clock (/proc/uptime, 10 ms steps); only used
@@ -48,8 +79,13 @@ function H.wait_for(core, cond, what, ms)
   end
 end
 
--- Sleeps without a core.
+-- Sleeps without a core (on Windows: an idle core of its own runs for ms).
 function H.sleep(ms)
+  if H.windows then
+    win.sleeper = win.sleeper or assert(iocore.core { threads = 1, signals = false })
+    win.sleeper:run(ms)
+    return
+  end
   os.execute(("sleep %.3f"):format(ms / 1000))
 end
 
@@ -262,7 +298,7 @@ H.read_file = read_file
 -- record: p.pid, p:output(), p:exited(), p.status (exit status, once exited),
 -- p:kill(sig).
 function H.spawn(script, ...)
-  local argv = { H.lua, script }
+  local argv = H.windows and { "wine", H.lua, script } or { H.lua, script }
   for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
   return H.spawn_argv(argv)
 end
@@ -272,10 +308,27 @@ function H.spawn_argv(argv)
   local base = os.tmpname()
   local p = { out = base .. ".out", pidf = base .. ".pid", statusf = base .. ".status", base = base }
   local args = {}
-  for i, a in ipairs(argv) do args[i] = shq(a) end
+  for i, a in ipairs(argv) do
+    -- a Linux program gets the Linux name of a file os.tmpname() made
+    if H.windows and argv[1] ~= "wine" and tostring(a):match("^[Zz]:\\") then a = win.unix(a) end
+    args[i] = shq(a)
+  end
+  local sh = H.windows and win.unix or function(f) return f end
   local cmd = ("( %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s ) >/dev/null 2>&1 </dev/null &")
-      :format(table.concat(args, " "), shq(p.out), shq(p.pidf), shq(p.statusf))
-  os.execute(cmd)
+      :format(table.concat(args, " "), shq(sh(p.out)), shq(sh(p.pidf)), shq(sh(p.statusf)))
+  if H.windows then
+    if not win.cwd then
+      local d = io.popen("cd")
+      win.cwd = win.unix(d:read("l"))
+      d:close()
+    end
+    local f = assert(io.open(base .. ".sh", "wb")) -- no CR: bash reads it
+    f:write("cd ", shq(win.cwd), " || exit 1\n", cmd, "\n")
+    f:close()
+    os.execute("start /unix /bin/bash " .. win.unix(base) .. ".sh")
+  else
+    os.execute(cmd)
+  end
   function p:output() return read_file(self.out) or "" end
   function p:exited()
     if self.status then return true end
@@ -295,7 +348,14 @@ function H.spawn_argv(argv)
   end
   function p:kill(sig)
     local pid = self:getpid()
-    if pid and not self:exited() then os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", pid)) end
+    if pid and not self:exited() then
+      if H.windows then
+        sig = (sig or "TERM") == "TERM" and "INT" or sig
+        os.execute(("start /unix /bin/kill -%s %d"):format(sig, pid))
+      else
+        os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", pid))
+      end
+    end
   end
   procs[#procs + 1] = p
   return p
@@ -310,7 +370,7 @@ function H.slow_reader(port, delay_s)
   local file = os.tmpname()
   local p = H.spawn_argv({ "bash", "-c",
     ('exec 3<>/dev/tcp/127.0.0.1/%d || exit 9; echo connected; sleep %s; cat <&3 >%s'):format(
-      port, tostring(delay_s), shq(file)) })
+      port, tostring(delay_s), shq(H.windows and win.unix(file) or file)) })
   p.file = file
   function p:received()
     local f = io.open(self.file, "rb")
@@ -352,13 +412,16 @@ function H.reap()
       local deadline = H.now() + 2000
       while not p:exited() and H.now() < deadline do H.sleep(20) end
     end
-    for _, f in ipairs({ p.out, p.pidf, p.statusf, p.base, p.file }) do os.remove(f) end
+    for _, f in ipairs({ p.out, p.pidf, p.statusf, p.base, p.base .. ".sh", p.file }) do os.remove(f) end
   end
   procs = {}
 end
 
 -- luaunit hooks every test class uses.
-function H.setUp() end
+function H.setUp()
+  local why = H.windows and (win.skips[win.current] or win.skips[win.current:match("^[^.]*")])
+  if why then lu.skip("on Windows: " .. why) end
+end
 function H.tearDown() H.reap() end
 
 -- A test class with the shared setUp/tearDown.

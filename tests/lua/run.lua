@@ -58,11 +58,12 @@ H.root = root
 
 -- Load the test files in name order (each defines global Test* classes).
 -- Listing needs a shell; should that fail, the known files are used.
-local KNOWN = { "test_connect.lua", "test_echo.lua", "test_errors.lua", "test_examples.lua",
+local KNOWN = { "test_connect.lua", "test_docs.lua", "test_echo.lua", "test_edges.lua", "test_errors.lua", "test_examples.lua",
                 "test_limits.lua", "test_listen.lua", "test_order.lua", "test_send.lua", "test_sessions.lua",
-                "test_source.lua", "test_timers.lua" }
+                "test_source.lua", "test_stream.lua", "test_timers.lua" }
 local files = {}
-local p = io.popen("ls " .. H.shq(dir) .. " 2>/dev/null")
+local p = io.popen(H.windows and ('dir /b "' .. dir:gsub("/", "\\") .. '" 2>nul')
+                  or ("ls " .. H.shq(dir) .. " 2>/dev/null"))
 if p then
   for name in p:lines() do
     if name:match("^test_.*%.lua$") then files[#files + 1] = name end

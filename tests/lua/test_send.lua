@@ -174,26 +174,57 @@ function TestSend:test_pending_after_big_send_and_on_drain_when_it_empties()
   end)
 end
 
-function TestSend:test_send_over_max_pending_returns_enobufs_and_queues_nothing()
+-- max_pending refuses a send only behind data already queued: a send on an
+-- empty queue is always taken, however large.
+function TestSend:test_send_on_an_empty_queue_is_taken_whatever_max_pending()
   H.with_core(function(core)
-    local results = {}
+    local N = 1 << 20
+    local result
     local l = server(core, function(s)
-      results.ok = s:send(string.rep("a", 60000))
-      results.pending1 = s:pending()
-      -- more than max_pending even with nothing queued: refused whatever
-      -- part of the first send the other worker has written meanwhile
-      results.over = table.pack(s:send(string.rep("b", 70000)))
-      results.pending2 = s:pending()
+      result = table.pack(s:send(string.rep("a", N)))
       s:close()
     end, { max_pending = 64 * 1024 })
     local c = H.client(core, l:address())
-    H.wait_for(core, function() return c.closed end, "close")
-    lu.assertTrue(results.ok)
-    lu.assertTrue(results.pending1 <= 60000)
-    H.assert_fail("ENOBUFS", "send over max_pending", table.unpack(results.over, 1, results.over.n))
-    lu.assertTrue(results.pending2 <= results.pending1, "a refused send queues nothing")
-    lu.assertEquals(c.received, 60000)
-    lu.assertEquals(c:data(), string.rep("a", 60000))
+    H.wait_for(core, function() return c.closed end, "close", 20000)
+    lu.assertEquals({ result[1], result.n }, { true, 1 }, "a send on an empty queue is taken")
+    lu.assertEquals(c.received, N)
+    l:close()
+  end)
+end
+
+-- Behind queued data, a send that would pass max_pending queues nothing and
+-- returns ENOBUFS; on_drain follows the refusal, and a send from it is taken.
+function TestSend:test_send_over_max_pending_behind_queued_data_returns_enobufs_then_on_drain()
+  H.with_core(function(core)
+    local N = 16 << 20
+    local st = { drains = 0 }
+    local l = server(core, function(s)
+      st.first = s:send(string.rep("a", N))
+      st.pending1 = s:pending()
+      st.over = table.pack(s:send(string.rep("b", 100000)))
+      st.pending2 = s:pending()
+    end, {
+      max_pending = 64 * 1024,
+      on_drain = function(s)
+        st.drains = st.drains + 1
+        if st.drains == 1 then
+          st.after = s:send("c")
+          s:close()
+        end
+      end,
+    })
+    -- a reader in another process that waits before reading: the 16 MiB
+    -- cannot all be written at once, so data stays queued
+    local reader = H.slow_reader(l:port(), 0.5)
+    H.wait_for(core, function() return st.after ~= nil end, "on_drain after the refusal", 30000)
+    lu.assertTrue(st.first)
+    lu.assertTrue(st.pending1 > 0, "(test precondition) data is queued behind the first send")
+    H.assert_fail("ENOBUFS", "send behind queued data over max_pending",
+      table.unpack(st.over, 1, st.over.n))
+    lu.assertTrue(st.pending2 <= st.pending1, "a refused send queues nothing")
+    lu.assertTrue(st.after, "a send from on_drain is taken")
+    H.wait_for(core, function() return reader:exited() end, "the reader", 30000)
+    lu.assertEquals(reader:received(), N + 1, "the first send and the one from on_drain, nothing of the refused one")
     l:close()
   end)
 end

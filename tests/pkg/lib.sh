@@ -20,6 +20,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+# (a TERM or INT from the runner's time-out runs the clean-up too)
+trap 'exit 143' TERM INT
 
 fail() { echo "FAIL: $*"; exit 1; }
 skip() { echo "SKIP: $*"; exit 77; }

@@ -1,0 +1,20 @@
+-- The Lua suite's tests that do not run on Windows (tests/win/run_lua.sh runs
+-- the suite as `wine lua.exe`), each with the reason printed as its SKIP.
+-- tests/lua/helpers.lua skips them in setUp when it runs on Windows; a key
+-- without a dot names a whole test class.
+return {
+  TestSource = "it reads src/lua's C sources through ls; a check of the source text, "
+    .. "the same on every platform, which the Linux suite runs",
+  ["TestStream.test_dial_to_a_refused_port_is_econnrefused"] =
+    "it dials the port of a listener it has just closed; on IOCP the listening socket "
+    .. "is closed only once its cancelled AcceptEx operations are back (a dispatch later), "
+    .. "so the dial may still be accepted; test_connect_to_closed_port_reports_econnrefused"
+    .. "_then_closes_once checks refusals on a port closed for good",
+  ["TestSessions.test_sockets_are_not_inherited_by_child_processes"] =
+    "it lists a child's /proc/self/fd, which is Linux's; Windows sockets are made "
+    .. "with WSA_FLAG_NO_HANDLE_INHERIT (src/net/socket.c)",
+  ["TestTimers.test_sigint_stops_a_script_and_signals_false_ignores_it"] =
+    "its second half expects death by SIGTERM (status 143); Windows has no SIGTERM "
+    .. "(wine kills the process outright), and Ctrl-C stopping run() is checked by "
+    .. "test_sigterm_stops_server_example_gracefully and tests/win/lua_server_smoke.sh",
+}
