@@ -288,6 +288,13 @@ void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out) {
 /* ---- loops: who drives, wake-ups ------------------------------------------------ */
 
 bool ioc__core_driving(const ioc__loop_t *loop) {
+  ioc__loop_t *l = (ioc__loop_t *)loop;
+  return atomic_load_explicit(&l->owner, memory_order_relaxed) == &tls_token ||
+         atomic_load_explicit(&l->driver, memory_order_relaxed) == &tls_token;
+}
+
+/* Holding drive_lock now. */
+static bool holds(const ioc__loop_t *loop) {
   return atomic_load_explicit(&((ioc__loop_t *)loop)->driver, memory_order_relaxed) == &tls_token;
 }
 
@@ -295,7 +302,7 @@ bool ioc__core_driving(const ioc__loop_t *loop) {
  * 1 when taken now, 2 when this thread already holds it (a callback that
  * dispatches), 0 when not taken. */
 static int loop_acquire(ioc__loop_t *l, bool try, uint64_t deadline) {
-  if (ioc__core_driving(l)) return 2;
+  if (holds(l)) return 2;
   if (!ioc__mutex_lock_until(&l->drive_lock, try ? 0 : deadline)) return 0;
   atomic_store_explicit(&l->driver, (void *)&tls_token, memory_order_relaxed);
   return 1;
@@ -526,23 +533,70 @@ static int wait_bound(ioc_core_t *core, uint64_t deadline, bool timers, int cap_
   return wait_ms;
 }
 
-/* Waits on l (its driver) and runs what came. *err gets a wait failure.
- * Returns the number of ops completed. */
-static int loop_wait_run(ioc_core_t *core, ioc__loop_t *l, int wait_ms, int *err) {
+/* A pool worker busy this long (running completions or Lua handlers, not
+ * waiting on its loop) while its loop has completions waiting gets help: an
+ * idle worker reaps the loop meanwhile (help_stuck_loops). */
+#define IOC__HELP_AFTER_MS 2
+/* How often an idle worker looks while another one is busy. */
+#define IOC__HELP_POLL_MS 5
+
+/* A pool worker about to run a batch: wakes one other worker that sleeps
+ * on its own loop with no time bound, so that it looks at this loop
+ * (help_stuck_loops) and keeps looking every IOC__HELP_POLL_MS while
+ * workers are busy. One wake per such sleep: the flag is claimed here. */
+static void call_for_help(ioc_core_t *core) {
+  int count = nloops(core);
+  for (int i = 0; i < count; i++) {
+    ioc__loop_t *o = core->loops[i];
+    int one = 1;
+    if (atomic_load_explicit(&o->sleeping, memory_order_relaxed) &&
+        atomic_compare_exchange_strong_explicit(&o->sleeping, &one, 0, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+      core->backend->wake(core, o);
+      return;
+    }
+  }
+}
+
+/* Waits on l and runs what came: waiting and reaping under l's drive_lock,
+ * running without it, so that while this thread runs a long batch (a Lua
+ * handler) an idle worker may reap l meanwhile. The lock is taken at once
+ * (try) or by the deadline; if it is not, nothing is done and *got is
+ * false. *err gets a wait failure. Returns the number of ops completed. */
+static int loop_wait_run(ioc_core_t *core, ioc__loop_t *l, int wait_ms, bool try, uint64_t deadline,
+                         bool *got, int *err) {
   const ioc__backend_t *be = core->backend;
   ioc__cqe_t cqes[IOC__CQE_BATCH];
+  int how = loop_acquire(l, try, deadline);
+  *got = how != 0;
+  if (!how) return 0;
+  bool owner = atomic_load_explicit(&l->owner, memory_order_relaxed) == &tls_token;
+  if (owner) atomic_store_explicit(&l->busy_since, 0, memory_order_relaxed);
+  bool sleep = owner && wait_ms < 0;
+  if (sleep) atomic_store_explicit(&l->sleeping, 1, memory_order_relaxed);
+  int m = be->wait(core, l, cqes, IOC__CQE_BATCH, wait_ms);
+  if (sleep) atomic_store_explicit(&l->sleeping, 0, memory_order_relaxed);
+  if (owner) {
+    uint64_t now = ioc__now_ms();
+    atomic_store_explicit(&l->busy_since, now ? now : 1, memory_order_relaxed);
+  }
+  if (how == 1) {
+    atomic_store_explicit(&l->driver, NULL, memory_order_relaxed);
+    ioc__mutex_unlock(&l->drive_lock);
+  }
+  if (m < 0 && m != IOC_EINTR) *err = m;
+  if (owner && m > 0 && nloops(core) > 1) call_for_help(core);
   ioc__loop_t *saved = tls_loop;
   tls_loop = l;
-  int n = 0, m = be->wait(core, l, cqes, IOC__CQE_BATCH, wait_ms);
-  if (m < 0 && m != IOC_EINTR) *err = m;
+  int n = 0;
   for (int i = 0; i < m; i++) {
     tls_batch_left = m - i - 1;
     n += be->complete(core, l, &cqes[i]);
   }
+  n += run_loop_queues(core, l);
   /* Every entry absorbed by the backend (an op re-submitted or parked):
    * push what that batched before waiting again. */
-  if (n == 0 && m > 0 && be->flush) be->flush(core, l);
-  n += run_loop_queues(core, l);
+  if (be->flush) be->flush(core, l);
   tls_loop = saved;
   return n;
 }
@@ -551,9 +605,31 @@ static int loop_wait_run(ioc_core_t *core, ioc__loop_t *l, int wait_ms, int *err
 typedef struct drive_set {
   int n;
   bool timers;                   /* this thread keeps the timers */
-  bool pool;                     /* a pool worker: holds them for its whole life */
+  bool pool;                     /* a pool worker: the loops are its own */
   ioc__loop_t *loops[IOC__MAX_LOOPS];
 } drive_set_t;
+
+/* An idle pool worker reaps, for once, the loops of workers that have been
+ * busy for IOC__HELP_AFTER_MS or more (a long Lua handler): their sockets
+ * keep being read and written meanwhile. *busy counts loops whose workers
+ * are busy at all. Returns the number of ops completed. */
+static int help_stuck_loops(ioc_core_t *core, int *busy) {
+  int n = 0, count = nloops(core);
+  uint64_t now = 0;
+  for (int i = 0; i < count; i++) {
+    ioc__loop_t *l = core->loops[i];
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == &tls_token) continue;
+    uint64_t since = atomic_load_explicit(&l->busy_since, memory_order_relaxed);
+    if (!since) continue;
+    (*busy)++;
+    if (!now) now = ioc__now_ms();
+    if (now - since < IOC__HELP_AFTER_MS) continue;
+    int err = 0;
+    bool got;
+    n += loop_wait_run(core, l, 0, true, 0, &got, &err);
+  }
+  return n;
+}
 
 /* One round over the set: the queues, then a look (or a wait) at each loop.
  * Returns ops completed, or a negative code. */
@@ -568,42 +644,42 @@ static int drive(ioc_core_t *core, drive_set_t *set, uint64_t deadline) {
     for (int i = 0; i < set->n; i++) {
       ioc__loop_t *l = set->loops[i];
       if (!atomic_load_explicit(&l->pending, memory_order_acquire)) continue;
-      int how = set->pool ? 2 : loop_acquire(l, true, 0);
-      if (!how) continue;
       ioc__loop_t *saved = tls_loop;
       tls_loop = l;
       n += run_loop_queues(core, l);
       tls_loop = saved;
-      loop_release(core, l, how);
     }
     if (n > 0) return n;
 
+    int cap = set->n > 1 ? 10 : -1;
     if (set->n > 1) {
       /* Several loops: look at each without blocking, then block on the
        * first one at most 10 ms (a wake aimed at another one is seen then). */
       for (int i = 1; i < set->n; i++) {
-        ioc__loop_t *l = set->loops[i];
-        int how = set->pool ? 2 : loop_acquire(l, true, 0);
-        if (!how) continue;
-        n += loop_wait_run(core, l, 0, &err);
-        loop_release(core, l, how);
+        bool got;
+        n += loop_wait_run(core, set->loops[i], 0, true, 0, &got, &err);
         if (err) return err;
       }
       if (n > 0) return n;
     }
-    ioc__loop_t *l = set->loops[0];
-    int how = set->pool ? 2 : loop_acquire(l, false, deadline);
-    if (!how) return 0; /* time-out while another thread drove it */
-    if (atomic_load_explicit(&core->stopping, memory_order_acquire) ||
-        atomic_load_explicit(&core->ready_nonempty, memory_order_acquire) ||
-        (!set->pool && atomic_load_explicit(&core->pool_running, memory_order_acquire))) {
-      loop_release(core, l, how);
-      continue;
+    if (set->pool && nloops(core) > 1) {
+      int busy = 0;
+      n += help_stuck_loops(core, &busy);
+      if (n > 0) return n;
+      if (busy && (cap < 0 || cap > IOC__HELP_POLL_MS)) cap = IOC__HELP_POLL_MS;
     }
-    int wait_ms = wait_bound(core, deadline, set->timers, set->n > 1 ? 10 : -1);
-    if (atomic_load_explicit(&l->pending, memory_order_acquire)) wait_ms = 0;
-    n = loop_wait_run(core, l, wait_ms, &err);
-    loop_release(core, l, how);
+    ioc__loop_t *l = set->loops[0];
+    if (atomic_load_explicit(&core->stopping, memory_order_acquire)) return IOC_ECANCELED;
+    int wait_ms = wait_bound(core, deadline, set->timers, cap);
+    if (atomic_load_explicit(&l->pending, memory_order_acquire) ||
+        atomic_load_explicit(&core->ready_nonempty, memory_order_acquire))
+      wait_ms = 0;
+    /* Without a pool this is leader/followers: dispatchers queue for the
+     * loop until their deadline. A pool worker's own loop is free at once
+     * unless a helper reaps it right now. */
+    bool got;
+    n = loop_wait_run(core, l, wait_ms, false, set->pool ? UINT64_MAX : deadline, &got, &err);
+    if (!got) return 0; /* time-out while another thread waited on it */
     if (err) return err;
     if (n > 0) return n;
     if (deadline != UINT64_MAX && ioc__now_ms() >= deadline) {
@@ -661,11 +737,10 @@ static int dispatch_port(ioc_core_t *core, uint64_t deadline) {
   }
 }
 
-/* Flushes what this thread batched on the loops it holds. */
-static void flush_held(ioc_core_t *core, drive_set_t *set) {
-  if (!core->backend->flush) return;
-  for (int i = 0; i < set->n; i++)
-    if (set->pool) core->backend->flush(core, set->loops[i]);
+/* Flushes what this thread batched on its own loops. */
+static void flush_own(ioc_core_t *core, drive_set_t *set) {
+  if (!core->backend->flush || !set->pool) return;
+  for (int i = 0; i < set->n; i++) core->backend->flush(core, set->loops[i]);
 }
 
 int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
@@ -696,7 +771,7 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
       set.timers = !w || w->index == 0;
       for (int i = 0; i < count; i++)
         if (!w || i % w->count == w->index) set.loops[set.n++] = core->loops[i];
-      if (set.pool) tls_loop = set.loops[0]; /* held since worker_main began */
+      if (set.pool) tls_loop = set.loops[0];
       n = drive(core, &set, deadline);
       if (n != 0 || set.pool || (deadline != UINT64_MAX && ioc__now_ms() >= deadline) ||
           !atomic_load_explicit(&core->pool_running, memory_order_acquire))
@@ -704,11 +779,14 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
     }
   }
   tls_batch_left = 0;
-  flush_held(core, &set);
+  flush_own(core, &set);
   if (core->batch_hook) {
-    /* Submissions the hook makes (Lua handlers' sends) go out now. */
+    /* Lua handlers may run long here: another worker may reap this one's
+     * loop meanwhile (help_stuck_loops). Submissions the hook makes (the
+     * handlers' sends) go out right after it. */
+    if (set.pool && !saved && nloops(core) > 1) call_for_help(core);
     core->batch_hook(core->batch_hook_ud);
-    flush_held(core, &set);
+    flush_own(core, &set);
   }
   tls_loop = saved_loop;
   tls_dispatching = saved;
@@ -717,15 +795,15 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
 
 /* ---- worker pool ------------------------------------------------------------------------ */
 
-/* A worker takes its loops for its whole life: every request on them is
- * submitted, and every completion reaped, by this thread. */
+/* A worker owns its loops for its whole life: it submits to them directly,
+ * and it is the one that waits on them and reaps them (another worker only
+ * reaps one while its owner is stuck in a long batch). */
 static void worker_main(void *arg) {
   ioc__worker_t *w = arg;
   ioc_core_t *core = w->core;
-  const ioc__backend_t *be = core->backend;
-  int count = be->single_waiter ? nloops(core) : 0;
+  int count = core->backend->single_waiter ? nloops(core) : 0;
   for (int i = w->index; i < count; i += w->count)
-    loop_acquire(core->loops[i], false, UINT64_MAX);
+    atomic_store_explicit(&core->loops[i]->owner, (void *)&tls_token, memory_order_relaxed);
   tls_worker = w;
   for (;;) {
     int rc = ioc_core_dispatch(core, -1);
@@ -733,7 +811,12 @@ static void worker_main(void *arg) {
     if (rc < 0) ioc__log(core, "dispatch failed: %s", ioc_strerror(rc));
   }
   tls_worker = NULL;
-  for (int i = w->index; i < count; i += w->count) loop_release(core, core->loops[i], 1);
+  for (int i = w->index; i < count; i += w->count) {
+    ioc__loop_t *l = core->loops[i];
+    if (core->backend->flush) core->backend->flush(core, l);
+    atomic_store_explicit(&l->busy_since, 0, memory_order_relaxed);
+    atomic_store_explicit(&l->owner, NULL, memory_order_relaxed);
+  }
 }
 
 int ioc_core_start(ioc_core_t *core, int nthreads) {

@@ -230,11 +230,18 @@ typedef struct ioc__cqe {
 struct ioc__loop {
   int index;
   void *bl;                /* the backend's state of this loop */
-  /* single_waiter backends: held by the thread driving the loop (waiting on
-   * it and running what it reaped); a pool worker holds its own for as long
-   * as it dispatches. */
+  /* single_waiter backends: held by the thread waiting on the loop and
+   * reaping it (not while it runs what it reaped). */
   ioc__mutex_t drive_lock;
   _Atomic(void *) driver;  /* a token of the thread holding drive_lock (NULL: none) */
+  /* The pool worker the loop belongs to (NULL: no pool): it alone submits
+   * to it directly and waits on it. While it runs a batch (busy_since: when
+   * it started, 0 = waiting) an idle worker may reap the loop if the batch
+   * runs long (a Lua handler); sleeping: it waits with no time bound, and
+   * another worker starting a batch may wake it once to come and look. */
+  _Atomic(void *) owner;
+  atomic_uint_fast64_t busy_since;
+  atomic_int sleeping;
   ioc__spin_t lock;        /* guards ready and inbox */
   ioc__queue_t ready;      /* ops of this loop whose result is known (ioc__core_defer) */
   ioc__queue_t inbox;      /* ops other threads submitted (pinned_submit backends) */
