@@ -24,7 +24,9 @@ local T = {}
 
 T.default_timeout = 5000   -- ms: reads, connects, run_until, a server's readiness
 T.server_lifetime = 600    -- s: a server process is killed after this long, whatever happens
-T.stop_grace = 3000        -- ms: server:stop() waits this long after SIGTERM before SIGKILL
+-- ms server:stop() waits after SIGTERM before SIGKILL: more than the grace
+-- a stopping iocore server gives its open sessions (5 s by default)
+T.stop_grace = 10000
 T.close_timeout = 2000     -- ms: T.close waits this long for sessions to close
 T.lua = (arg and arg[-1]) or "lua5.4" -- the interpreter running this program (for start_server)
 
@@ -267,23 +269,31 @@ end
 -- interpreter; default the running one), env (table of extra environment
 -- variables), lifetime (s; default T.server_lifetime).
 -- Returns the server, or nil, msg, code: "ETIMEDOUT" (not ready in time;
--- msg has its output) or "ECHILD" (it exited first; msg has its output).
+-- msg has its output), "ECHILD" (it exited first; msg has its output) or
+-- "ENOSYS" (on Windows: no POSIX shell to run it with).
 function T.start_server(script, opts)
   opts = opts or {}
+  if package.config:sub(1, 1) == "\\" then
+    return fail("ENOSYS", "start_server needs a POSIX system (sh, timeout, setsid, kill)")
+  end
   local base = os.tmpname()
   local srv = setmetatable({ script = script, base = base, files = {
     out = base .. ".out", pid = base .. ".pid", status = base .. ".status" } }, Server)
-  local argv = { "timeout", "-k", "5", tostring(opts.lifetime or T.server_lifetime), opts.lua or T.lua, script }
+  local argv = { opts.lua or T.lua, script }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local words = {}
   for i, a in ipairs(argv) do words[i] = shq(a) end
   local env = {}
   for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. shq(v) end
-  -- `timeout` makes itself a process group leader: its pid is the group's,
-  -- which stop() kills as a whole if SIGTERM is not enough.
-  local cmd = ("( %s %s >%s 2>&1 </dev/null & echo $! >%s; wait $!; echo $? >%s ) >/dev/null 2>&1 </dev/null &")
-      :format(#env > 0 and ("env " .. table.concat(env, " ")) or "", table.concat(words, " "),
-        shq(srv.files.out), shq(srv.files.pid), shq(srv.files.status))
+  -- The server runs as the leader of a process group of its own (setsid,
+  -- exec'd in place by the inner sh, whose pid it keeps and writes down):
+  -- stop() signals it directly (one SIGTERM, which an iocore server turns
+  -- into a graceful stop) and can kill its whole group. `timeout` bounds
+  -- its life (--foreground: it signals the server only, once).
+  local inner = ("echo $$ >%s; exec %s setsid %s"):format(shq(srv.files.pid),
+    #env > 0 and ("env " .. table.concat(env, " ")) or "", table.concat(words, " "))
+  local cmd = ("( timeout --foreground -k 5 %s sh -c %s >%s 2>&1 </dev/null; echo $? >%s ) >/dev/null 2>&1 </dev/null &")
+      :format(tostring(opts.lifetime or T.server_lifetime), shq(inner), shq(srv.files.out), shq(srv.files.status))
   os.execute(cmd)
   running[srv] = true
   local deadline = now_ms() + 3000

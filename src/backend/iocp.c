@@ -397,6 +397,15 @@ static bool finish_recv(ioc__op_t *op, char **heap) {
   }
 }
 
+/* For an AcceptEx packet that came with STATUS_PENDING (see iocp_complete):
+ * whether the accept socket holds the connection after all. */
+static bool iocp_accepted_anyway(SOCKET s, SOCKET ls) {
+  struct sockaddr_storage peer;
+  int len = (int)sizeof peer;
+  return setsockopt(s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (const char *)&ls, (int)sizeof ls) == 0 &&
+         getpeername(s, (struct sockaddr *)&peer, &len) == 0;
+}
+
 /* Turns one packet into the op's result and completes it. Runs on any
  * number of threads at once. Returns the number of ops completed (0 when a
  * receive was re-posted instead). */
@@ -407,11 +416,21 @@ static int iocp_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
   int err = status ? iocp_status_error(status) : 0;
   char *heap = NULL;
   op->buf = NULL;
+  /* Wine (8.0, under load) sometimes hands out the packet of a finished
+   * AcceptEx or zero-byte WSARecv while its OVERLAPPED still reads
+   * STATUS_PENDING, for good: the connection is in the accept socket, the
+   * data in the receive buffer. (Windows writes the final status before it
+   * queues the packet, so it never gets here.) Both results can be read off
+   * the socket instead; taking the status as an error dropped a client that
+   * had connected, or reset a session in the middle of its data. */
+  bool pending = status == (DWORD)STATUS_PENDING;
 
   switch (op->type) {
   case IOC__OP_ACCEPT: {
     SOCKET s = op->u.accept.fd;
     SOCKET ls = op->handle->fd;
+    if (pending && !iocp_accepted_anyway(s, ls)) pending = false; /* stays an error */
+    if (pending) err = 0;
     if (!err && setsockopt(s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (const char *)&ls,
                            (int)sizeof ls) != 0)
       err = ioc__socket_error();
@@ -426,7 +445,7 @@ static int iocp_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
     iocp_state(core)->accept_ex_sockaddrs(op->u.accept.acceptex_buf, 0, (DWORD)IOCP_ADDR_SPACE,
                                           (DWORD)IOCP_ADDR_SPACE, &local, &llen, &remote, &rlen);
     memset(&op->u.accept.addr, 0, sizeof op->u.accept.addr);
-    if (remote && rlen > 0 && (size_t)rlen <= sizeof op->u.accept.addr.u.bytes) {
+    if (!pending && remote && rlen > 0 && (size_t)rlen <= sizeof op->u.accept.addr.u.bytes) {
       memcpy(op->u.accept.addr.u.bytes, remote, (size_t)rlen);
       op->u.accept.addr.len = (uint32_t)rlen;
     } else {
@@ -448,6 +467,7 @@ static int iocp_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
     op->res = err ? err : cqe->res;
     break;
   case IOC__OP_RECV:
+    if (pending) err = 0; /* finish_recv's non-blocking recv() tells what is there */
     if (err) {
       op->res = err;
     } else if (!finish_recv(op, &heap)) {

@@ -38,18 +38,12 @@
 static _Thread_local const ioc_core_t *tls_dispatching;
 static _Thread_local int tls_batch_left;
 
-int ioc__core_batch_left(void) { return tls_batch_left; }
-
-void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud) {
-  core->batch_hook_ud = ud;
-  core->batch_hook = fn;
-}
-
 uint64_t ioc_now_ms(void) { return ioc__now_ms(); }
 int ioc_cpu_count(void) { return ioc__cpu_count(); }
 int ioc_core_batch_left(void) { return tls_batch_left; }
 void ioc_core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud) {
-  ioc__core_set_batch_hook(core, fn, ud);
+  core->batch_hook_ud = ud;
+  core->batch_hook = fn;
 }
 int ioc_core_in_dispatch(const ioc_core_t *core) { return tls_dispatching == core; }
 

@@ -163,13 +163,10 @@ void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
                          void (*fn)(ioc__op_t *op));
 /* True when the calling thread is inside ioc_core_dispatch(core). */
 bool ioc__core_in_dispatch(const ioc_core_t *core);
-/* True when the calling thread drives loop now (holds its drive_lock): it
- * will flush the loop's submissions before it waits or returns, so a
- * backend may batch them. */
+/* True when the calling thread drives loop now (its owner, or the thread
+ * holding its drive_lock): it will flush the loop's submissions before it
+ * waits or returns, so a backend may batch them. */
 bool ioc__core_driving(const ioc__loop_t *loop);
-/* Inside a completion: how many completions this thread still has to run
- * in its current batch after this one (0 = this is the last). */
-int ioc__core_batch_left(void);
 /* The loop a new socket is pinned to: on io_uring the loop whose completion
  * the calling thread is running (an accepted session stays on the ring that
  * accepted it), else the loops in turn. */
@@ -179,10 +176,6 @@ int ioc__core_spread(ioc_core_t *core, int i);
 /* A timer with an earlier deadline than any before was started: wakes the
  * thread that keeps the timers, so its wait is bounded anew. */
 void ioc__core_wake_timers(ioc_core_t *core);
-/* Runs fn(ud) on the dispatching thread at the end of every batch, after
- * the batch's submissions were flushed (the Lua binding drains its queue
- * there, so a long handler never holds completions of the batch back). */
-void ioc__core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud);
 
 /* ---- handles ------------------------------------------------------------ */
 
@@ -430,8 +423,5 @@ int ioc__translate_error(int sys_error);
 int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
                               const ioc_addr_t *peer, ioc_session_t **out);
 void ioc__session_start(ioc_session_t *s); /* on_open, then the first recv */
-/* Closes at once (reset) with err as the cause given to on_close. */
-void ioc__session_fail(ioc_session_t *s, int err);
-bool ioc__session_closed_by_owner(ioc_session_t *s);
 
 #endif /* IOC_INTERNAL_H */

@@ -236,9 +236,9 @@ IOC_API int ioc_core_batch_left(void);
  * Sessions made during the walk may or may not be visited. */
 IOC_API void ioc_core_foreach_session(ioc_core_t *core, void (*fn)(ioc_session_t *s, void *arg),
                                       void *arg);
-/* Closes every listener of the core (ioc_listener_close on each) and
- * nothing else: the first half of ioc_core_close_all, for a stop that lets
- * sessions finish. */
+/* Closes every listener of the core (ioc_listener_close on each, with the
+ * same effect on references) and nothing else: the first half of
+ * ioc_core_close_all, for a stop that lets sessions finish. */
 IOC_API void ioc_core_close_listeners(ioc_core_t *core);
 
 /* ---- timers ------------------------------------------------------------ */
@@ -437,7 +437,9 @@ IOC_API void ioc_listener_release(ioc_listener_t *l);
 
 /* Closes every listener and closes every session (graceful, or abortive when
  * abort is nonzero). Completions still have to be dispatched for the closes
- * to finish; ioc_stats().objects tells when they have. */
+ * to finish; ioc_stats().objects tells when they have. Closing a listener
+ * here ends the reference ioc_listen handed out, as ioc_listener_close does:
+ * keep one of your own (ioc_listener_retain) to use l afterwards. */
 IOC_API void ioc_core_close_all(ioc_core_t *core, int abort);
 
 /* ---- name resolution ------------------------------------------------------ */

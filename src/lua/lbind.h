@@ -57,6 +57,8 @@
 /* A coroutine resumed by a handler checks the time-out every this many VM
  * instructions (and at every instruction once it has passed). */
 #define LB_CO_HOOK_COUNT 1000
+/* core:stop()'s default grace, ms (docs/lua-api.md, "core:stop"). */
+#define LB_STOP_GRACE_MS 5000
 /* send(array): items gathered on the C stack before a heap array is used. */
 #define LB_SEND_STACK_ITEMS 16
 
@@ -68,12 +70,14 @@ typedef enum {
   LEV_CLOSE,      /* s closed (err) */
   LEV_TIMER,      /* the C timer with this id fired */
   LEV_POST,       /* run posts[id] */
-  LEV_EOF         /* s: the peer sent FIN; close gracefully after the handlers before it */
+  LEV_EOF,        /* s: the peer sent FIN: on_eof, or a graceful close after the handlers before it */
+  LEV_STOP_FLUSH  /* the stop's grace is over: every session's held events are delivered */
 } lev_type;
 
 typedef struct lev {
   struct lev *next;
   uint8_t type;
+  uint8_t kept;      /* a close the session object now holds: the drain does not free it */
   int err;
   ioc_session_t *s;  /* ACCEPT/CONNECT/RECV/DRAIN/CLOSE/EOF */
   ioc_listener_t *l; /* ACCEPT: holds a listener reference */
@@ -113,6 +117,13 @@ typedef struct lcore {
   bool closed;
   bool signals;
   atomic_int stop_requested;
+  /* stop([grace_ms]): the grace asked for; `stopping` from the stop's start
+   * until run() returns (core:stopping()); `stop_closing` once the grace is
+   * over and what is left is being closed (held events are then flushed). */
+  atomic_uint_fast64_t stop_grace_ms;
+  atomic_int stopping;
+  atomic_int stop_closing;
+  uint64_t close_timeout_ms; /* core option close_timeout: the sessions' default (0 = C's) */
 
   /* handler_timeout: each handler call takes a new sequence number; the
    * watchdog marks the call in progress expired by storing its number. */
@@ -137,6 +148,18 @@ typedef struct lcore {
   int live_objects;   /* userdata holding C references; the core is freed at 0 once closed */
 } lcore;
 
+/* The binding's part of a C session: the user data of its callbacks, from
+ * when the binding takes the session (accept, connect) until its close event
+ * is freed. */
+typedef struct lb_sess {
+  lcore *lc;
+  int href;             /* lazy accepted session: registry ref of its handler table; under the lock */
+  bool closed;          /* sticky: the script (or the binding for it) closed or aborted it; under the lock */
+  atomic_int hold_recv; /* no on_recv handler: the worker that got a receive pauses reading */
+} lb_sess;
+#define LB_SESS(s) ((lb_sess *)ioc_session_userdata(s))
+lb_sess *lb_sess_new(lcore *lc);
+
 /* Userdata payloads. Each holds one reference on its C object from creation
  * to __gc (the only place that drops it), so methods keep working on a
  * closed object; the pointer is NULL only after __gc. */
@@ -145,6 +168,16 @@ typedef struct lsession {
   lcore *lc;
   uint64_t id;      /* kept for id() after __gc */
   bool closed;      /* on_close has been delivered (or the core closed) */
+  /* Reading flow, under the Lua lock. `paused`: the script's pause();
+   * `hold_paused`: paused by the binding because data arrived without an
+   * on_recv handler; `c_paused`: what the C session was told. Events that
+   * cannot be delivered now (receives while paused or without a handler,
+   * and whatever of the session follows them) wait in held_head..held_tail,
+   * in order. */
+  bool paused;
+  bool hold_paused;
+  lev *held_head, *held_tail;
+  uint64_t read_timeout_ms; /* kept for the stream style */
 } lsession;
 
 typedef struct llistener {
@@ -190,6 +223,9 @@ void lb_opt_function(lua_State *L, int arg, const char *field);
 /* ldispatch.c */
 void lb_push_event(lcore *lc, lev *e);
 void lb_queue_event(lcore *lc, lev *e); /* queue only: the drain loop in progress (or run()) takes it */
+/* Puts first..last (linked) back where they run next: at the head of the
+ * batch in progress when called from a handler, else at the queue's head. */
+void lb_requeue_first(lcore *lc, lev *first, lev *last);
 void lb_drain(lcore *lc);
 void lb_batch_hook(void *ud);
 /* Runs the receive under the lock at once if nothing is queued and the lock
@@ -212,6 +248,7 @@ int lb_core_stop(lua_State *L);
 void lb_open_session(lua_State *L);
 void lb_process(lcore *lc, lev *e); /* one event, under the lock, on lc->T */
 void lb_process_direct(lcore *lc, lb_direct *d);
+void lb_process_stop_flush(lcore *lc);
 void lb_free_event(lev *e);
 lev *lb_new_event(int type, ioc_session_t *s, size_t len);
 /* The binding ends the session (a handler error, out of memory): it counts
@@ -229,8 +266,10 @@ void lb_defer_session(lua_State *L, ioc_session_t *s); /* handler table on top: 
  * handler reference goes. */
 void lb_event_forget(lua_State *L, lev *e);
 const char *lb_check_address(lua_State *L, int idx, size_t *len);
-/* Reads the session options (listen, connect) of the options table at o. */
-void lb_session_options(lua_State *L, int o, ioc_session_options_t *so);
+/* Reads the session options (listen, connect) of the options table at o;
+ * read_timeout goes to *read_ms (kept for the stream style). */
+void lb_session_options(lua_State *L, lcore *lc, int o, ioc_session_options_t *so, uint64_t *read_ms);
+
 /* Reads the handler fields (from lb_handler_names[first]) of the options
  * table at arg into a new table (pushed). */
 void lb_handlers_from_opts(lua_State *L, int arg, int first);
@@ -241,6 +280,34 @@ extern const char *const lb_handler_names[];
 
 /* lstream.c: loads the pure-Lua part (iocore.stream) into the module table on top, if installed */
 void lb_open_lua_part(lua_State *L);
+
+/* Pushes handler `name` of the session userdata at idx (or nil). */
+void lb_push_handler(lua_State *L, int idx, const char *name);
+bool lb_has_handler(lua_State *L, int idx, const char *name);
+bool lb_has_handler_in(lua_State *L, int htab, const char *name); /* a handler table at htab */
+/* The sticky fact: the script (or the binding for it) closed or aborted s. */
+bool lb_closed_by_script(ioc_session_t *s);
+
+/* lflow.c: pause/resume and holding, shutdown, timeouts{} (see there) */
+/* Tells the C session to pause or read after pause()/the hold changed. */
+void lb_flow_sync(lsession *ls);
+/* Whether an event of `type` for the session object at idx must be held:
+ * behind anything held already, a receive while paused or without on_recv,
+ * the FIN while paused; never once closed by the script, nothing new once
+ * the stop's grace is over. */
+bool lb_flow_must_hold(lcore *lc, lsession *ls, int idx, int type);
+/* Appends a copy of the event to the held list. */
+void lb_flow_hold(lsession *ls, int type, ioc_session_t *s, int err, const char *data, size_t len);
+/* Appends the event itself (a close: it carries the binding's reference). */
+void lb_flow_keep(lsession *ls, lev *e);
+/* Whether the session has no on_recv handler now (workers pause it after a receive). */
+void lb_flow_set_hold_recv(ioc_session_t *s, bool no_handler);
+/* Hands the held events back to the drain, to run next (not while paused). */
+void lb_flow_release(lsession *ls);
+/* Closed by the script: not paused any more, a held close gets delivered. */
+void lb_flow_unhold(lsession *ls);
+void lb_flow_free(lsession *ls); /* the session object goes, or the core closes */
+extern const luaL_Reg lb_flow_methods[];
 
 /* llistener.c */
 void lb_open_listener(lua_State *L);

@@ -154,6 +154,7 @@ static int l_core_new(lua_State *L) {
   int threads = (int)lb_opt_integer(L, o, "threads", ioc_cpu_count(), 1, 256);
   lua_Integer handler_timeout = lb_opt_integer(L, o, "handler_timeout", 10000, 0, INT32_MAX);
   lua_Integer memory_limit = lb_opt_integer(L, o, "memory_limit", 0, 0, LUA_MAXINTEGER);
+  lua_Integer close_timeout = lb_opt_integer(L, o, "close_timeout", IOC_DEFAULT_CLOSE_TIMEOUT_MS, 1, INT32_MAX);
   co.backend = backend_kinds[lb_opt_enum(L, o, "backend", backend_names, 0)];
   bool signals = lb_opt_boolean(L, o, "signals", true);
   if (memory_limit) {
@@ -178,7 +179,12 @@ static int l_core_new(lua_State *L) {
   }
   lc->threads = threads;
   lc->signals = signals;
+  /* A SIGTERM between here and run() (a supervisor stopping a server that
+   * has just printed "listening") must stop it gracefully, not kill it. */
+  if (signals) lp_waiter_hold_signals(lc->waiter);
   lc->handler_timeout_ms = (uint64_t)handler_timeout;
+  lc->close_timeout_ms = (uint64_t)close_timeout;
+  atomic_store(&lc->stop_grace_ms, 0); /* until stop(): a signal's stop has no grace */
   lc->self_ref = LUA_NOREF;
   ioc_core_set_batch_hook(lc->core, lb_batch_hook, lc);
 
@@ -262,6 +268,19 @@ static int l_core_on_error(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, K_ONERROR);
   lua_settop(L, 1);
+  return 1;
+}
+
+/* core:now(): the monotonic clock, ms. Works on a closed core too. */
+static int l_core_now(lua_State *L) {
+  luaL_checkudata(L, 1, LCORE_MT);
+  lua_pushinteger(L, (lua_Integer)ioc_now_ms());
+  return 1;
+}
+
+static int l_core_stopping(lua_State *L) {
+  lcore *lc = lb_checkcore(L, 1);
+  lua_pushboolean(L, atomic_load(&lc->stopping) != 0);
   return 1;
 }
 
@@ -381,6 +400,7 @@ static const luaL_Reg core_methods[] = {
     {"connect", lb_core_connect}, {"after", lb_core_after},   {"every", lb_core_every},
     {"post", l_core_post},       {"run", lb_core_run},        {"stop", lb_core_stop},
     {"stats", l_core_stats},     {"on_error", l_core_on_error}, {"close", l_core_close},
+    {"now", l_core_now},         {"stopping", l_core_stopping},
     {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {

@@ -36,6 +36,18 @@ static void enqueue(lcore *lc, lev *first, lev *last, int n, bool front) {
 
 void lb_queue_event(lcore *lc, lev *e) { enqueue(lc, e, e, 1, false); }
 
+void lb_requeue_first(lcore *lc, lev *first, lev *last) {
+  if (lc->processing) {
+    /* from a handler: next in the batch, before the later events it holds */
+    last->next = lc->batch;
+    lc->batch = first;
+    return;
+  }
+  int n = 1;
+  for (lev *e = first; e != last; e = e->next) n++;
+  enqueue(lc, first, last, n, true);
+}
+
 void lb_push_event(lcore *lc, lev *e) {
   enqueue(lc, e, e, 1, false);
   /* Inside dispatch the batch hook drains once the thread's batch is done,
@@ -115,7 +127,7 @@ static int drain_protected(lua_State *T) {
     lc->processing = false;
     lc->cur = NULL;
     lc->cur_session = NULL;
-    lb_free_event(e);
+    if (!e->kept) lb_free_event(e);
   }
   set_active(T, NULL);
   return 0;
@@ -154,7 +166,7 @@ static void drain_locked(lcore *lc) {
       lb_close_done(T, lc, s);
     else if (s)
       lb_session_fail(s, st == LUA_ERRMEM ? IOC_ENOMEM : IOC_ECONNABORTED);
-    if (e) lb_free_event(e);
+    if (e && !e->kept) lb_free_event(e);
     lua_settop(T, 0);
   }
   put_back_batch(lc);
@@ -393,24 +405,33 @@ static bool wait_events(lcore *lc, int ms) {
     int w = watchdog_period(lc);
     if (slice < 0 || slice > w) slice = w;
   }
-  if (lp_waiter_wait(lc->waiter, slice) & LP_SIGNAL) atomic_store(&lc->stop_requested, 1);
+  if (lp_waiter_wait(lc->waiter, slice) & LP_SIGNAL) {
+    /* A signal asks for a stop without grace, and cuts short the grace of
+     * a stop under way (docs/lua-api.md, "Signals"). */
+    if (!atomic_exchange(&lc->stop_requested, 1) || atomic_load(&lc->stopping))
+      atomic_store(&lc->stop_grace_ms, 0);
+  }
   watchdog(lc);
   return atomic_load(&lc->stop_requested) != 0;
 }
 
 /* ---- run and stop ---------------------------------------------------------------------- */
 
+/* A posted no-op: the dispatch that runs it ends with the batch hook, which
+ * drains what was queued (before run(), or by run()'s own thread). */
+static void kick(void *arg) { LB_UNUSED(arg); }
+
 int lb_core_stop(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
+  lua_Integer grace = luaL_optinteger(L, 2, LB_STOP_GRACE_MS);
+  luaL_argcheck(L, grace >= 0, 2, "grace_ms must be >= 0");
+  /* a stop under way keeps the grace it started with */
+  if (!atomic_load(&lc->stopping)) atomic_store(&lc->stop_grace_ms, (uint64_t)grace);
   atomic_store(&lc->stop_requested, 1);
   lp_waiter_wake(lc->waiter);
   lua_pushboolean(L, 1);
   return 1;
 }
-
-/* A posted no-op: the dispatch that runs it ends with the batch hook, which
- * drains what was queued before run(). */
-static void kick(void *arg) { LB_UNUSED(arg); }
 
 static bool settled(lcore *lc) {
   ioc_stats_t st;
@@ -418,11 +439,27 @@ static bool settled(lcore *lc) {
   return st.active == 0 && atomic_load(&lc->q_len) == 0;
 }
 
-/* Graceful stop while the workers still run handlers: no new accepts,
- * queued sends flushed, every session closed with its on_close. */
+/* Graceful stop while the workers still run handlers: no new accepts at
+ * once; the sessions get the grace to finish and close by themselves
+ * (core:stopping() is true); then what is left is closed gracefully (what
+ * the binding held for paused sessions is delivered first), and reset if it
+ * has not closed close_timeout + 1 s later. */
 static void graceful_stop(lcore *lc) {
+  atomic_store(&lc->stopping, 1);
+  ioc_core_close_listeners(lc->core);
+  uint64_t start = ioc_now_ms();
+  while (!settled(lc) && ioc_now_ms() < start + atomic_load(&lc->stop_grace_ms)) wait_events(lc, 10);
+  if (settled(lc)) return;
+  atomic_store(&lc->stop_closing, 1);
+  lev *flush = calloc(1, sizeof *flush);
+  if (flush) {
+    flush->type = LEV_STOP_FLUSH;
+    lb_queue_event(lc, flush);
+    ioc_core_post(lc->core, kick, lc); /* a worker drains it */
+  }
   ioc_core_close_all(lc->core, 0);
-  uint64_t deadline = ioc_now_ms() + IOC_DEFAULT_CLOSE_TIMEOUT_MS + 1000;
+  uint64_t close_ms = lc->close_timeout_ms ? lc->close_timeout_ms : IOC_DEFAULT_CLOSE_TIMEOUT_MS;
+  uint64_t deadline = ioc_now_ms() + close_ms + 1000;
   while (!settled(lc) && ioc_now_ms() < deadline) wait_events(lc, 10);
   if (!settled(lc)) {
     ioc_core_close_all(lc->core, 1);
@@ -493,7 +530,12 @@ int lb_core_run(lua_State *L) {
   ioc_core_stop(lc->core);
   ioc_core_join(lc->core);
   if (caught) lp_waiter_release_signals(lc->waiter);
-  atomic_store(&lc->stop_requested, 0);
+  /* A stop asked for by a handler that ran after the loop ended (while the
+   * state was being taken back) is not lost: the next run() performs it. */
+  if (stopped) atomic_store(&lc->stop_requested, 0);
+  atomic_store(&lc->stop_closing, 0);
+  atomic_store(&lc->stopping, 0);
+  atomic_store(&lc->stop_grace_ms, 0); /* a signal's stop has no grace */
   lua_pushboolean(L, stopped);
   return 1;
 }

@@ -9,6 +9,7 @@
  * in the core's K_LISTENERS table. */
 #include "lbind.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static llistener *check_listener(lua_State *L, int idx) { return luaL_checkudata(L, idx, LLISTENER_MT); }
@@ -17,12 +18,15 @@ static llistener *check_listener(lua_State *L, int idx) { return luaL_checkudata
 static void cb_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   lcore *lc = ud;
   lev *e = lb_new_event(LEV_ACCEPT, s, 0);
-  if (!e) {
+  lb_sess *st = lb_sess_new(lc);
+  if (!e || !st) {
+    free(e);
+    free(st);
     ioc_session_fail(s, IOC_ENOMEM); /* no callbacks set: the core ends it alone */
     return;
   }
   ioc_session_retain(s); /* the binding's, until the close event is freed */
-  ioc_session_set_callbacks(s, &lb_accepted_cbs, lc);
+  ioc_session_set_callbacks(s, &lb_accepted_cbs, st);
   ioc_listener_retain(l); /* the event's, until it is freed */
   e->l = l;
   lb_push_event(lc, e);
@@ -41,6 +45,8 @@ void lb_process_accept(lcore *lc, lev *e) {
     return;
   }
   lua_getiuservalue(T, -1, 1); /* top+3: the listener's handlers */
+  /* without an on_recv, what arrives is held and reading stops (lflow.c) */
+  lb_flow_set_hold_recv(e->s, !lb_has_handler_in(T, top + 3, "on_recv"));
   if (lua_getfield(T, -1, "on_accept") != LUA_TFUNCTION) {
     lua_pop(T, 1);
     lb_defer_session(T, e->s);
@@ -63,8 +69,11 @@ int lb_core_listen(lua_State *L) {
   lo.accepts = (int)lb_opt_integer(L, o, "accepts", 16, 1, IOC_MAX_ACCEPTS);
   lo.max_connections = (uint64_t)lb_opt_integer(L, o, "max_connections", 0, 0, UINT32_MAX);
   lo.reuseport = lb_opt_boolean(L, o, "reuseport", false);
-  lb_session_options(L, o, &lo.session);
+  uint64_t read_ms;
+  lb_session_options(L, lc, o, &lo.session, &read_ms);
   lb_handlers_from_opts(L, o, 0); /* validated before anything is opened */
+  lua_pushinteger(L, (lua_Integer)read_ms);
+  lua_setfield(L, -2, "read_timeout"); /* kept for the stream style */
   int htab = lua_gettop(L);
   /* The object first: once the C listener is open nothing may fail. */
   llistener *ll = lua_newuserdatauv(L, sizeof *ll, 1);

@@ -55,6 +55,16 @@ int lp_waiter_catch_signals(lp_waiter_t *w);
  * signal that arrived after the last wait is then handled as usual (by
  * default it ends the process), as if it had come just after run(). */
 void lp_waiter_release_signals(lp_waiter_t *w);
+/* From now until the waiter is freed, outside the catch above too: a stop
+ * signal that arrives while no run() is catching signals (between the core's
+ * creation and run(), or between two runs) is held, not fatal, and the next
+ * wait of a holding waiter reports it as LP_SIGNAL, so the next run() stops
+ * gracefully at once. A second signal while one is held ends the process
+ * as usual (the way out of a script stuck before run()), and a signal still
+ * held when the last holding waiter is freed gets its default action then.
+ * Signals the process ignores (SIG_IGN) stay ignored. Nothing is inherited
+ * by child processes (no signal mask changes). Returns 0, or -1. */
+int lp_waiter_hold_signals(lp_waiter_t *w);
 
 /* ---- time -------------------------------------------------------------------- */
 

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <time.h>
@@ -41,13 +42,100 @@ struct lp_waiter {
   int wake_fd;   /* eventfd */
   int sig_fd;    /* signalfd while signals are caught, else -1 */
   sigset_t old;  /* the mask before lp_waiter_catch_signals */
+  int holding;   /* lp_waiter_hold_signals was called */
 };
+
+/* ---- signals held outside run() ---------------------------------------------
+ * A process-wide handler for SIGINT/SIGTERM, installed while some waiter holds
+ * signals: it records the signal and writes an eventfd that every holding
+ * waiter polls. During run() the signals are blocked and read from the
+ * signalfd instead, so the handler only sees the ones that come outside. */
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static int hold_users;
+static int hold_fd = -1;
+static const int hold_sigs[2] = {SIGINT, SIGTERM};
+static struct sigaction hold_old[2];
+static int hold_installed[2];
+static volatile sig_atomic_t held_sig;
+
+static void hold_handler(int sig) {
+  int saved = errno;
+  if (held_sig) {
+    /* A second one while the first is still held: the user means it. The
+     * signal is blocked inside its own handler, so it lands on return. */
+    signal(sig, SIG_DFL);
+    raise(sig);
+  } else {
+    held_sig = sig;
+    uint64_t one = 1;
+    ssize_t r = write(hold_fd, &one, sizeof one);
+    (void)r;
+  }
+  errno = saved;
+}
+
+int lp_waiter_hold_signals(lp_waiter_t *w) {
+  if (w->holding) return 0;
+  pthread_mutex_lock(&hold_lock);
+  if (hold_users == 0) {
+    hold_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (hold_fd < 0) {
+      pthread_mutex_unlock(&hold_lock);
+      return -1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = hold_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 2; i++) {
+      hold_installed[i] = 0;
+      if (sigaction(hold_sigs[i], NULL, &hold_old[i]) != 0) continue;
+      if (!(hold_old[i].sa_flags & SA_SIGINFO) && hold_old[i].sa_handler == SIG_IGN) continue;
+      hold_installed[i] = sigaction(hold_sigs[i], &sa, NULL) == 0;
+    }
+  }
+  hold_users++;
+  w->holding = 1;
+  pthread_mutex_unlock(&hold_lock);
+  return 0;
+}
+
+/* The last holder gone: the old handlers come back, and a signal still held
+ * gets its default action as if it had come now. */
+static void unhold_signals(lp_waiter_t *w) {
+  if (!w->holding) return;
+  w->holding = 0;
+  int sig = 0;
+  pthread_mutex_lock(&hold_lock);
+  if (--hold_users == 0) {
+    for (int i = 0; i < 2; i++)
+      if (hold_installed[i]) sigaction(hold_sigs[i], &hold_old[i], NULL);
+    sig = held_sig;
+    held_sig = 0;
+    close(hold_fd);
+    hold_fd = -1;
+  }
+  pthread_mutex_unlock(&hold_lock);
+  if (sig) raise(sig);
+}
+
+/* Takes a held signal, if any: true once per signal, for one waiter. */
+static int take_held_signal(const lp_waiter_t *w) {
+  if (!w->holding || !held_sig) return 0;
+  pthread_mutex_lock(&hold_lock);
+  int sig = held_sig;
+  held_sig = 0;
+  pthread_mutex_unlock(&hold_lock);
+  return sig != 0;
+}
 
 lp_waiter_t *lp_waiter_new(void) {
   lp_waiter_t *w = malloc(sizeof *w);
   if (!w) return NULL;
   w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   w->sig_fd = -1;
+  w->holding = 0;
   if (w->wake_fd < 0) {
     free(w);
     return NULL;
@@ -59,6 +147,7 @@ void lp_waiter_free(lp_waiter_t *w) {
   if (!w) return;
   if (w->sig_fd >= 0) lp_waiter_release_signals(w);
   close(w->wake_fd);
+  unhold_signals(w);
   free(w);
 }
 
@@ -70,17 +159,32 @@ void lp_waiter_wake(lp_waiter_t *w) {
 }
 
 int lp_waiter_wait(lp_waiter_t *w, int ms) {
-  struct pollfd p[2] = {{w->wake_fd, POLLIN, 0}, {w->sig_fd, POLLIN, 0}};
-  int n = poll(p, w->sig_fd >= 0 ? 2 : 1, ms);
-  int got = 0;
-  if (n <= 0) return 0;
+  struct pollfd p[3];
+  int n = 0, sig_i = -1, hold_i = -1;
+  p[n++] = (struct pollfd){w->wake_fd, POLLIN, 0};
+  if (w->sig_fd >= 0) {
+    sig_i = n;
+    p[n++] = (struct pollfd){w->sig_fd, POLLIN, 0};
+  }
+  if (w->holding) { /* hold_fd stays open while this waiter holds */
+    hold_i = n;
+    p[n++] = (struct pollfd){hold_fd, POLLIN, 0};
+  }
+  int got = take_held_signal(w) ? LP_SIGNAL : 0;
+  if (got) ms = 0;
+  if (poll(p, (nfds_t)n, ms) <= 0) return got;
   if (p[0].revents & POLLIN) {
     uint64_t v;
     if (read(w->wake_fd, &v, sizeof v) == (ssize_t)sizeof v) got |= LP_WOKEN;
   }
-  if (w->sig_fd >= 0 && (p[1].revents & POLLIN)) {
+  if (sig_i >= 0 && (p[sig_i].revents & POLLIN)) {
     struct signalfd_siginfo si;
     while (read(w->sig_fd, &si, sizeof si) == (ssize_t)sizeof si) got |= LP_SIGNAL;
+  }
+  if (hold_i >= 0 && (p[hold_i].revents & POLLIN)) {
+    uint64_t v;
+    if (read(hold_fd, &v, sizeof v) < 0) { /* another waiter drained it */ }
+    if (take_held_signal(w)) got |= LP_SIGNAL;
   }
   return got;
 }

@@ -20,6 +20,7 @@
 #define _WIN32_WINNT 0x0601 /* TryAcquireSRWLockExclusive: Windows 7 and later */
 #include "lplatform.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <windows.h>
 
@@ -50,6 +51,7 @@ struct lp_waiter {
   volatile LONG woken;     /* lp_waiter_wake since the last wait */
   volatile LONG signalled; /* the console event pending since the last wait (0: none) */
   int caught;              /* registered with the console handler */
+  int holding;             /* lp_waiter_hold_signals was called */
   lp_waiter_t *next;       /* in `catchers`, under `catch_lock` */
 };
 
@@ -57,6 +59,8 @@ static SRWLOCK catch_lock = SRWLOCK_INIT;
 static CONDITION_VARIABLE catchers_changed = CONDITION_VARIABLE_INIT;
 static lp_waiter_t *catchers; /* waiters between catch_signals and release_signals */
 static int handler_installed;
+static int hold_users;          /* holding waiters, under catch_lock */
+static volatile LONG held_event; /* an event that came with no catcher but a holder (type + 1) */
 
 /* Runs on a thread Windows starts for the event. Each registered waiter
  * gets the event (its `signalled` holds the type plus one, so 0 stays
@@ -65,8 +69,12 @@ static BOOL WINAPI console_handler(DWORD type) {
   if (type != CTRL_C_EVENT && type != CTRL_BREAK_EVENT && type != CTRL_CLOSE_EVENT) return FALSE;
   AcquireSRWLockExclusive(&catch_lock);
   if (!catchers) {
+    /* Outside run(): held for the next run(), once; a second one (or a
+     * console close, which cannot wait) gets the default action. */
+    BOOL held = hold_users > 0 && type != CTRL_CLOSE_EVENT &&
+                InterlockedCompareExchange(&held_event, (LONG)type + 1, 0) == 0;
     ReleaseSRWLockExclusive(&catch_lock);
-    return FALSE;
+    return held;
   }
   for (lp_waiter_t *w = catchers; w; w = w->next) {
     InterlockedExchange(&w->signalled, (LONG)type + 1);
@@ -98,6 +106,13 @@ lp_waiter_t *lp_waiter_new(void) {
 void lp_waiter_free(lp_waiter_t *w) {
   if (!w) return;
   if (w->caught) lp_waiter_release_signals(w);
+  if (w->holding) {
+    AcquireSRWLockExclusive(&catch_lock);
+    LONG pending = --hold_users == 0 ? InterlockedExchange(&held_event, 0) : 0;
+    ReleaseSRWLockExclusive(&catch_lock);
+    /* still held when the last holder goes: the default action, now */
+    if (pending) ExitProcess(STATUS_CONTROL_C_EXIT);
+  }
   CloseHandle(w->event);
   free(w);
 }
@@ -108,6 +123,7 @@ void lp_waiter_wake(lp_waiter_t *w) {
 }
 
 int lp_waiter_wait(lp_waiter_t *w, int ms) {
+  if (w->holding && InterlockedExchange(&held_event, 0)) return LP_SIGNAL;
   WaitForSingleObject(w->event, ms < 0 ? INFINITE : (DWORD)ms);
   /* Read the flags even after a time-out: a wake that raced with it is
    * reported now rather than by a spurious early return next time. */
@@ -115,6 +131,20 @@ int lp_waiter_wait(lp_waiter_t *w, int ms) {
   if (InterlockedExchange(&w->woken, 0)) got |= LP_WOKEN;
   if (InterlockedExchange(&w->signalled, 0)) got |= LP_SIGNAL;
   return got;
+}
+
+int lp_waiter_hold_signals(lp_waiter_t *w) {
+  int rc = 0;
+  AcquireSRWLockExclusive(&catch_lock);
+  if (!handler_installed) handler_installed = SetConsoleCtrlHandler(console_handler, TRUE) != 0;
+  if (!handler_installed) {
+    rc = -1;
+  } else if (!w->holding) {
+    w->holding = 1;
+    hold_users++;
+  }
+  ReleaseSRWLockExclusive(&catch_lock);
+  return rc;
 }
 
 int lp_waiter_catch_signals(lp_waiter_t *w) {
@@ -132,10 +162,12 @@ int lp_waiter_catch_signals(lp_waiter_t *w) {
   return rc;
 }
 
-/* A Ctrl-C or Ctrl-Break that came after the last wait gets its default
- * action now, as a blocked SIGINT does on POSIX when it is unblocked: the
- * default handler's ExitProcess(STATUS_CONTROL_C_EXIT). (A console close
- * needs nothing: the handler still waiting for us ends the process when it
+/* A Ctrl-C or Ctrl-Break that came after the last wait is handled now as if
+ * it came just after run(), as a blocked SIGINT is on POSIX when it is
+ * unblocked: held for the next run() if a waiter holds signals and none is
+ * held yet (another run() still catching took it already), else the default
+ * handler's ExitProcess(STATUS_CONTROL_C_EXIT). (A console close needs
+ * nothing: the handler still waiting for us ends the process when it
  * returns.) */
 void lp_waiter_release_signals(lp_waiter_t *w) {
   AcquireSRWLockExclusive(&catch_lock);
@@ -152,9 +184,12 @@ void lp_waiter_release_signals(lp_waiter_t *w) {
   w->caught = 0;
   w->next = NULL;
   WakeAllConditionVariable(&catchers_changed);
-  ReleaseSRWLockExclusive(&catch_lock);
   LONG pending = InterlockedExchange(&w->signalled, 0);
-  if (pending == CTRL_C_EVENT + 1 || pending == CTRL_BREAK_EVENT + 1) ExitProcess(STATUS_CONTROL_C_EXIT);
+  bool fatal = false;
+  if (pending == CTRL_C_EVENT + 1 || pending == CTRL_BREAK_EVENT + 1)
+    fatal = !catchers && !(hold_users > 0 && InterlockedCompareExchange(&held_event, pending, 0) == 0);
+  ReleaseSRWLockExclusive(&catch_lock);
+  if (fatal) ExitProcess(STATUS_CONTROL_C_EXIT);
 }
 
 /* ---- time -------------------------------------------------------------------- */

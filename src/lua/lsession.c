@@ -10,11 +10,14 @@
  * An open session's userdata is anchored in the core's K_SESSIONS table
  * until its on_close has run.
  *
- * The session's user slot (ioc_session_user) belongs to the binding and is
- * only touched under the Lua lock: bit 0 is the sticky fact "the script (or
- * the binding on its behalf) closed or aborted this session", the bits above
- * a registry reference to the handler table of an accepted session whose Lua
- * object is not made yet (lazy: an idle connection costs no userdata).
+ * The user data of a session's callbacks is the binding's lb_sess (lbind.h),
+ * made when the binding takes the session and freed with its close event
+ * (the last event of a session; a close held behind undelivered data is the
+ * event itself, kept). Under the Lua lock it carries the sticky fact "the
+ * script (or the binding on its behalf) closed or aborted this session" and
+ * the registry reference to the handler table of an accepted session whose
+ * Lua object is not made yet (lazy: an idle connection costs no userdata);
+ * its hold_recv flag is read by the workers (lflow.c).
  *
  * A session userdata has two user values: 1 = the user's own fields
  * (`session.anything = v`), 2 = its handler table. Accepted sessions share
@@ -25,21 +28,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the user slot ------------------------------------------------------------------ */
+/* ---- the binding's part of a session (lb_sess) ---------------------------------------- */
 
-#define SLOT_CLOSED ((uintptr_t)1)
-
-static uintptr_t slot_get(ioc_session_t *s) { return (uintptr_t)ioc_session_user(s); }
-static void slot_set(ioc_session_t *s, uintptr_t v) { ioc_session_set_user(s, (void *)v); }
-static int slot_href(ioc_session_t *s) { return (int)(slot_get(s) >> 1); }
-static void slot_set_href(ioc_session_t *s, int ref) {
-  slot_set(s, ((uintptr_t)(unsigned)ref << 1) | (slot_get(s) & SLOT_CLOSED));
+lb_sess *lb_sess_new(lcore *lc) {
+  lb_sess *st = calloc(1, sizeof *st);
+  if (st) st->lc = lc;
+  return st;
 }
-static bool closed_by_script(ioc_session_t *s) { return (slot_get(s) & SLOT_CLOSED) != 0; }
-static void mark_closed_by_script(ioc_session_t *s) { slot_set(s, slot_get(s) | SLOT_CLOSED); }
+
+static int slot_href(ioc_session_t *s) { return LB_SESS(s)->href; }
+static void slot_set_href(ioc_session_t *s, int ref) { LB_SESS(s)->href = ref; }
+bool lb_closed_by_script(ioc_session_t *s) { return LB_SESS(s)->closed; }
+static void mark_closed_by_script(ioc_session_t *s) { LB_SESS(s)->closed = true; }
 
 void lb_session_fail(ioc_session_t *s, int err) {
   mark_closed_by_script(s);
+  lcore *lc = LB_SESS(s)->lc;
+  if (lc && lc->T) {
+    lua_State *T = lc->T;
+    lb_push_registry(T, lc, K_SESSIONS);
+    if (lua_rawgetp(T, -1, s) == LUA_TUSERDATA) lb_flow_unhold(lua_touserdata(T, -1));
+    lua_pop(T, 2);
+  }
   ioc_session_fail(s, err);
 }
 
@@ -66,7 +76,11 @@ lev *lb_new_event(int type, ioc_session_t *s, size_t len) {
 
 void lb_free_event(lev *e) {
   if (e->type == LEV_ACCEPT) ioc_listener_release(e->l);
-  if (e->type == LEV_CLOSE) ioc_session_release(e->s); /* the binding's reference */
+  if (e->type == LEV_CLOSE) {
+    /* the binding is done with the session: its part and its reference go */
+    free(LB_SESS(e->s));
+    ioc_session_release(e->s);
+  }
   free(e);
 }
 
@@ -80,19 +94,25 @@ static void push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
 static void cb_open(ioc_session_t *s, int err) {
   lev *e = lb_new_event(LEV_CONNECT, s, 0);
   if (e) e->err = err;
-  push_or_fail(ioc_session_userdata(s), e, s);
+  push_or_fail(LB_SESS(s)->lc, e, s);
 }
 
 static void cb_recv(ioc_session_t *s, const char *data, size_t len) {
-  lcore *lc = ioc_session_userdata(s);
-  lb_direct d = {s, data, len};
-  if (lb_try_direct(lc, &d)) return;
+  lb_sess *st = LB_SESS(s);
+  if (atomic_load(&st->hold_recv)) {
+    /* No handler to take it: it will be held, and reading stops here (a
+     * worker that waited for Lua would read on, up to the whole stream). */
+    ioc_session_pause(s);
+  } else {
+    lb_direct d = {s, data, len};
+    if (lb_try_direct(st->lc, &d)) return;
+  }
   lev *e = lb_new_event(LEV_RECV, s, len);
   if (e) memcpy(e->data, data, len);
-  push_or_fail(lc, e, s);
+  push_or_fail(st->lc, e, s);
 }
 
-static void cb_drain(ioc_session_t *s) { push_or_fail(ioc_session_userdata(s), lb_new_event(LEV_DRAIN, s, 0), s); }
+static void cb_drain(ioc_session_t *s) { push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_DRAIN, s, 0), s); }
 
 static void cb_close(ioc_session_t *s, int err) {
   lev *e = lb_new_event(LEV_CLOSE, s, 0);
@@ -102,19 +122,22 @@ static void cb_close(ioc_session_t *s, int err) {
     return;
   }
   e->err = err;
-  lb_push_event(ioc_session_userdata(s), e);
+  lb_push_event(LB_SESS(s)->lc, e);
 }
 
 /* The peer's FIN: queued behind the session's earlier events, so the Lua
  * handlers of the data before it can still reply; then a graceful close. */
-static void cb_eof(ioc_session_t *s) { push_or_fail(ioc_session_userdata(s), lb_new_event(LEV_EOF, s, 0), s); }
+static void cb_eof(ioc_session_t *s) { push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_EOF, s, 0), s); }
 
 /* Outbound sessions get on_open; accepted ones are announced by the accept
  * event instead. */
 const ioc_session_callbacks_t lb_session_cbs = {cb_open, cb_recv, cb_drain, cb_close, cb_eof};
 const ioc_session_callbacks_t lb_accepted_cbs = {NULL, cb_recv, cb_drain, cb_close, cb_eof};
 
-const char *const lb_handler_names[] = {"on_accept", "on_recv", "on_close", "on_drain", "on_connect", NULL};
+const char *const lb_handler_names[] = {"on_accept", "on_recv", "on_close", "on_drain", "on_connect", "on_eof", NULL};
+/* The key of the handler table that carries the read_timeout option. */
+#define READ_TIMEOUT_KEY "read_timeout"
+
 #define OWN_KEY "own" /* marks a handler table as the session's own */
 
 /* ---- session objects ------------------------------------------------------------------ */
@@ -131,6 +154,11 @@ void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   ls->lc = lc;
   ls->id = ioc_session_id(s);
   ls->closed = false;
+  ls->paused = ls->hold_paused = false;
+  ls->held_head = ls->held_tail = NULL;
+  lua_getfield(L, htab, READ_TIMEOUT_KEY);
+  ls->read_timeout_ms = (uint64_t)lua_tointeger(L, -1);
+  lua_pop(L, 1);
   luaL_setmetatable(L, LSESSION_MT);
   lua_pushvalue(L, htab);
   lua_setiuservalue(L, -2, 2);
@@ -161,7 +189,7 @@ void lb_push_session(lua_State *L, lcore *lc, ioc_session_t *s) {
 }
 
 /* Pushes handler `name` of the session userdata at idx (or nil). */
-static void push_handler(lua_State *L, int idx, const char *name) {
+void lb_push_handler(lua_State *L, int idx, const char *name) {
   lua_getiuservalue(L, idx, 2);
   if (lua_istable(L, -1))
     lua_getfield(L, -1, name);
@@ -175,14 +203,25 @@ static void push_handler(lua_State *L, int idx, const char *name) {
 static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
   lua_State *T = lc->T;
   /* Queued before the script closed or aborted it: no on_recv after that. */
-  if (closed_by_script(s)) return;
+  if (lb_closed_by_script(s)) return;
   lb_push_session(T, lc, s);
   if (lua_isnil(T, -1)) {
     lua_pop(T, 1);
     return;
   }
-  push_handler(T, -1, "on_recv");
-  if (!lua_isfunction(T, -1)) {
+  lsession *ls = lua_touserdata(T, -1);
+  if (lb_flow_must_hold(lc, ls, -1, LEV_RECV)) {
+    lb_flow_hold(ls, LEV_RECV, s, 0, data, len);
+    if (!ls->paused && !lb_has_handler(T, -1, "on_recv")) {
+      /* about one read held: the kernel keeps the rest until a handler comes */
+      ls->hold_paused = true;
+      lb_flow_sync(ls);
+    }
+    lua_pop(T, 1);
+    return;
+  }
+  lb_push_handler(T, -1, "on_recv");
+  if (!lua_isfunction(T, -1)) { /* the stop's end: nobody left to take it */
     lua_pop(T, 2);
     return;
   }
@@ -193,6 +232,44 @@ static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t l
 
 void lb_process_direct(lcore *lc, lb_direct *d) { deliver_recv(lc, d->s, d->data, d->len); }
 
+/* The peer's FIN. With on_eof the session stays open (the script ends it);
+ * without, it closes gracefully now that the handlers before it have run. */
+static void process_eof(lcore *lc, ioc_session_t *s) {
+  lua_State *T = lc->T;
+  if (lb_closed_by_script(s)) return;
+  int ref = slot_href(s);
+  if (ref > 0) {
+    /* no object yet (so nothing held): make one only for an on_eof */
+    lua_rawgeti(T, LUA_REGISTRYINDEX, ref);
+    bool wanted = lua_getfield(T, -1, "on_eof") == LUA_TFUNCTION;
+    lua_pop(T, 2);
+    if (!wanted) {
+      ioc_session_close(s);
+      return;
+    }
+  }
+  lb_push_session(T, lc, s);
+  if (lua_isnil(T, -1)) {
+    lua_pop(T, 1);
+    ioc_session_close(s);
+    return;
+  }
+  lsession *ls = lua_touserdata(T, -1);
+  if (lb_flow_must_hold(lc, ls, -1, LEV_EOF)) {
+    lb_flow_hold(ls, LEV_EOF, s, 0, NULL, 0);
+    lua_pop(T, 1);
+    return;
+  }
+  lb_push_handler(T, -1, "on_eof");
+  if (!lua_isfunction(T, -1)) {
+    lua_pop(T, 2);
+    ioc_session_close(s);
+    return;
+  }
+  lua_insert(T, -2);
+  lb_call(lc, 1, s);
+}
+
 /* Calls handler `name` of s with the session and, if nargs == 2, err. */
 static void deliver_simple(lcore *lc, ioc_session_t *s, const char *name, int nargs, int err) {
   lua_State *T = lc->T;
@@ -201,7 +278,7 @@ static void deliver_simple(lcore *lc, ioc_session_t *s, const char *name, int na
     lua_pop(T, 1);
     return;
   }
-  push_handler(T, -1, name);
+  lb_push_handler(T, -1, name);
   if (!lua_isfunction(T, -1)) {
     lua_pop(T, 2);
     return;
@@ -241,8 +318,15 @@ static void process_close(lcore *lc, lev *e) {
     lua_pop(T, 1);
     return;
   }
-  ((lsession *)lua_touserdata(T, -1))->closed = true;
-  push_handler(T, -1, "on_close");
+  lsession *ls = lua_touserdata(T, -1);
+  if (lb_flow_must_hold(lc, ls, -1, LEV_CLOSE)) {
+    /* behind held data: on_close comes after it */
+    lb_flow_keep(ls, e);
+    lua_pop(T, 1);
+    return;
+  }
+  ls->closed = true;
+  lb_push_handler(T, -1, "on_close");
   if (lua_isfunction(T, -1)) {
     lua_pushvalue(T, -2);
     lb_push_err(T, e->err);
@@ -278,7 +362,8 @@ void lb_process(lcore *lc, lev *e) {
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;
   case LEV_POST: process_post(lc, e); break;
-  case LEV_EOF: ioc_session_close(e->s); break;
+  case LEV_EOF: process_eof(lc, e->s); break;
+  case LEV_STOP_FLUSH: lb_process_stop_flush(lc); break;
   default: break;
   }
 }
@@ -294,6 +379,7 @@ void lb_sessions_forget(lua_State *L, lcore *lc) {
   while (lua_next(L, -2)) {
     lsession *ls = lua_touserdata(L, -1);
     ls->closed = true;
+    lb_flow_free(ls);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -395,18 +481,22 @@ static int l_session_pending(lua_State *L) {
 }
 
 static int l_session_close(lua_State *L) {
-  ioc_session_t *s = open_session(check_session(L, 1));
+  lsession *ls = check_session(L, 1);
+  ioc_session_t *s = open_session(ls);
   if (!s || ioc_session_closed(s)) return closed_fail(L);
   mark_closed_by_script(s);
+  lb_flow_unhold(ls);
   ioc_session_close(s);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_session_abort(lua_State *L) {
-  ioc_session_t *s = open_session(check_session(L, 1));
+  lsession *ls = check_session(L, 1);
+  ioc_session_t *s = open_session(ls);
   if (!s) return closed_fail(L);
   mark_closed_by_script(s);
+  lb_flow_unhold(ls);
   ioc_session_abort(s);
   lua_pushboolean(L, 1);
   return 1;
@@ -445,9 +535,19 @@ static int set_handler(lua_State *L, const char *name) {
     lua_pushvalue(L, 4);
     lua_setiuservalue(L, 1, 2);
   }
+  bool removed = lua_isnil(L, 2);
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, name);
   lua_settop(L, 1);
+  if (strcmp(name, "on_recv") == 0) {
+    lb_flow_set_hold_recv(ls->s, removed);
+    if (!removed && ls->hold_paused) {
+      /* a handler for what was held: deliver it, then read again */
+      ls->hold_paused = false;
+      lb_flow_sync(ls);
+      lb_flow_release(ls);
+    }
+  }
   return 1;
 }
 
@@ -455,13 +555,14 @@ static int l_session_on_recv(lua_State *L) { return set_handler(L, "on_recv"); }
 static int l_session_on_close(lua_State *L) { return set_handler(L, "on_close"); }
 static int l_session_on_drain(lua_State *L) { return set_handler(L, "on_drain"); }
 static int l_session_on_connect(lua_State *L) { return set_handler(L, "on_connect"); }
+static int l_session_on_eof(lua_State *L) { return set_handler(L, "on_eof"); }
 
 static const luaL_Reg session_methods[] = {
     {"id", l_session_id},         {"peer", l_session_peer},         {"address", l_session_address},
     {"send", l_session_send},     {"pending", l_session_pending},   {"close", l_session_close},
     {"abort", l_session_abort},   {"closed", l_session_closed},     {"on_recv", l_session_on_recv},
     {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain}, {"on_connect", l_session_on_connect},
-    {NULL, NULL}};
+    {"on_eof", l_session_on_eof},     {NULL, NULL}};
 
 /* session.x: methods first, then the user's fields */
 static int l_session_index(lua_State *L) {
@@ -495,6 +596,7 @@ static int l_session_newindex(lua_State *L) {
 /* The one place a session object lets go of its C session. */
 static int l_session_gc(lua_State *L) {
   lsession *ls = check_session(L, 1);
+  lb_flow_free(ls);
   if (ls->s) {
     ioc_session_release(ls->s);
     ls->s = NULL;
@@ -546,10 +648,14 @@ const char *lb_check_address(lua_State *L, int idx, size_t *len) {
 }
 
 /* Session options shared by listen and connect. */
-void lb_session_options(lua_State *L, int o, ioc_session_options_t *so) {
+void lb_session_options(lua_State *L, lcore *lc, int o, ioc_session_options_t *so, uint64_t *read_ms) {
   so->idle_timeout_ms = (uint64_t)lb_opt_integer(L, o, "idle_timeout", 0, 0, INT32_MAX);
   so->max_pending = (size_t)lb_opt_integer(L, o, "max_pending", (lua_Integer)IOC_DEFAULT_MAX_PENDING, 1,
                                            (lua_Integer)1 << 40);
+  so->write_timeout_ms = (uint64_t)lb_opt_integer(L, o, "write_timeout", 0, 0, INT32_MAX);
+  so->close_timeout_ms = (uint64_t)lb_opt_integer(L, o, "close_timeout", (lua_Integer)lc->close_timeout_ms, 1,
+                                                  INT32_MAX);
+  *read_ms = (uint64_t)lb_opt_integer(L, o, "read_timeout", 0, 0, INT32_MAX);
 }
 
 int lb_core_connect(lua_State *L) {
@@ -559,17 +665,25 @@ int lb_core_connect(lua_State *L) {
   int o = lb_opts_arg(L, 3);
   ioc_session_options_t so;
   memset(&so, 0, sizeof so);
-  lb_session_options(L, o, &so);
+  uint64_t read_ms;
+  lb_session_options(L, lc, o, &so, &read_ms);
+  so.connect_timeout_ms = (uint64_t)lb_opt_integer(L, o, "connect_timeout", 0, 0, INT32_MAX);
   lb_handlers_from_opts(L, o, 1);
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, OWN_KEY);
+  lua_pushinteger(L, (lua_Integer)read_ms);
+  lua_setfield(L, -2, READ_TIMEOUT_KEY);
   int htab = lua_gettop(L);
-  lb_push_registry(L, lc, K_SESSIONS); /* room for the anchor, made before the connect starts */
-  lua_pop(L, 1);
+  lb_sess *st = lb_sess_new(lc);
+  if (!st) return lb_fail(L, IOC_ENOMEM);
+  atomic_store(&st->hold_recv, !lb_has_handler_in(L, htab, "on_recv"));
   ioc_session_t *s;
   /* Our reference from ioc_connect is the binding's: released with the close event. */
-  int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, lc, &so, &s);
-  if (rc < 0) return lb_fail(L, rc);
+  int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, st, &so, &s);
+  if (rc < 0) {
+    free(st);
+    return lb_fail(L, rc);
+  }
   lb_anchor_session(L, lc, s, htab);
   return 1;
 }
@@ -578,6 +692,7 @@ void lb_open_session(lua_State *L) {
   luaL_newmetatable(L, LSESSION_MT);
   luaL_setfuncs(L, session_meta, 0);
   luaL_newlib(L, session_methods);
+  luaL_setfuncs(L, lb_flow_methods, 0);
   lua_pushcclosure(L, l_session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

@@ -8,8 +8,6 @@
 #define IOC__DEFAULT_ACCEPTS 16
 #define IOC__MAX_ACCEPTS IOC_MAX_ACCEPTS
 #define IOC__DEFAULT_MAX_PENDING IOC_DEFAULT_MAX_PENDING
-/* The old name of the default close time-out (the Lua binding uses it). */
-#define IOC__LINGER_MS IOC_DEFAULT_CLOSE_TIMEOUT_MS
 /* Back-off before re-posting accepts after EMFILE/ENFILE or an unexpected
  * accept error, so the listener neither spins nor stops. */
 #define IOC__ACCEPT_BACKOFF_MS 50
@@ -90,9 +88,6 @@ struct ioc_session {
   bool timed;       /* on core->timed (until finalized) */
   int close_err;
   uint32_t inflight; /* operations of this session in flight */
-  /* The Lua binding's, under its lock: a registry reference to the handler
-   * table of an accepted session whose Lua object is not made yet (0: none). */
-  int32_t lua_href;
   void *user; /* the embedder's slot (ioc_session_user) */
   size_t pending;
   size_t max_pending;

@@ -623,8 +623,8 @@ void ioc_session_abort(ioc_session_t *s) {
   ioc__spin_unlock(&s->lock);
 }
 
-/* Used by the Lua binding: close at once with a cause. */
-void ioc__session_fail(ioc_session_t *s, int err) {
+void ioc_session_fail(ioc_session_t *s, int err) {
+  if (err > 0) err = -err;
   ioc__spin_lock(&s->lock);
   if (s->state < IOC__S_CLOSING) {
     s->aborting = true;
@@ -632,8 +632,6 @@ void ioc__session_fail(ioc_session_t *s, int err) {
   }
   ioc__spin_unlock(&s->lock);
 }
-
-void ioc_session_fail(ioc_session_t *s, int err) { ioc__session_fail(s, err > 0 ? -err : err); }
 
 void ioc_session_pause(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
@@ -689,17 +687,6 @@ int ioc_session_set_timeout(ioc_session_t *s, ioc_timeout_t which, uint64_t ms) 
   if (rc == 0 && ioc__session_needs_sweep(s)) ioc__timed_add(s);
   ioc__spin_unlock(&s->lock);
   return rc;
-}
-
-/* True once the owner closed or aborted the session (close(), abort(), a
- * handler error): the Lua binding then drops receive events still queued,
- * as the C side drops data arriving after close(). A close caused by the
- * peer (a reset after data) does not count: that data is delivered. */
-bool ioc__session_closed_by_owner(ioc_session_t *s) {
-  ioc__spin_lock(&s->lock);
-  bool r = s->aborting || s->state == IOC__S_DRAINING || s->state == IOC__S_SHUTDOWN;
-  ioc__spin_unlock(&s->lock);
-  return r;
 }
 
 int ioc_session_closed(ioc_session_t *s) {

@@ -30,10 +30,12 @@ static void check_not_closed(rec_t *r, const char *what) {
 static void rec_open(ioc_session_t *s, int err) {
   rec_t *r = rec_of(s);
   check_not_closed(r, "on_open");
-  if (atomic_fetch_add(&r->opens, 1) != 0) FAILF("on_open called twice");
+  /* the fields first: a test thread reads them once it sees opens == 1 */
+  if (atomic_load(&r->opens) != 0) FAILF("on_open called twice");
   r->open_err = err;
   if (r->s == NULL) r->s = s;
   ASSERT(r->s == s);
+  if (atomic_fetch_add(&r->opens, 1) != 0) FAILF("on_open called twice");
 }
 
 static void rec_recv(ioc_session_t *s, const char *data, size_t len) {
@@ -114,7 +116,7 @@ void rec_server_free(rec_server_t *srv) {
 void rec_server_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   (void)l;
   rec_server_t *srv = (rec_server_t *)ud;
-  int i = atomic_fetch_add(&srv->naccepted, 1);
+  int i = atomic_fetch_add(&srv->nslots, 1);
   ASSERT_MSG(i < REC_SERVER_MAX, "more than %d sessions accepted", REC_SERVER_MAX);
   rec_t *r = &srv->recs[i];
   r->s = s;
@@ -122,4 +124,6 @@ void rec_server_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   ioc_session_callbacks_t cb = rec_callbacks();
   ioc_session_set_callbacks(s, &cb, r);
   ASSERT(ioc_session_userdata(s) == r);
+  /* counted once its fields are written: test threads read them after */
+  atomic_fetch_add(&srv->naccepted, 1);
 }

@@ -36,7 +36,8 @@ size_t rec_snapshot(rec_t *r, char *dst, size_t cap);
 
 typedef struct rec_server {
   rec_t recs[REC_SERVER_MAX];
-  atomic_int naccepted;
+  atomic_int naccepted; /* sessions whose rec is filled in */
+  atomic_int nslots;    /* recs handed out */
   int keep_data, echo;
 } rec_server_t;
 

@@ -95,7 +95,9 @@ void test_foreach_session_visits_every_session_and_may_close_it(void) {
   atomic_init(&n, 0);
   ioc_core_foreach_session(core, count_and_close, &n);
   ASSERT_EQ(atomic_load(&n), 6);
-  WAIT_UNTIL(core, core_stats(core).active == 0, 5000);
+  WAIT_UNTIL(core, atomic_load(&r[0].closes) == 1 && atomic_load(&r[1].closes) == 1 &&
+                       atomic_load(&r[2].closes) == 1 && core_stats(core).active == 0,
+             5000);
   for (int i = 0; i < 3; i++) ASSERT_ERR(r[i].close_err, 0);
   atomic_store(&n, 0);
   ioc_core_foreach_session(core, count_and_close, &n);

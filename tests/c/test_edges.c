@@ -134,15 +134,16 @@ void test_graceful_close_waits_for_a_slow_reader_and_loses_nothing(void) {
   ioc_session_close(srv->recs[0].s);
   paced_t rd;
   test_thread_t *th = paced_start(&rd, c, total + 1, 40000, 0); /* ~400 KB/s */
-  WAIT_UNTIL(core, atomic_load(&rd.done) && atomic_load(&srv->recs[0].closes) == 1, 40000);
+  WAIT_UNTIL(core, atomic_load(&rd.done), 40000);
   thread_join(th);
+  sock_close(c); /* the client's FIN, once it has read everything */
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
   fprintf(stderr, "slow reader: %zu of %zu bytes, then %s; on_close(%d)\n", rd.got, total,
           rd.err ? ioc_err_name(rd.err) : "EOF", srv->recs[0].close_err);
   ASSERT_EQ(rd.err, 0);
   ASSERT_EQ(rd.got, total);
   ASSERT_EQ(pattern_check(31, 0, rd.buf, rd.got), -1);
   ASSERT_ERR(srv->recs[0].close_err, 0);
-  sock_close(c);
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
   free(rd.buf);
@@ -156,10 +157,7 @@ void test_graceful_close_to_a_stalled_reader_times_out_with_etimedout(void) {
   ioc_core_t *core;
   make_core(&core);
   rec_server_t *srv = rec_server_new(0, 0);
-  ioc_session_options_t so;
-  memset(&so, 0, sizeof so);
-  so.close_timeout_ms = 1000;
-  ioc_listener_t *l = listen_opts(core, srv, &so);
+  ioc_listener_t *l = listen_opts(core, srv, NULL); /* the default close time-out, 5 s */
   sock_t c = tcp_connect(ioc_listener_address(l));
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].opens) == 1, 5000);
   const size_t total = 16u << 20;
@@ -167,6 +165,7 @@ void test_graceful_close_to_a_stalled_reader_times_out_with_etimedout(void) {
   ASSERT_OK(ioc_session_send(srv->recs[0].s, data, total));
   uint64_t t0 = now_ms();
   ioc_session_close(srv->recs[0].s);
+  ASSERT_OK(ioc_session_set_timeout(srv->recs[0].s, IOC_TIMEOUT_CLOSE, 1000)); /* while closing */
   /* the client reads nothing */
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 20000);
   uint64_t took = srv->recs[0].close_ms - t0;
@@ -174,6 +173,7 @@ void test_graceful_close_to_a_stalled_reader_times_out_with_etimedout(void) {
           ioc_err_name(srv->recs[0].close_err), (unsigned long long)took);
   ASSERT_ERR(srv->recs[0].close_err, IOC_ETIMEDOUT);
   ASSERT_GE(took, 900);
+  ASSERT_LT(took, 4500); /* the session's own setting, not the default */
   sock_close(c);
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
@@ -468,7 +468,7 @@ void test_idle_timeout_spares_an_active_download(void) {
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].opens) == 1, 5000);
   /* the client only downloads (sends nothing), for much longer than the
    * idle time-out */
-  const size_t total = 4u << 20;
+  const size_t total = 2u << 20;
   char *data = pattern_buf(51, total);
   ASSERT_OK(ioc_session_send(srv->recs[0].s, data, total));
   paced_t rd;
@@ -665,11 +665,13 @@ void test_send_on_an_empty_queue_is_taken_whatever_its_size(void) {
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].drains) >= 1, 20000);
   ASSERT_EQ(ioc_session_pending(s), 0);
   ioc_session_close(s);
-  WAIT_UNTIL(core, atomic_load(&rd.done) && atomic_load(&srv->recs[0].closes) == 1, 20000);
+  WAIT_UNTIL(core, atomic_load(&rd.done), 20000);
   thread_join(th);
+  sock_close(c);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
+  ASSERT_ERR(srv->recs[0].close_err, 0);
   ASSERT_EQ(rd.got, total);
   ASSERT_EQ(pattern_check(61, 0, rd.buf, total), -1);
-  sock_close(c);
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
   free(rd.buf);
@@ -685,6 +687,7 @@ typedef struct local_probe {
   rec_t r;
   ioc_session_t *s;
   char early[IOC_ADDRSTRLEN];
+  atomic_int asked; /* s and early are written */
 } local_probe_t;
 
 /* In a dispatch batch: io_uring submits the connect at the batch's end, so
@@ -695,6 +698,7 @@ static void connect_and_ask(void *arg) {
   ASSERT_OK(ioc_connect(p->core, p->target, strlen(p->target), &cb, &p->r, NULL, &p->s));
   int n = ioc_addr_format(ioc_session_local(p->s), p->early, sizeof p->early);
   if (n < 0) snprintf(p->early, sizeof p->early, "(%s)", ioc_err_name(n));
+  atomic_store(&p->asked, 1);
 }
 
 void test_outbound_local_address_asked_before_the_connect_is_right_after(void) {
@@ -708,7 +712,8 @@ void test_outbound_local_address_asked_before_the_connect_is_right_after(void) {
   rec_init(&p.r, 0);
   listener_addr_str(l, p.target);
   ASSERT_OK(ioc_core_post(core, connect_and_ask, &p));
-  WAIT_UNTIL(core, atomic_load(&p.r.opens) == 1 && atomic_load(&srv->naccepted) == 1, 5000);
+  WAIT_UNTIL(core, atomic_load(&p.asked) && atomic_load(&p.r.opens) == 1 &&
+                       atomic_load(&srv->naccepted) == 1, 5000);
   ASSERT_ERR(p.r.open_err, 0);
   char got[IOC_ADDRSTRLEN], want[IOC_ADDRSTRLEN];
   ASSERT(ioc_addr_format(ioc_session_local(p.s), got, sizeof got) > 0);
@@ -721,5 +726,32 @@ void test_outbound_local_address_asked_before_the_connect_is_right_after(void) {
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
   rec_free(&p.r);
+  rec_server_free(srv);
+}
+
+/* ---- sweep_runs_only_while_a_session_needs_it ---------------------------------------- */
+
+/* The time-out sweep is one core-wide timer (an object of the core): none
+ * while no session has a time-out or is closing, one while any has. */
+void test_sweep_runs_only_while_a_session_needs_it(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  rec_server_t *srv = rec_server_new(0, 0);
+  ioc_listener_t *l = listen_opts(core, srv, NULL);
+  sock_t c0 = tcp_connect(ioc_listener_address(l));
+  sock_t c1 = tcp_connect(ioc_listener_address(l));
+  WAIT_UNTIL(core, atomic_load(&srv->recs[1].opens) == 1, 5000);
+  pump_for(core, 20);
+  ASSERT_EQ(core_stats(core).objects, 3); /* listener, 2 sessions: no sweep */
+  ASSERT_OK(ioc_session_set_timeout(srv->recs[0].s, IOC_TIMEOUT_WRITE, 60000));
+  ASSERT_OK(ioc_session_set_timeout(srv->recs[1].s, IOC_TIMEOUT_IDLE, 60000));
+  ASSERT_EQ(core_stats(core).objects, 4); /* + the one sweep for both */
+  sock_close(c0);
+  sock_close(c1);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1 && atomic_load(&srv->recs[1].closes) == 1,
+             5000);
+  WAIT_UNTIL(core, core_stats(core).objects == 1, 5000); /* the listener alone */
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
   rec_server_free(srv);
 }

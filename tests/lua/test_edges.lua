@@ -79,6 +79,20 @@ for _, sc in ipairs { "created_coroutine", "resumed_coroutine", "wrapped_corouti
   end
 end
 
+function TestEdges:test_sigterm_during_a_hidden_runaway_stops_run()
+  H.with_core(function(core)
+    local p = H.spawn(script("runaway.lua"), "sigterm")
+    H.wait_output(core, p, "ready")
+    p:kill("TERM")
+    if not H.wait(core, function() return p:exited() end, 20000) then
+      p:kill("KILL")
+      lu.fail("SIGTERM did not end run() during a runaway; output:\n" .. p:output())
+    end
+    lu.assertEquals(p.status, 0, p:output())
+    lu.assertStrContains(p:output(), "run returned\ttrue\terrors\t1")
+  end)
+end
+
 -- ---- a repeating timer slower than its interval ----------------------------------------------
 
 function TestEdges:test_slow_repeating_timer_does_not_hold_run_timeout()

@@ -18,7 +18,8 @@ end
 function TestSend:test_send_after_close_returns_eclosed()
   H.with_core(function(core)
     local server_session
-    local l = server(core, function(s) server_session = s end)
+    -- (an on_recv: without one the server would hold "before", and the FIN behind it)
+    local l = server(core, function(s) server_session = s end, { on_recv = function() end })
     local c = H.client(core, l:address())
     H.wait_for(core, function() return c.connected and server_session end, "connect")
     lu.assertTrue(c.s:send("before"))
@@ -159,7 +160,7 @@ function TestSend:test_pending_after_big_send_and_on_drain_when_it_empties()
       lu.assertTrue(s:send(data))
       pending_after_send = s:pending()
     end)
-    local reader = H.slow_reader(l:port(), 0.5)
+    local reader = H.slow_reader(l:port(), 2)
     H.wait_for(core, function() return drains > 0 end, "on_drain", 20000)
     H.wait_for(core, function() return reader:exited() and server_close ~= "not yet" end,
       "the reader to see EOF", 20000)
@@ -215,7 +216,7 @@ function TestSend:test_send_over_max_pending_behind_queued_data_returns_enobufs_
     })
     -- a reader in another process that waits before reading: the 16 MiB
     -- cannot all be written at once, so data stays queued
-    local reader = H.slow_reader(l:port(), 0.5)
+    local reader = H.slow_reader(l:port(), 2)
     H.wait_for(core, function() return st.after ~= nil end, "on_drain after the refusal", 30000)
     lu.assertTrue(st.first)
     lu.assertTrue(st.pending1 > 0, "(test precondition) data is queued behind the first send")

@@ -8,6 +8,11 @@ local T = require "iocore.test"
 
 TestTestingHelper = H.class()
 
+-- start_server runs servers with sh, timeout, setsid and kill.
+local function posix_only()
+  if H.windows then lu.skip("start_server needs a POSIX system (sh, timeout, setsid, kill)") end
+end
+
 local function write_script(text)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
@@ -28,6 +33,7 @@ local function group_alive(pgid)
 end
 
 function TestTestingHelper:test_start_server_waits_for_ready_and_stop_reaps_it()
+  posix_only()
   local script = write_script([[
     local iocore = require "iocore"
     local core = assert(iocore.core { threads = 1 })
@@ -55,6 +61,7 @@ end
 -- A server that ignores SIGTERM (and whose children do) is killed, the
 -- whole process group, after the grace time.
 function TestTestingHelper:test_stop_kills_a_server_that_ignores_sigterm()
+  posix_only()
   local script = write_script([[
     trap '' TERM
     echo "listening on nowhere"
@@ -70,7 +77,21 @@ function TestTestingHelper:test_stop_kills_a_server_that_ignores_sigterm()
   lu.assertFalse(group_alive(pid), "something of the server is still alive")
 end
 
+-- A server's life is bounded even if nobody stops it.
+function TestTestingHelper:test_a_server_is_killed_after_its_lifetime()
+  posix_only()
+  local script = write_script("print('listening on here') io.stdout:flush() while true do end\n")
+  local srv = assert(T.start_server(script, { lifetime = 1 }))
+  os.remove(script)
+  local deadline = H.now() + 20000
+  while not srv:exited() and H.now() < deadline do H.sleep(50) end
+  lu.assertTrue(srv:exited(), "the server outlived its lifetime")
+  lu.assertEquals(srv.status, 124, "timeout's status for a command it stopped")
+  srv:stop()
+end
+
 function TestTestingHelper:test_a_server_that_never_gets_ready_times_out_and_is_killed()
+  posix_only()
   local script = write_script("print('starting') ; while true do end\n")
   local t0 = H.now()
   local srv, msg, code = T.start_server(script, { timeout = 300 })
@@ -82,6 +103,7 @@ function TestTestingHelper:test_a_server_that_never_gets_ready_times_out_and_is_
 end
 
 function TestTestingHelper:test_a_server_that_exits_early_is_reported_with_its_output()
+  posix_only()
   local script = write_script("io.stderr:write('cannot bind\\n') os.exit(3)\n")
   local srv, msg, code = T.start_server(script)
   os.remove(script)
@@ -157,14 +179,19 @@ function TestTestingHelper:test_docs_numbers_are_the_module_defaults()
   says("(default `T.default_timeout`, 5000 ms)")
   lu.assertEquals(T.server_lifetime, 600)
   says("default `T.server_lifetime`, 600)")
-  lu.assertEquals(T.stop_grace, 3000)
-  says("waits up to `grace_ms` (default 3000)")
+  lu.assertEquals(T.stop_grace, 10000)
+  says("waits up to `grace_ms` (default 10000")
   lu.assertEquals(T.close_timeout, 2000)
   says("(up to `ms`, default 2000)")
   local core = assert(T.core())
   lu.assertEquals(core:threads(), 1)
   says("on one worker thread")
   assert(T.close(core))
+end
+
+function TestTestingHelper:test_start_server_on_windows_says_it_cannot()
+  if not H.windows then lu.skip("only on Windows") end
+  H.assert_fail("ENOSYS", "start_server", T.start_server("server.lua"))
 end
 
 -- The example test of examples/ runs with this suite.

@@ -6,7 +6,9 @@
 -- Keys: threads, handler_timeout, memory_limit (core options); idle_timeout,
 -- max_connections, max_pending, accepts, backlog (listener options); greet=1
 -- (send "G\n" to every accepted session); port (default 0 = any);
--- echo_delay_ms (every echo handler call spins that long first).
+-- echo_delay_ms (every echo handler call spins that long first);
+-- storm_ms (a repeating timer every 2 ms whose handler spins this long: a
+-- timer slower than its interval, for the whole run).
 -- The backend is the default one, so IOCORE_BACKEND chooses it.
 --
 -- Every connection starts with one header line saying what it wants:
@@ -21,6 +23,8 @@
 --                              (graceful), abort, or none.
 --   Q                          core:stop() (a graceful stop from a handler)
 --   L                          a runaway handler: while true do end
+--   C                          a runaway that hides: in a coroutine, inside
+--                              pcall, catching the time-out and looping on
 --   M                          a memory bomb: string.rep("x", 2^30)
 -- A header longer than 256 bytes, or an unknown one, aborts the session.
 --
@@ -176,6 +180,11 @@ local function command(s, line, rest)
   elseif cmd == "L" then
     s.mode = "sink"
     while true do end
+  elseif cmd == "C" then
+    s.mode = "sink"
+    coroutine.wrap(function()
+      while true do pcall(function() while true do end end) end
+    end)()
   elseif cmd == "M" then
     s.mode = "sink"
     local bomb = string.rep("x", 1 << 30)
@@ -277,6 +286,15 @@ local function write_stats(extra)
 end
 
 core:every(tonumber(opt.stats_ms or 100), function() write_stats() end)
+if num("storm_ms") then
+  local spin = num("storm_ms") / 1000
+  C.storm_ticks = 0
+  core:every(2, function()
+    C.storm_ticks = C.storm_ticks + 1
+    local t = os.clock() + spin
+    repeat until os.clock() >= t
+  end)
+end
 write_stats() -- the first line, with the timer above already counted in st_objects
 io.stdout:write(("PORT %d\n"):format(port))
 io.stdout:flush()

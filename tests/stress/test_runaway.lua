@@ -50,6 +50,48 @@ function TestRunaway:test_runaway_handler_interrupted_others_served()
   S.stop_server(srv)
 end
 
+-- The same runaway hidden where a hook on the handler alone does not reach:
+-- inside a coroutine, inside pcall, catching the time-out and looping on.
+-- It must be interrupted all the same, with the same promises to the
+-- pinging client.
+function TestRunaway:test_hidden_runaway_in_coroutine_and_pcall_interrupted_others_served()
+  local srv = S.server({ handler_timeout = TIMEOUT, threads = 2 })
+  local base = srv.start_stats
+  local ping = pinger(srv, 4)
+  S.sleep(500)
+  local t = S.loadgen("trigger", srv:addr(), { header = "C\\n", timeout = 15000 }):result(20000)
+  local p = ping:result(20000)
+  local st = srv:stats()
+  S.note("hidden runaway interrupted %d ms after it began (handler_timeout %d ms); pinging client: %d round trips, "
+    .. "slowest %d ms", t.closed_after_ms, TIMEOUT, p.pings, p.max_ms)
+  lu.assertEquals(st.errors, 1, "handler errors")
+  lu.assertNotNil(tostring(st.last_error):match("ETIMEDOUT"), "the error is not ETIMEDOUT: " .. tostring(st.last_error))
+  S.check(t, "end", "reset", "the runaway's session")
+  S.check(p, "fail", 0, "pinging client")
+  lu.assertTrue(p.max_ms <= TIMEOUT * 1.1, ("the pinging client waited %d ms (> handler_timeout + 10%%)"):format(
+    p.max_ms))
+  after_checks(srv, base)
+  S.stop_server(srv)
+end
+
+-- A repeating timer slower than its interval (every 2 ms, 10 ms of work
+-- each) for the whole run: at most one of its firings is queued at a time,
+-- so other work interleaves with it. A pinging client is answered
+-- throughout, the server's other timer (its stats) keeps firing, and
+-- SIGTERM stops it with exit status 0.
+function TestRunaway:test_timer_storm_others_served_and_sigterm_stops()
+  local srv = S.server({ storm_ms = 10, threads = 2 })
+  local ping = pinger(srv, 3)
+  local p = ping:result(20000)
+  local st = srv:stats()
+  S.note("storm timer: %d ticks; stats writes kept coming; queued events at the end: %d; pinging client: %d round "
+    .. "trips, slowest %d ms", st.storm_ticks, st.st_queued, p.pings, p.max_ms)
+  S.check(p, "fail", 0, "pinging client")
+  lu.assertTrue(p.max_ms < 1000, "the pinging client waited " .. p.max_ms .. " ms behind a timer storm")
+  lu.assertTrue(st.st_queued <= 8, "events pile up behind the storm: " .. st.st_queued)
+  S.stop_server(srv)
+end
+
 -- memory_limit = 64 MiB. Five clients in turn make their handler call
 -- string.rep("x", 2^30): each must fail inside the handler as a memory error
 -- ("not enough memory") that goes to on_error and aborts that session only,

@@ -11,8 +11,9 @@
 # with the client's address; it echoes; it prints the client leaving; and
 # SIGINT, which wine delivers as the console's Ctrl-C, stops it gracefully
 # while a client is still connected: that client sees a clean end of
-# stream, the script prints "server stopped" and exits 0. Prints one line
-# per check and
+# stream, the script prints "server stopped" and exits 0. Then a script
+# that gets Ctrl-C between iocore.core() and run(): the signal is held and
+# run() returns true at once. Prints one line per check and
 #   RESULT win-lua-server: P passed, F failed
 set -uo pipefail
 
@@ -101,5 +102,43 @@ else
   else
     fail "stops on Ctrl-C: exit $rc, $(out | grep -c '^server stopped') 'server stopped' line(s)"
   fi
+fi
+
+# Ctrl-C between iocore.core() and run() is held: the next run() stops at
+# once and returns true (without the hold it would run its 20 s, or the
+# process would end). The script waits for a file, on a second core that
+# does not take signals.
+cat > "$tmp/held.lua" <<'LUA'
+local iocore = require "iocore"
+local core = assert(iocore.core { threads = 1 })
+local idle = assert(iocore.core { threads = 1, signals = false })
+io.stdout:setvbuf("line")
+print("ready")
+repeat idle:run(20) until io.open(arg[1])
+print("run returned", core:run(20000))
+LUA
+wine "$exe" "$tmp/held.lua" "$tmp/go" > "$tmp/out" 2>&1 &
+pid=$!
+if wait_line '^ready'; then
+  kill -INT "$pid"
+  sleep 0.5
+  : > "$tmp/go"
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    fail "Ctrl-C before run() is held: still running 10 s after it"
+  else
+    wait "$pid"; rc=$?
+    pid=
+    if [[ $rc -eq 0 ]] && out | grep -q $'^run returned\ttrue$'; then
+      ok "Ctrl-C before run() is held: run() returns true at once, exit 0"
+    else
+      fail "Ctrl-C before run() is held: exit $rc, output '$(out | tr '\n' ' ')'"
+    fi
+  fi
+else
+  fail "held.lua prints ready"
 fi
 finish

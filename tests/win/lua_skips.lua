@@ -1,8 +1,18 @@
 -- The Lua suite's tests that do not run on Windows (tests/win/run_lua.sh runs
 -- the suite as `wine lua.exe`), each with the reason printed as its SKIP.
--- tests/lua/helpers.lua skips them in setUp when it runs on Windows; a key
+-- tests/lua/helpers.lua runs them as skips when it runs on Windows; a key
 -- without a dot names a whole test class.
+local TEST_SERVER = "iocore.test's start_server (lua/iocore/test.lua) runs servers through "
+  .. "POSIX tools (sh, setsid, kill, sleep) and has no Windows implementation yet"
+
 return {
+  TestEchoServer = "examples/test_example.lua starts examples/server.lua with iocore.test's "
+    .. "start_server, which runs servers through POSIX tools (sh, setsid, kill, sleep) "
+    .. "and has no Windows implementation yet",
+  ["TestTestingHelper.test_start_server_waits_for_ready_and_stop_reaps_it"] = TEST_SERVER,
+  ["TestTestingHelper.test_stop_kills_a_server_that_ignores_sigterm"] = TEST_SERVER,
+  ["TestTestingHelper.test_a_server_that_never_gets_ready_times_out_and_is_killed"] = TEST_SERVER,
+  ["TestTestingHelper.test_a_server_that_exits_early_is_reported_with_its_output"] = TEST_SERVER,
   TestSource = "it reads src/lua's C sources through ls; a check of the source text, "
     .. "the same on every platform, which the Linux suite runs",
   ["TestStream.test_dial_to_a_refused_port_is_econnrefused"] =

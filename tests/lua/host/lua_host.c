@@ -11,7 +11,9 @@
  * (The module from `make -C build config=tsan` is built by gcc and needs
  * libtsan.so; with a module built by clang -fsanitize=thread, build this
  * with clang too.) Usage is lua5.4's: host script.lua [args...], with
- * arg[-1] = the host, so the suite starts its subprocesses with it too.
+ * arg[-1] = the host, so the suite starts its subprocesses with it too;
+ * and host -e "code" runs a chunk, as lua5.4 -e does for the tests that
+ * need it.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -33,6 +35,14 @@ int main(int argc, char **argv) {
   }
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
+  if (argc == 3 && argv[1][0] == '-' && argv[1][1] == 'e' && argv[1][2] == 0) {
+    lua_pushcfunction(L, msgh);
+    int rc = luaL_loadstring(L, argv[2]);
+    if (rc == LUA_OK) rc = lua_pcall(L, 0, 0, 1);
+    if (rc != LUA_OK) fprintf(stderr, "%s: %s\n", argv[0], lua_tostring(L, -1));
+    lua_close(L);
+    return rc == LUA_OK ? 0 : 1;
+  }
   lua_createtable(L, argc, 2);
   for (int i = 0; i < argc; i++) {
     lua_pushstring(L, argv[i]);

@@ -5,6 +5,7 @@
 -- last line ("<scenario> start").
 --
 --   lua5.4 tests/lua/scripts/runaway.lua [scenario...]
+--   lua5.4 tests/lua/scripts/runaway.lua sigterm
 local iocore = require "iocore"
 io.stdout:setvbuf("line")
 
@@ -53,6 +54,20 @@ local scenarios = {
     core:post(function() error("first") end)
   end },
 }
+
+-- "sigterm": a hidden runaway on a core with signals; the test sends
+-- SIGTERM once "ready" is out (printed by a handler, so run() is active).
+if arg[1] == "sigterm" then
+  local core = assert(iocore.core { threads = 2, handler_timeout = 500 })
+  local errors = 0
+  core:on_error(function() errors = errors + 1 end)
+  core:post(function() print("ready") end)
+  core:post(function()
+    coroutine.wrap(function() while true do pcall(function() while true do end end) end end)()
+  end)
+  print("run returned", core:run(60000), "errors", errors)
+  return
+end
 
 local only = {}
 for i = 1, #arg do only[arg[i]] = true end

@@ -1,0 +1,201 @@
+-- core:stop([grace_ms]) and core:stopping(): no new accepts at once; the
+-- sessions get the grace time to finish what they produce and close by
+-- themselves; what is left is then closed gracefully. A stop is not the
+-- script closing a session: data C has received is still delivered.
+local H = require "helpers"
+local P = require "peer"
+local lu = H.lu
+
+TestStop = P.class()
+
+local KiB = 1024
+
+-- Runs until run() returns true (a stop finished) or ms pass; returns
+-- whether it did and how long it took (ms).
+local function run_until_stopped(core, ms)
+  local t0 = H.now()
+  local deadline = t0 + ms
+  while H.now() < deadline do
+    local r = core:run(10)
+    if r == true then return true, H.now() - t0 end
+    lu.assertEquals(r, false, "run() returned neither true nor false")
+  end
+  return false, H.now() - t0
+end
+
+function TestStop:test_stopping_is_false_outside_a_stop()
+  H.with_core(function(core)
+    lu.assertFalse(core:stopping())
+    local inside
+    core:post(function() inside = core:stopping() end)
+    H.wait_for(core, function() return inside ~= nil end, "the post")
+    lu.assertFalse(inside)
+    lu.assertTrue(core:stop(0))
+    lu.assertTrue((run_until_stopped(core, 10000)), "run() after stop(0)")
+    lu.assertFalse(core:stopping(), "stopping() after run() returned")
+  end)
+end
+
+-- A producer sends 40 pieces of 16 KiB, one per 20 ms timer tick. The stop
+-- (grace 10 s) comes after the 5th: the producer sees stopping() and
+-- finishes its 40 pieces, then closes by itself; run() returns as soon as
+-- every session has closed (well before the grace ends), and the reader got
+-- every byte.
+function TestStop:test_stop_grace_lets_a_session_finish_what_it_produces()
+  P.require()
+  H.with_core(function(core)
+    local piece = H.payload(16 * KiB, 71)
+    local sent, stopping_seen, srv_err = 0, false, "not yet"
+    local l = H.listen(core, {
+      on_accept = function(s)
+        local t
+        t = core:every(20, function()
+          if s:closed() then t:cancel() return end
+          sent = sent + 1
+          s:send(piece)
+          if sent == 5 then core:stop(10000) end
+          if core:stopping() then stopping_seen = true end
+          if sent == 40 then
+            t:cancel()
+            s:close()
+          end
+        end)
+      end,
+      on_close = function(_, err) srv_err = err end,
+    })
+    local p = P.client(l:port(), {})
+    local stopped, took = run_until_stopped(core, 20000)
+    lu.assertTrue(stopped, "run() did not return true")
+    lu.assertTrue(took < 9000, ("run() took %d ms: it waited for the grace instead of the sessions"):format(took))
+    lu.assertTrue(stopping_seen, "stopping() was never true in the producer's ticks")
+    lu.assertFalse(core:stopping())
+    lu.assertEquals(sent, 40)
+    H.wait_for(core, function() return p:eof() end, "the reader's EOF")
+    lu.assertEquals(p:eof(), 40 * #piece)
+    lu.assertTrue(p:data() == piece:rep(40), "the stream differs")
+    lu.assertNil(srv_err)
+    H.assert_fail("ECLOSED", "listener:close() after the stop", l:close())
+  end)
+end
+
+-- During the grace the listeners are closed already: a new client is
+-- refused at once, while stopping() is true and the open session goes on.
+-- (run() performs the whole stop, so the test looks from timers; the new
+-- client is a connect of the core itself.)
+function TestStop:test_stop_refuses_new_connections_at_once_during_the_grace()
+  P.require()
+  H.with_core(function(core)
+    local srv, seen = nil, {}
+    local l = H.listen(core, { on_accept = function(s) srv = s end })
+    local address = l:address()
+    local first = P.client(l:port(), {})
+    H.wait_for(core, function() return srv end, "accept")
+    core:after(0, function()
+      core:stop(5000)
+      core:after(200, function()
+        seen.stopping = core:stopping()
+        seen.open = not srv:closed()
+        assert(core:connect(address, {
+          on_connect = function(_, err)
+            seen.connect_err = err or "connected"
+            seen.stopping_later = core:stopping()
+            srv:close()
+          end,
+        }))
+      end)
+    end)
+    lu.assertTrue((run_until_stopped(core, 20000)), "run() did not return true")
+    lu.assertTrue(seen.stopping, "stopping() 200 ms into the grace")
+    lu.assertTrue(seen.open, "the session was closed during the grace")
+    H.assert_msg(seen.connect_err, "ECONNREFUSED", "a connect during the grace")
+    lu.assertTrue(seen.stopping_later)
+    lu.assertFalse(core:stopping())
+    H.wait_for(core, function() return first:exited() end, "the first client's EOF")
+    lu.assertEquals(first:eof(), 0)
+    lu.assertNil(l:close())
+  end)
+end
+
+-- A session that does not close by itself is closed gracefully when the
+-- grace ends: its queued data is delivered, its on_close gets nil.
+function TestStop:test_stop_grace_expiry_closes_gracefully_what_is_left()
+  P.require()
+  H.with_core(function(core)
+    local data = H.payload(512 * KiB, 72)
+    local srv_err, closed_while_grace = "not yet", nil
+    local l = H.listen(core, {
+      on_accept = function(s)
+        s:send(data)
+        core:stop(400)
+        core:after(150, function() closed_while_grace = s:closed() end)
+      end,
+      on_close = function(_, err) srv_err = err end,
+    })
+    local p = P.client(l:port(), { rcvbuf = 64 * KiB, rate = 1024 * KiB })
+    lu.assertTrue((run_until_stopped(core, 20000)), "run() did not return true")
+    lu.assertFalse(closed_while_grace, "the session was closed before the grace ended")
+    H.wait_for(core, function() return p:eof() end, "the reader's EOF")
+    lu.assertEquals(p:eof(), #data)
+    lu.assertTrue(p:data() == data, "the data queued before the stop differs")
+    lu.assertNil(srv_err)
+    H.assert_fail("ECLOSED", "listener:close() after the stop", l:close())
+  end)
+end
+
+-- Issue: stop() dropped data C had already received. A timer keeps the Lua
+-- state busy while the peer sends 256 KiB and its FIN, then calls
+-- stop(0): every byte the C side has received is still delivered to
+-- on_recv before on_close.
+function TestStop:test_stop_delivers_data_already_received()
+  P.require()
+  H.with_core({ threads = 2 }, function(core)
+    local payload = H.payload(256 * KiB, 73)
+    local chunks, events = {}, {}
+    local l = H.listen(core, {
+      on_accept = function()
+        core:after(0, function()
+          local untilt = H.now() + 500
+          while H.now() < untilt do end
+          core:stop(0)
+        end)
+      end,
+      on_recv = function(_, data) chunks[#chunks + 1] = data end,
+      on_close = function(_, err) events[#events + 1] = "close " .. tostring(err) end,
+    })
+    local p = P.client(l:port(), { send = payload, shut_wr = true })
+    lu.assertTrue((run_until_stopped(core, 20000)), "run() did not return true")
+    lu.assertEquals(#table.concat(chunks), #payload, "bytes delivered to on_recv")
+    lu.assertTrue(table.concat(chunks) == payload, "the data differs")
+    lu.assertEquals(events, { "close nil" })
+    H.wait_for(core, function() return p:exited() end, "the peer")
+    l:close()
+  end)
+end
+
+function TestStop:test_stop_misuse_raises()
+  H.with_core(function(core)
+    lu.assertFalse(pcall(core.stop, core, -1), "stop(-1)")
+    lu.assertFalse(pcall(core.stop, core, "soon"), "stop('soon')")
+  end)
+end
+
+-- The default grace is 5000 ms (docs/lua-api.md): a session that does not
+-- close by itself is closed gracefully no sooner than that after stop().
+function TestStop:test_stop_default_grace_is_5000_ms()
+  H.with_core(function(core)
+    local t_stop, t_close, err = nil, nil, "not yet"
+    local l = H.listen(core, {
+      on_accept = function()
+        t_stop = core:now()
+        core:stop()
+      end,
+      on_close = function(_, e) t_close, err = core:now(), e end,
+    })
+    local c = H.client(core, l:address())
+    lu.assertTrue((run_until_stopped(core, 20000)), "run() did not return true")
+    lu.assertNil(err)
+    lu.assertTrue(t_close - t_stop >= 4900, ("closed %d ms after stop()"):format(t_close - t_stop))
+    H.wait_for(core, function() return c.closed end, "the client's close")
+    lu.assertNil(l:close())
+  end)
+end
