@@ -6,8 +6,11 @@
 --   lua5.4 examples/cluster/node.lua n1 127.0.0.1:7801 127.0.0.1:7901 127.0.0.1:6379 proxy
 --
 -- LISTEN: the chat port (HAProxy's servers). With "proxy", every connection
--- starts with a PROXY protocol header (HAProxy's send-proxy-v2), so s:peer()
--- is the member's real address. HEALTH: a port HAProxy's health check
+-- starts with a PROXY protocol header (HAProxy's send-proxy-v2) and the
+-- listener's `proxy_protocol = true` makes s:peer() the member's real
+-- address. "proxy-lua" reads the header here instead, for an iocore build
+-- whose listeners do not have that option yet (examples/cluster/start
+-- picks). HEALTH: a port HAProxy's health check
 -- connects to (accepted and closed). REDIS: host:port.
 --
 -- The protocol, one line each way:
@@ -22,9 +25,10 @@
 local iocore = require "iocore"
 local redis = require "iocore.redis"
 
-local name, listen_addr, health_addr, redis_addr, proxy = arg[1], arg[2], arg[3], arg[4], arg[5] == "proxy"
-if not (name and listen_addr and health_addr and redis_addr) then
-  io.stderr:write("usage: lua5.4 node.lua NAME LISTEN HEALTH REDIS [proxy]\n")
+local name, listen_addr, health_addr, redis_addr, mode = arg[1], arg[2], arg[3], arg[4], arg[5]
+if not (name and listen_addr and health_addr and redis_addr) or
+    (mode and mode ~= "proxy" and mode ~= "proxy-lua") then
+  io.stderr:write("usage: lua5.4 node.lua NAME LISTEN HEALTH REDIS [proxy|proxy-lua]\n")
   os.exit(2)
 end
 
@@ -64,8 +68,53 @@ local function broadcast(line)
   end
 end
 
+-- The PROXY protocol header (v2, or v1) at the start of a connection, read
+-- in Lua: the client's address, or nil and why. Only for "proxy-lua".
+local V2_SIG = "\r\n\r\n\0\r\nQUIT\n"
+local function read_proxy_header(s)
+  -- six bytes tell the two versions (and anything else) apart
+  local head, err = s:read(6)
+  if not head then return nil, err end
+  if head == V2_SIG:sub(1, 6) then
+    local more, err2 = s:read(10)
+    if not more then return nil, err2 end
+    head = head .. more
+  end
+  if head:sub(1, 12) == V2_SIG then
+    local ver_cmd, fam, len = head:byte(13), head:byte(14), head:byte(15) * 256 + head:byte(16)
+    local body = len > 0 and s:read(len) or ""
+    if not body then return nil, "truncated PROXY v2 header" end
+    if ver_cmd == 0x20 then return s:peer() end -- LOCAL: the connection's own address
+    if ver_cmd ~= 0x21 then return nil, "bad PROXY v2 version/command" end
+    if fam == 0x11 and len >= 12 then
+      local a, b, c, d = body:byte(1, 4)
+      return ("%d.%d.%d.%d:%d"):format(a, b, c, d, body:byte(9) * 256 + body:byte(10))
+    elseif fam == 0x21 and len >= 36 then
+      local g = {}
+      for i = 0, 7 do g[#g + 1] = ("%x"):format(body:byte(2 * i + 1) * 256 + body:byte(2 * i + 2)) end
+      return ("[%s]:%d"):format(table.concat(g, ":"), body:byte(33) * 256 + body:byte(34))
+    end
+    return nil, "unsupported PROXY v2 address family"
+  elseif head:sub(1, 6) == "PROXY " then
+    local rest = s:read_line(102)
+    if not rest then return nil, "PROXY v1 header without an end" end
+    local fam, src, _, sport = (head .. rest):match("^PROXY (TCP[46]) (%S+) (%S+) (%d+) %d+$")
+    if not fam then return nil, "malformed PROXY v1 header" end
+    return fam == "TCP6" and ("[%s]:%s"):format(src, sport) or ("%s:%s"):format(src, sport)
+  end
+  return nil, "no PROXY protocol header"
+end
+
 local function member(s)
   local peer = s:peer()
+  if mode == "proxy-lua" then
+    local why
+    peer, why = read_proxy_header(s)
+    if not peer then
+      log("closing a connection: %s", tostring(why))
+      return
+    end
+  end
   members[s] = true
   s:write(("hello %s %s\n"):format(peer, name))
   while true do
@@ -154,9 +203,10 @@ end)
 
 -- ---- listeners -------------------------------------------------------------------------
 
-local chat = assert(core:listen(listen_addr, { handler = member, proxy_protocol = proxy or nil }))
+local chat = assert(core:listen(listen_addr, { handler = member, proxy_protocol = mode == "proxy" or nil }))
 local health = assert(core:listen(health_addr, { on_accept = function(s) s:close() end }))
-log("chat on %s (proxy protocol %s), health on %s, redis %s", chat:address(), proxy and "on" or "off",
+log("chat on %s (proxy protocol %s), health on %s, redis %s", chat:address(),
+  mode == "proxy" and "on" or mode == "proxy-lua" and "on, read in Lua" or "off",
   health:address(), redis_addr)
 core:run()
 log("stopped")

@@ -14,6 +14,9 @@
 -- binding's coroutine.resume hooks the coroutine it resumes). A parked
 -- coroutine is only a Lua object: no worker waits for it.
 --
+-- The wrappers of the binding's own methods (close, on_close, listen...)
+-- are in stream_wrap.lua.
+--
 -- Invariants.
 --   * One coroutine at a time may read a session; writers may be several.
 --   * A parked coroutine is woken exactly once per park, by whoever clears
@@ -754,136 +757,16 @@ function M.install(iocore, methods)
   sm.read_until = read_until
   sm.write = write
 
-  -- The wrappers below check self and their arguments themselves, with the
-  -- binding's messages: the binding's own checks would name the wrapper.
-  local function self_check(obj, mt, method)
-    if getmetatable(obj) ~= mt then
-      error(("calling '%s' on bad self (%s expected, got %s)"):format(method, mt.__name, typename(obj)), 3)
-    end
-  end
-  local function fn_check(fn, method)
-    if fn ~= nil and type(fn) ~= "function" then
-      error(("bad argument #1 to '%s' (function expected, got %s)"):format(method, typename(fn)), 3)
-    end
-  end
-
-  -- handlers set by the script on a stream session go behind ours
-  local function chained(name, field)
-    local orig = S[name]
-    sm[name] = function(s, fn)
-      self_check(s, smt, name)
-      fn_check(fn, name)
-      local st = streams[s]
-      if not st then
-        local a, b, c = orig(s, fn)
-        return a, b, c
-      end
-      if st.closed then return nil, ECLOSED_MSG, "ECLOSED" end
-      st[field] = fn
-      return s
-    end
-  end
-  chained("on_close", "user_on_close")
-  chained("on_drain", "user_on_drain")
-  if HAS_EOF then chained("on_eof", "user_on_eof") end
-  local orig_on_recv = S.on_recv
-  sm.on_recv = function(s, fn)
-    self_check(s, smt, "on_recv")
-    fn_check(fn, "on_recv")
-    if streams[s] and fn ~= nil then
-      error("on_recv: the session is in stream style (read it with s:read*)", 2)
-    end
-    local a, b, c = orig_on_recv(s, fn)
-    return a, b, c
-  end
-  -- this side closing: reads return ECLOSED from now on, at once
-  local function closing(name)
-    local orig = S[name]
-    if not orig then return end
-    sm[name] = function(s)
-      self_check(s, smt, name)
-      local st = streams[s]
-      if st and not st.local_closed then
-        st.local_closed = true
-        if st.reader or st.writers then
-          C.post(st.core, function()
-            wake_reader(st)
-            wake_writers(st)
-          end)
-        end
-      end
-      local a, b, c = orig(s)
-      return a, b, c
-    end
-  end
-  closing("close")
-  closing("abort")
-  local orig_timeouts = S.timeouts
-  sm.timeouts = function(s, t)
-    self_check(s, smt, "timeouts")
-    if type(t) ~= "table" then
-      error("bad argument #1 to 'timeouts' (table expected, got " .. typename(t) .. ")", 2)
-    end
-    local rest, any = {}, false
-    for k, v in pairs(t) do
-      if k == "read" then
-        if math.type(v) ~= "integer" or v < 0 then
-          error("bad argument #1 to 'timeouts' (field 'read' must be a non-negative integer)", 2)
-        end
-      else
-        rest[k], any = v, true
-      end
-    end
-    if any then
-      if not orig_timeouts then
-        error("bad argument #1 to 'timeouts' (only 'read' is supported by this build)", 2)
-      end
-      local ok, msg, code = orig_timeouts(s, rest)
-      if not ok then return ok, msg, code end
-    end
-    if t.read ~= nil then
-      if S.closed(s) then return nil, ECLOSED_MSG, "ECLOSED" end
-      local ms = t.read > 0 and t.read or nil
-      local st = streams[s]
-      if st then st.read_timeout = ms else pending_read_timeouts[s] = ms end
-    end
-    return s
-  end
-
   cm.spawn = spawn
   cm.dial = dial
-  local orig_listen = C.listen
-  cm.listen = function(core, address, opts)
-    self_check(core, cmt, "listen")
-    if tostring(core):find("(closed)", 1, true) then
-      error("calling 'listen' on bad self (core is closed)", 2)
-    end
-    if type(address) ~= "string" then
-      error("bad argument #1 to 'listen' (string expected, got " .. typename(address) .. ")", 2)
-    end
-    if opts ~= nil and type(opts) ~= "table" then
-      error("bad argument #2 to 'listen' (table expected, got " .. typename(opts) .. ")", 2)
-    end
-    if opts == nil or opts.handler == nil then
-      local a, b, c = orig_listen(core, address, opts)
-      return a, b, c
-    end
-    local a, b, c = listen(core, address, opts)
-    return a, b, c
-  end
-
-  local orig_on_accept = L.on_accept
-  lm.on_accept = function(l, fn)
-    self_check(l, lmt, "on_accept")
-    fn_check(fn, "on_accept")
-    local rec = stream_listeners[l]
-    if not rec then
-      local a, b, c = orig_on_accept(l, fn)
-      return a, b, c
-    end
-    rec.on_accept = fn
-    return l
-  end
+  -- the binding's methods that stream sessions need to see through
+  require("iocore.stream_wrap")({
+    sm = sm, cm = cm, lm = lm, smt = smt, cmt = cmt, lmt = lmt, S = S, C = C, L = L,
+    streams = streams, stream_listeners = stream_listeners,
+    pending_read_timeouts = pending_read_timeouts, wake_reader = wake_reader,
+    wake_writers = wake_writers, listen = listen, typename = typename,
+    ECLOSED_MSG = ECLOSED_MSG, HAS_EOF = HAS_EOF,
+  })
 
   iocore.sleep = sleep
   return iocore

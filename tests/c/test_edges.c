@@ -728,3 +728,30 @@ void test_outbound_local_address_asked_before_the_connect_is_right_after(void) {
   rec_free(&p.r);
   rec_server_free(srv);
 }
+
+/* ---- sweep_runs_only_while_a_session_needs_it ---------------------------------------- */
+
+/* The time-out sweep is one core-wide timer (an object of the core): none
+ * while no session has a time-out or is closing, one while any has. */
+void test_sweep_runs_only_while_a_session_needs_it(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  rec_server_t *srv = rec_server_new(0, 0);
+  ioc_listener_t *l = listen_opts(core, srv, NULL);
+  sock_t c0 = tcp_connect(ioc_listener_address(l));
+  sock_t c1 = tcp_connect(ioc_listener_address(l));
+  WAIT_UNTIL(core, atomic_load(&srv->recs[1].opens) == 1, 5000);
+  pump_for(core, 20);
+  ASSERT_EQ(core_stats(core).objects, 3); /* listener, 2 sessions: no sweep */
+  ASSERT_OK(ioc_session_set_timeout(srv->recs[0].s, IOC_TIMEOUT_WRITE, 60000));
+  ASSERT_OK(ioc_session_set_timeout(srv->recs[1].s, IOC_TIMEOUT_IDLE, 60000));
+  ASSERT_EQ(core_stats(core).objects, 4); /* + the one sweep for both */
+  sock_close(c0);
+  sock_close(c1);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1 && atomic_load(&srv->recs[1].closes) == 1,
+             5000);
+  WAIT_UNTIL(core, core_stats(core).objects == 1, 5000); /* the listener alone */
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+  rec_server_free(srv);
+}

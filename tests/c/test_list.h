@@ -100,6 +100,7 @@
   X(send_on_an_empty_queue_is_taken_whatever_its_size, 60000)  \
   X(outbound_local_address_asked_before_the_connect_is_right_after, 0) \
   X(timers_fire_in_deadline_order_on_4_workers, 60000) \
+  X(sweep_runs_only_while_a_session_needs_it, 0)               \
   /* test_proxy.c */                                           \
   X(proxy_v1_tcp4_and_tcp6_give_client_and_proxy_addresses, 0) \
   X(proxy_v1_unknown_keeps_the_real_peer, 0)                   \

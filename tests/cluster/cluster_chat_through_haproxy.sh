@@ -36,6 +36,7 @@ read -r _ _ port < <(grep '^haproxy ' "$dir/state")
 all_pids=$(awk '/^(redis|haproxy) / { print $2 } /^node / { print $3 }' "$dir/state")
 check_peers=0
 grep -q 'proxy protocol on' "$dir/cluster.log" && check_peers=1
+grep -m1 -oE 'proxy protocol on[^)]*' "$dir/cluster.log" | sed 's/^/nodes: /'
 
 export ADDR=127.0.0.1:$port CLIENTS=${CLIENTS:-300} CHECK_PEERS=$check_peers
 export KILL_NODE_CMD="kill -KILL $victim"

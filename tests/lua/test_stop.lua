@@ -126,8 +126,8 @@ function TestStop:test_stop_grace_expiry_closes_gracefully_what_is_left()
     local l = H.listen(core, {
       on_accept = function(s)
         s:send(data)
-        core:stop(400)
-        core:after(150, function() closed_while_grace = s:closed() end)
+        core:stop(2000)
+        core:after(100, function() closed_while_grace = s:closed() end)
       end,
       on_close = function(_, err) srv_err = err end,
     })

@@ -897,3 +897,30 @@ function TestStream:test_a_write_waiting_above_write_hwm_fails_when_the_peer_die
     H.assert_msg(r[2], r[3])
   end)
 end
+
+-- The peer's FIN ends the reads, not the session: the handler still
+-- answers a client that has shut down its sending side.
+function TestStream:test_handler_answers_after_the_peer_half_closes()
+  if not binding_has("shutdown") then lu.skip("this build's binding has no s:shutdown() yet") end
+  with_core(function(core)
+    local addr = serve(core, function(s)
+      local parts = {}
+      while true do
+        local data, _, code = s:read()
+        if not data then
+          assert(code == "EOF", code)
+          break
+        end
+        parts[#parts + 1] = data
+      end
+      assert(s:write("got " .. #table.concat(parts) .. "\n"))
+    end)
+    local c = H.client(core, addr, { on_connect = function(c)
+      c.s:send(("z"):rep(100000))
+      c.s:shutdown()
+    end })
+    H.wait_for(core, function() return c.closed end, "the answer and the close")
+    lu.assertEquals(c:data(), "got 100000\n")
+    lu.assertNil(c.close_err)
+  end)
+end

@@ -1,0 +1,147 @@
+-- Part of iocore's stream style (lua/iocore/stream.lua): the binding's
+-- methods that a stream session must see through, wrapped. Closing by this
+-- side (close, abort) makes reads return ECLOSED at once and wakes parked
+-- coroutines; handlers set on a stream session (on_close, on_drain,
+-- on_eof) run behind the stream's own; on_recv on one raises; timeouts{}
+-- takes `read`; listen takes `handler`; a stream listener's on_accept runs
+-- before its handler. Each wrapper checks self and its arguments with the
+-- binding's messages (the binding's own checks would name the wrapper).
+--
+-- Called once, by stream.lua's install, with `ctx`: the method tables (sm,
+-- cm, lm) and metatables (smt, cmt, lmt), the binding's originals (S, C, L),
+-- and stream.lua's state and functions it needs.
+return function(ctx)
+  local sm, cm, lm, smt, cmt, lmt = ctx.sm, ctx.cm, ctx.lm, ctx.smt, ctx.cmt, ctx.lmt
+  local S, C, L = ctx.S, ctx.C, ctx.L
+  local streams, stream_listeners, pending_read_timeouts = ctx.streams, ctx.stream_listeners,
+      ctx.pending_read_timeouts
+  local wake_reader, wake_writers, listen, typename = ctx.wake_reader, ctx.wake_writers, ctx.listen, ctx.typename
+  local ECLOSED_MSG, HAS_EOF = ctx.ECLOSED_MSG, ctx.HAS_EOF
+
+  local function self_check(obj, mt, method)
+    if getmetatable(obj) ~= mt then
+      error(("calling '%s' on bad self (%s expected, got %s)"):format(method, mt.__name, typename(obj)), 3)
+    end
+  end
+  local function fn_check(fn, method)
+    if fn ~= nil and type(fn) ~= "function" then
+      error(("bad argument #1 to '%s' (function expected, got %s)"):format(method, typename(fn)), 3)
+    end
+  end
+
+  -- handlers set by the script on a stream session go behind ours
+  local function chained(name, field)
+    local orig = S[name]
+    sm[name] = function(s, fn)
+      self_check(s, smt, name)
+      fn_check(fn, name)
+      local st = streams[s]
+      if not st then
+        local a, b, c = orig(s, fn)
+        return a, b, c
+      end
+      if st.closed then return nil, ECLOSED_MSG, "ECLOSED" end
+      st[field] = fn
+      return s
+    end
+  end
+  chained("on_close", "user_on_close")
+  chained("on_drain", "user_on_drain")
+  if HAS_EOF then chained("on_eof", "user_on_eof") end
+  local orig_on_recv = S.on_recv
+  sm.on_recv = function(s, fn)
+    self_check(s, smt, "on_recv")
+    fn_check(fn, "on_recv")
+    if streams[s] and fn ~= nil then
+      error("on_recv: the session is in stream style (read it with s:read*)", 2)
+    end
+    local a, b, c = orig_on_recv(s, fn)
+    return a, b, c
+  end
+  -- this side closing: reads return ECLOSED from now on, at once
+  local function closing(name)
+    local orig = S[name]
+    if not orig then return end
+    sm[name] = function(s)
+      self_check(s, smt, name)
+      local st = streams[s]
+      if st and not st.local_closed then
+        st.local_closed = true
+        if st.reader or st.writers then
+          C.post(st.core, function()
+            wake_reader(st)
+            wake_writers(st)
+          end)
+        end
+      end
+      local a, b, c = orig(s)
+      return a, b, c
+    end
+  end
+  closing("close")
+  closing("abort")
+  local orig_timeouts = S.timeouts
+  sm.timeouts = function(s, t)
+    self_check(s, smt, "timeouts")
+    if type(t) ~= "table" then
+      error("bad argument #1 to 'timeouts' (table expected, got " .. typename(t) .. ")", 2)
+    end
+    local rest, any = {}, false
+    for k, v in pairs(t) do
+      if k == "read" then
+        if math.type(v) ~= "integer" or v < 0 then
+          error("bad argument #1 to 'timeouts' (field 'read' must be a non-negative integer)", 2)
+        end
+      else
+        rest[k], any = v, true
+      end
+    end
+    if any then
+      if not orig_timeouts then
+        error("bad argument #1 to 'timeouts' (only 'read' is supported by this build)", 2)
+      end
+      local ok, msg, code = orig_timeouts(s, rest)
+      if not ok then return ok, msg, code end
+    end
+    if t.read ~= nil then
+      if S.closed(s) then return nil, ECLOSED_MSG, "ECLOSED" end
+      local ms = t.read > 0 and t.read or nil
+      local st = streams[s]
+      if st then st.read_timeout = ms else pending_read_timeouts[s] = ms end
+    end
+    return s
+  end
+
+  local orig_listen = C.listen
+  cm.listen = function(core, address, opts)
+    self_check(core, cmt, "listen")
+    if tostring(core):find("(closed)", 1, true) then
+      error("calling 'listen' on bad self (core is closed)", 2)
+    end
+    if type(address) ~= "string" then
+      error("bad argument #1 to 'listen' (string expected, got " .. typename(address) .. ")", 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+      error("bad argument #2 to 'listen' (table expected, got " .. typename(opts) .. ")", 2)
+    end
+    if opts == nil or opts.handler == nil then
+      local a, b, c = orig_listen(core, address, opts)
+      return a, b, c
+    end
+    local a, b, c = listen(core, address, opts)
+    return a, b, c
+  end
+
+  local orig_on_accept = L.on_accept
+  lm.on_accept = function(l, fn)
+    self_check(l, lmt, "on_accept")
+    fn_check(fn, "on_accept")
+    local rec = stream_listeners[l]
+    if not rec then
+      local a, b, c = orig_on_accept(l, fn)
+      return a, b, c
+    end
+    rec.on_accept = fn
+    return l
+  end
+end
