@@ -173,6 +173,10 @@ typedef struct ioc_stats {
   uint64_t objects;        /* live objects (listeners, sessions, timers) */
   uint64_t ops_inflight;   /* operations submitted and not yet completed */
   uint64_t sockets;        /* sockets opened by the core and not yet closed */
+  /* connections of proxy_protocol listeners closed before on_accept: a
+   * missing, malformed or over-long PROXY header, or none within
+   * IOC_PROXY_HEADER_TIMEOUT_MS */
+  uint64_t proxy_rejected;
 } ioc_stats_t;
 
 /* Returns the names of the backends usable on this machine, best first,
@@ -409,7 +413,19 @@ typedef struct ioc_listener_options {
   int reuseport;        /* SO_REUSEPORT */
   uint64_t max_connections;     /* 0 = no cap; past it: accept and close, count rejected */
   ioc_session_options_t session; /* applied to every accepted session */
+  /* Nonzero: every connection starts with a PROXY protocol v1 or v2 header
+   * (sent by a load balancer in front). It is read before on_accept; the
+   * session's peer and local addresses become the client's and the address
+   * it connected to, and the bytes after the header are the first on_recv.
+   * A missing, malformed or over-long header, an end of stream or an error
+   * before it, or no complete header within IOC_PROXY_HEADER_TIMEOUT_MS
+   * closes the connection (a reset): no on_accept, no callback at all, and
+   * stats.proxy_rejected counts it. */
+  int proxy_protocol;
 } ioc_listener_options_t;
+
+/* How long a proxy_protocol listener waits for a connection's header. */
+#define IOC_PROXY_HEADER_TIMEOUT_MS 5000
 
 /* Binds, listens, and keeps opts->accepts accept operations posted at all
  * times. on_accept(l, s, ud) runs for each accepted session before any of its

@@ -233,7 +233,7 @@ static int l_core_stats(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   ioc_stats_t st;
   ioc_core_stats(lc->core, &st);
-  lua_createtable(L, 0, 18);
+  lua_createtable(L, 0, 19);
 #define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
   F("accepted", st.accepted);
   F("connected", st.connected);
@@ -245,6 +245,7 @@ static int l_core_stats(lua_State *L) {
   F("completions", st.completions);
   F("handler_errors", lc->handler_errors);
   F("rejected", st.rejected);
+  F("proxy_rejected", st.proxy_rejected);
   F("threads", lc->threads);
   F("objects", st.objects);
   F("ops_inflight", st.ops_inflight);

@@ -22,6 +22,7 @@
  * back into a session from inside them, so this cannot deadlock.
  */
 #include "net.h"
+#include "proxy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +195,8 @@ static void finalize(ioc_session_t *s) {
   s->sq = NULL;
   free(s->held);
   s->held = NULL;
+  free(s->proxy);
+  s->proxy = NULL;
   ioc__mutex_lock(&core->objects_lock);
   if (s->prev) s->prev->next = s->next; else core->sessions = s->next;
   if (s->next) s->next->prev = s->prev;
@@ -272,12 +275,86 @@ static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fre
   }
 }
 
+/* A receive of a session still reading its PROXY header (s->proxy set).
+ * Incomplete: the next receive follows (kick_recv). Refused, or an end of
+ * stream or error first: the connection is reset and counted, and the
+ * embedder never hears of it. Complete: the addresses from the header are
+ * the session's, the listener's on_accept and on_open run, and the bytes
+ * after the header are the first on_recv. The caller owns rop. */
+static void run_proxy_header(ioc_session_t *s, const char *buf, int res) {
+  ioc_core_t *core = s->obj.core;
+  ioc__proxy_result_t r;
+  size_t used = 0;
+  ioc__spin_lock(&s->lock);
+  if (s->state != IOC__S_OPEN) { /* closed meanwhile (close_all, time-out) */
+    ioc__spin_unlock(&s->lock);
+    return;
+  }
+  int rc;
+  if (res > 0) {
+    IOC__STAT_ADD(core, bytes_in, res);
+    rc = ioc__proxy_reader_feed(s->proxy, buf, (size_t)res, &r, &used);
+  } else {
+    rc = res == 0 ? IOC_EPROTO : res; /* the stream ended before the header did */
+  }
+  if (rc > 0 && r.has_addrs) {
+    ioc_addr_t *local = malloc(sizeof *local);
+    if (local) {
+      *local = r.dst;
+      if (s->local_owned) free((void *)s->local);
+      s->local = local;
+      s->local_owned = true;
+      s->peer = r.src;
+    } else {
+      rc = IOC_ENOMEM;
+    }
+  }
+  if (rc < 0) {
+    IOC__STAT_ADD(core, proxy_rejected, 1);
+    s->aborting = true;
+    enter_closing(s, rc);
+  }
+  if (rc <= 0) {
+    ioc__spin_unlock(&s->lock);
+    return;
+  }
+  free(s->proxy);
+  s->proxy = NULL;
+  s->last_recv_ms = ioc__now32();
+  ioc__spin_unlock(&s->lock);
+
+  ioc_listener_t *l = s->listener;
+  ioc__spin_lock(&l->lock);
+  ioc_accept_cb on_accept = l->on_accept;
+  void *ud = l->ud;
+  bool closing = l->closing;
+  ioc__spin_unlock(&l->lock);
+  ioc__mutex_lock(&core->objects_lock);
+  s->hidden = closing; /* a closed listener has no one to announce it to */
+  ioc__mutex_unlock(&core->objects_lock);
+  if (closing) {
+    ioc__spin_lock(&s->lock);
+    s->aborting = true;
+    enter_closing(s, IOC_ECONNABORTED);
+    ioc__spin_unlock(&s->lock);
+    return;
+  }
+  IOC__STAT_ADD(core, accepted, 1);
+  if (on_accept) on_accept(l, s, ud);
+  if (s->cbs.on_open) s->cbs.on_open(s, 0);
+  if ((size_t)res > used) run_recv_result(s, buf + used, (int)((size_t)res - used), false);
+}
+
 static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   ioc__spin_lock(&s->lock);
   s->recv_posted = false;
   s->recv_busy = true;
+  bool header = s->proxy != NULL;
   ioc__spin_unlock(&s->lock);
-  run_recv_result(s, op->buf, op->res, true);
+  if (header)
+    run_proxy_header(s, op->buf, op->res);
+  else
+    run_recv_result(s, op->buf, op->res, true);
   ioc__spin_lock(&s->lock);
   s->recv_busy = false;
   kick_recv(s);
@@ -409,6 +486,7 @@ static void session_destroy(ioc__object_t *obj) {
   ioc__sendq_free_chunks(s);
   free(s->sq);
   free(s->held);
+  free(s->proxy);
   free(s);
 }
 
@@ -427,7 +505,7 @@ static bool addr_is_wildcard(const ioc_addr_t *a) {
 static uint32_t clamp_ms(uint64_t ms) { return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms; }
 
 static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_t *o,
-                       bool outbound, ioc_session_t **out) {
+                       bool outbound, bool hidden, ioc_session_t **out) {
   ioc_session_t *s = calloc(1, sizeof *s);
   if (!s) return IOC_ENOMEM;
   ioc__object_init(&s->obj, core, &session_vtbl); /* the core's reference */
@@ -460,6 +538,7 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   if (ioc__session_needs_sweep(s)) ioc__timed_add(s);
   ioc__spin_unlock(&s->lock);
   ioc__mutex_lock(&core->objects_lock);
+  s->hidden = hidden;
   s->next = core->sessions;
   if (s->next) s->next->prev = s;
   core->sessions = s;
@@ -472,7 +551,8 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
 int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
                               const ioc_addr_t *peer, ioc_session_t **out) {
   ioc_session_t *s;
-  int rc = session_new(core, fd, &l->opts.session, false, &s);
+  bool proxy = l->opts.proxy_protocol != 0;
+  int rc = session_new(core, fd, &l->opts.session, false, proxy, &s);
   if (rc < 0) return rc;
   s->peer = *peer;
   if (!addr_is_wildcard(&l->addr)) s->local = &l->addr;
@@ -482,7 +562,7 @@ int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
   s->listener = l;
   ioc__listener_ref(l);
   atomic_fetch_add(&l->nsessions, 1);
-  IOC__STAT_ADD(core, accepted, 1);
+  if (!proxy) IOC__STAT_ADD(core, accepted, 1); /* else once its header is in */
   *out = s;
   return 0;
 }
@@ -501,6 +581,23 @@ void ioc__session_start(ioc_session_t *s) {
   if (fin) finalize(s);
 }
 
+void ioc__session_start_proxy(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  s->proxy = calloc(1, sizeof *s->proxy);
+  if (!s->proxy) {
+    IOC__STAT_ADD(s->obj.core, proxy_rejected, 1);
+    s->aborting = true;
+    enter_closing(s, IOC_ENOMEM);
+  } else {
+    ioc__timed_add(s); /* the header's deadline */
+    kick_recv(s);
+  }
+  bool fin = --s->inflight == 0 && s->state == IOC__S_CLOSING;
+  if (fin) s->state = IOC__S_CLOSED;
+  ioc__spin_unlock(&s->lock);
+  if (fin) finalize(s);
+}
+
 int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
                 const ioc_session_callbacks_t *cbs, void *ud, const ioc_session_options_t *opts,
                 ioc_session_t **out) {
@@ -512,7 +609,7 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
   rc = ioc__socket_open(core, addr.u.family, &fd);
   if (rc < 0) return rc;
   ioc_session_t *s;
-  rc = session_new(core, fd, opts, true, &s);
+  rc = session_new(core, fd, opts, true, false, &s);
   if (rc < 0) {
     ioc__socket_close(core, fd);
     return rc;

@@ -111,6 +111,11 @@
   X(proxy_never_waits_past_the_protocol_maximum, 0)            \
   X(proxy_build_writes_headers_the_parser_reads_back, 0) \
   X(proxy_reader_hands_over_the_bytes_after_the_header, 0)    \
+  /* test_proxy_listener.c */                                  \
+  X(proxy_listener_v1_and_v2_peer_is_the_client_and_data_follows, 0) \
+  X(proxy_listener_bad_headers_close_unannounced_and_counted, 0) \
+  X(proxy_listener_closes_a_silent_connection_at_the_deadline, 0) \
+  X(proxy_header_timeout_matches_the_docs, 0)                  \
   /* test_framing.c */                                         \
   X(framing_every_split_point_gives_the_same_messages, 0)      \
   X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
