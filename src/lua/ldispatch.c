@@ -439,6 +439,11 @@ static bool settled(lcore *lc) {
   return st.active == 0 && atomic_load(&lc->q_len) == 0;
 }
 
+static void reset_timed_out(ioc_session_t *s, void *arg) {
+  LB_UNUSED(arg);
+  ioc_session_fail(s, IOC_ETIMEDOUT);
+}
+
 /* Graceful stop while the workers still run handlers: no new accepts at
  * once; the sessions get the grace to finish and close by themselves
  * (core:stopping() is true); then what is left is closed gracefully (what
@@ -462,7 +467,9 @@ static void graceful_stop(lcore *lc) {
   uint64_t deadline = ioc_now_ms() + close_ms + 1000;
   while (!settled(lc) && ioc_now_ms() < deadline) wait_events(lc, 10);
   if (!settled(lc)) {
-    ioc_core_close_all(lc->core, 1);
+    /* still flushing (a peer that reads, slowly): the rest of its data is
+     * lost, and its on_close says so */
+    ioc_core_foreach_session(lc->core, reset_timed_out, NULL);
     deadline = ioc_now_ms() + 2000;
     while (!settled(lc) && ioc_now_ms() < deadline) wait_events(lc, 10);
   }

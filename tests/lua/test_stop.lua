@@ -8,7 +8,7 @@ local lu = H.lu
 
 TestStop = P.class()
 
-local KiB = 1024
+local KiB, MiB = 1024, 1 << 20
 
 -- Runs until run() returns true (a stop finished) or ms pass; returns
 -- whether it did and how long it took (ms).
@@ -196,6 +196,32 @@ function TestStop:test_stop_default_grace_is_5000_ms()
     lu.assertNil(err)
     lu.assertTrue(t_close - t_stop >= 4900, ("closed %d ms after stop()"):format(t_close - t_stop))
     H.wait_for(core, function() return c.closed end, "the client's close")
+    lu.assertNil(l:close())
+  end)
+end
+
+-- A session still flushing to a peer that reads, but slowly, is reset
+-- close_timeout + 1 s after the stop closed it (a stop has to end), and its
+-- on_close says ETIMEDOUT: data was lost, so never nil.
+function TestStop:test_stop_resets_a_slow_flush_close_timeout_plus_1s_later_with_etimedout()
+  P.require()
+  H.with_core({ close_timeout = 2000 }, function(core)
+    local data = H.payload(8 * MiB, 74)
+    local srv_err, t_stop, t_close = "not yet", nil, nil
+    local l = H.listen(core, {
+      on_accept = function(s)
+        s:send(data)
+        t_stop = core:now()
+        core:stop(0)
+      end,
+      on_close = function(_, err) srv_err, t_close = err, core:now() end,
+    })
+    local p = P.client(l:port(), { rcvbuf = 64 * KiB, rate = 128 * KiB, deadline = 30 })
+    lu.assertTrue((run_until_stopped(core, 20000)), "run() did not return true")
+    H.assert_msg(srv_err, "ETIMEDOUT", "on_close of the session reset by the stop")
+    lu.assertTrue(t_close - t_stop >= 2900, ("reset %d ms after the stop"):format(t_close - t_stop))
+    H.wait_for(core, function() return p:exited() end, "the reader")
+    lu.assertTrue(p:received() < #data, "the reader got everything: nothing tested")
     lu.assertNil(l:close())
   end)
 end

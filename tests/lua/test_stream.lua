@@ -898,6 +898,27 @@ function TestStream:test_a_write_waiting_above_write_hwm_fails_when_the_peer_die
   end)
 end
 
+-- A callback listener's read_timeout applies when one of its sessions is
+-- read in stream style.
+function TestStream:test_read_timeout_of_a_callback_listener_applies_to_stream_reads()
+  if not binding_has("pause") then
+    lu.skip("this build's binding does not hold data for a session without on_recv yet")
+  end
+  with_core(function(core)
+    local r
+    local l = listen(core, {
+      read_timeout = 100,
+      on_accept = function(s)
+        core:spawn(function() r = { s:read_line() }; s:close() end)
+      end,
+    })
+    local c = H.client(core, l:address(), { on_connect = function(c) c.s:send("no newline") end })
+    H.wait_for(core, function() return r ~= nil end, "the read time-out")
+    lu.assertEquals(r[3], "ETIMEDOUT")
+    c.s:close()
+  end)
+end
+
 -- The peer's FIN ends the reads, not the session: the handler still
 -- answers a client that has shut down its sending side.
 function TestStream:test_handler_answers_after_the_peer_half_closes()
