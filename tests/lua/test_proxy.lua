@@ -100,3 +100,12 @@ function TestProxy:test_proxy_bad_headers_close_without_on_accept_and_count()
     l:close()
   end)
 end
+
+function TestProxy:test_proxy_header_deadline_in_the_docs_is_the_c_constant()
+  local hdr = H.read_file(H.root .. "/src/include/iocore.h")
+  local lua = H.read_file(H.root .. "/docs/lua-api.md")
+  if not hdr or not lua then lu.skip("sources not found from " .. H.root) end
+  local ms = hdr:match("#define IOC_PROXY_HEADER_TIMEOUT_MS (%d+)")
+  lu.assertNotNil(ms, "iocore.h defines IOC_PROXY_HEADER_TIMEOUT_MS")
+  lu.assertStrContains(lua, "no complete header within " .. ms .. " ms")
+end
