@@ -308,6 +308,9 @@ void lb_flow_release(lsession *ls);
 void lb_flow_unhold(lsession *ls);
 void lb_flow_free(lsession *ls); /* the session object goes, or the core closes */
 extern const luaL_Reg lb_flow_methods[];
+/* lframing.c: the `framing` option (absent: none; misuse raises) and s:send_frame. */
+void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr);
+extern const luaL_Reg lb_framing_methods[];
 
 /* llistener.c */
 void lb_open_listener(lua_State *L);

@@ -656,6 +656,7 @@ void lb_session_options(lua_State *L, lcore *lc, int o, ioc_session_options_t *s
   so->close_timeout_ms = (uint64_t)lb_opt_integer(L, o, "close_timeout", (lua_Integer)lc->close_timeout_ms, 1,
                                                   INT32_MAX);
   *read_ms = (uint64_t)lb_opt_integer(L, o, "read_timeout", 0, 0, INT32_MAX);
+  lb_opt_framing(L, o, &so->framing);
 }
 
 int lb_core_connect(lua_State *L) {
@@ -693,6 +694,7 @@ void lb_open_session(lua_State *L) {
   luaL_setfuncs(L, session_meta, 0);
   luaL_newlib(L, session_methods);
   luaL_setfuncs(L, lb_flow_methods, 0);
+  luaL_setfuncs(L, lb_framing_methods, 0);
   lua_pushcclosure(L, l_session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

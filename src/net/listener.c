@@ -242,7 +242,8 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   ioc_listener_options_t o;
   memset(&o, 0, sizeof o);
   if (opts) o = *opts;
-  if (!address || !out || o.backlog < 0 || o.accepts < 0 || o.accepts > IOC__MAX_ACCEPTS)
+  if (!address || !out || o.backlog < 0 || o.accepts < 0 || o.accepts > IOC__MAX_ACCEPTS ||
+      ioc__framing_check(&o.session.framing) < 0)
     return IOC_EINVAL;
   if (!o.backlog) o.backlog = IOC__DEFAULT_BACKLOG;
   if (!o.accepts) o.accepts = IOC__DEFAULT_ACCEPTS;

@@ -109,6 +109,9 @@ struct ioc_session {
   uint64_t last_acked;    /* bytes the peer had acknowledged at the last look */
   ioc__sendq_t *sq;
   struct ioc__proxy_reader *proxy; /* the PROXY header read so far, while `hidden` */
+  /* Framing (NULL: none). Used only by the thread that owns rop (the
+   * receive's completion or the resume job), never two at once. */
+  struct ioc__framer *framer;
   uint64_t id;
   ioc_listener_t *listener; /* holds a reference while the session lives */
   ioc_session_callbacks_t cbs;
@@ -160,6 +163,8 @@ void ioc__session_enter_closing(ioc_session_t *s, int err);
  * by reading its header; on_accept and on_open run once it is in. Ends
  * the creation guard, like ioc__session_start. */
 void ioc__session_start_proxy(ioc_session_t *s);
+/* 0 for no framing or a valid one, else IOC_EINVAL (ioc_listen, ioc_connect). */
+int ioc__framing_check(const ioc_framing_t *fr);
 void ioc__listener_ref(ioc_listener_t *l);
 void ioc__listener_unref(ioc_listener_t *l);
 

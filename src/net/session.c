@@ -22,6 +22,7 @@
  * back into a session from inside them, so this cannot deadlock.
  */
 #include "net.h"
+#include "framing.h"
 #include "proxy.h"
 
 #include <stdlib.h>
@@ -82,7 +83,7 @@ static void resume_job(ioc__op_t *op);
  * and after close() until the peer's FIN (discarding). Under s->lock. */
 static void kick_recv(ioc_session_t *s) {
   if (s->recv_posted || s->recv_busy || s->resume_queued || s->connect_posted) return;
-  if (s->has_held) {
+  if (s->has_held || (s->framer && s->framer->paused)) {
     if (s->state == IOC__S_OPEN && !s->paused) {
       s->resume_queued = true;
       s->inflight++;
@@ -197,6 +198,9 @@ static void finalize(ioc_session_t *s) {
   s->held = NULL;
   free(s->proxy);
   s->proxy = NULL;
+  if (s->framer) ioc__framer_free(s->framer);
+  free(s->framer);
+  s->framer = NULL;
   ioc__mutex_lock(&core->objects_lock);
   if (s->prev) s->prev->next = s->next; else core->sessions = s->next;
   if (s->next) s->next->prev = s->prev;
@@ -221,6 +225,23 @@ static void op_done(ioc_session_t *s) {
 static void close_job(ioc__op_t *op) { op_done(IOC__CONTAINER_OF(op, ioc_session_t, rop)); }
 
 /* ---- completions ------------------------------------------------------------------ */
+
+/* One message of a framed session: on_recv, then, if the owner paused or
+ * closed the session meanwhile, no further message until resume. */
+static void frame_emit(void *ud, const char *msg, size_t n) {
+  ioc_session_t *s = ud;
+  if (s->cbs.on_recv) s->cbs.on_recv(s, msg, n);
+  ioc__spin_lock(&s->lock);
+  bool stop = s->paused || s->state != IOC__S_OPEN;
+  ioc__spin_unlock(&s->lock);
+  if (stop) ioc__framer_pause(s->framer);
+}
+
+/* A framer's verdict: a message over max (or no memory for one) fails
+ * the session at once. */
+static void deliver_framed(ioc_session_t *s, int rc) {
+  if (rc < 0) ioc_session_fail(s, rc);
+}
 
 /* Runs one receive's result: res bytes at buf (fresh from the kernel, or
  * held while paused), 0 for the peer's FIN, or an error. Delivers, holds
@@ -266,7 +287,12 @@ static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fre
   }
   ioc__spin_unlock(&s->lock);
 
-  if (deliver && s->cbs.on_recv) s->cbs.on_recv(s, buf, (size_t)res);
+  if (deliver && s->cbs.on_recv) {
+    if (s->framer)
+      deliver_framed(s, ioc__framer_feed(s->framer, buf, (size_t)res, frame_emit, s));
+    else
+      s->cbs.on_recv(s, buf, (size_t)res);
+  }
   if (eof) {
     s->cbs.on_eof(s);
     ioc__spin_lock(&s->lock);
@@ -368,7 +394,13 @@ static void resume_job(ioc__op_t *op) {
   char *buf = NULL;
   int res = -1;
   ioc__spin_lock(&s->lock);
-  if (s->has_held && s->state == IOC__S_OPEN && !s->paused) {
+  if (s->framer && s->framer->paused && s->state == IOC__S_OPEN && !s->paused) {
+    /* messages kept by the framer came before any held receive */
+    ioc__spin_unlock(&s->lock);
+    deliver_framed(s, ioc__framer_resume(s->framer, frame_emit, s));
+    ioc__spin_lock(&s->lock);
+  }
+  if (s->has_held && s->state == IOC__S_OPEN && !s->paused && !(s->framer && s->framer->paused)) {
     buf = s->held;
     res = (int)s->held_len;
     s->held = NULL;
@@ -487,6 +519,8 @@ static void session_destroy(ioc__object_t *obj) {
   free(s->sq);
   free(s->held);
   free(s->proxy);
+  if (s->framer) ioc__framer_free(s->framer);
+  free(s->framer);
   free(s);
 }
 
@@ -501,6 +535,26 @@ static bool addr_is_wildcard(const ioc_addr_t *a) {
 }
 
 /* ---- creation ------------------------------------------------------------------------ */
+
+_Static_assert(IOC_FRAMING_LINE == IOC__FRAME_LINE && IOC_FRAMING_LEN2 == IOC__FRAME_LEN2 &&
+                   IOC_FRAMING_LEN4 == IOC__FRAME_LEN4 && IOC_FRAMING_DELIMITER == IOC__FRAME_DELIM &&
+                   IOC_FRAMING_DEFAULT_MAX == IOC__FRAME_DEFAULT_MAX &&
+                   IOC_FRAMING_DELIMITER_MAX == IOC__FRAME_DELIM_MAX,
+               "the public framing names are the framer's");
+
+static int framer_init(ioc__framer_t *f, const ioc_framing_t *fr) {
+  if (fr->kind < IOC_FRAMING_LINE || fr->kind > IOC_FRAMING_DELIMITER) return IOC_EINVAL;
+  return ioc__framer_init(f, (ioc__frame_kind_t)fr->kind, fr->max, fr->delimiter,
+                          fr->delimiter_len);
+}
+
+int ioc__framing_check(const ioc_framing_t *fr) {
+  if (fr->kind == IOC_FRAMING_NONE) return 0;
+  ioc__framer_t f;
+  int rc = framer_init(&f, fr);
+  if (rc == 0) ioc__framer_free(&f);
+  return rc;
+}
 
 static uint32_t clamp_ms(uint64_t ms) { return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms; }
 
@@ -524,6 +578,17 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
     s->write_timeout_ms = clamp_ms(o->write_timeout_ms);
     if (outbound) s->connect_timeout_ms = clamp_ms(o->connect_timeout_ms);
     if (o->close_timeout_ms) s->close_timeout_ms = clamp_ms(o->close_timeout_ms);
+  }
+  if (o && o->framing.kind != IOC_FRAMING_NONE) {
+    s->framer = calloc(1, sizeof *s->framer);
+    int rc = s->framer ? framer_init(s->framer, &o->framing) : IOC_ENOMEM;
+    if (rc < 0) {
+      free(s->framer); /* not inited */
+      s->framer = NULL;
+      s->h.fd = IOC_BAD_FD; /* the caller closes it */
+      ioc__object_unref(&s->obj);
+      return rc;
+    }
   }
   s->id = atomic_fetch_add(&core->next_id, 1);
   s->start_ms = s->last_recv_ms = s->progress_ms = s->armed_ms = ioc__now32();
@@ -603,7 +668,7 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
                 const ioc_session_callbacks_t *cbs, void *ud, const ioc_session_options_t *opts,
                 ioc_session_t **out) {
   ioc_addr_t addr;
-  if (!address) return IOC_EINVAL;
+  if (!address || (opts && ioc__framing_check(&opts->framing) < 0)) return IOC_EINVAL;
   int rc = ioc_addr_parse(&addr, address, address_len);
   if (rc < 0) return rc;
   ioc_fd_t fd;
@@ -672,6 +737,17 @@ int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n) {
   }
   ioc__spin_unlock(&s->lock);
   return rc;
+}
+
+int ioc_session_send_frame(ioc_session_t *s, const void *data, size_t len) {
+  /* the kind is set at creation and never changes: no lock needed */
+  if (!s->framer || (s->framer->kind != IOC__FRAME_LEN2 && s->framer->kind != IOC__FRAME_LEN4))
+    return IOC_EINVAL;
+  unsigned char prefix[4];
+  int n = ioc__frame_prefix((ioc__frame_kind_t)s->framer->kind, len, prefix);
+  if (n < 0) return n;
+  ioc_buf_t bufs[2] = {{prefix, (size_t)n}, {data, len}};
+  return ioc_session_sendv(s, bufs, 2);
 }
 
 int ioc_session_send(ioc_session_t *s, const void *data, size_t len) {
