@@ -400,6 +400,7 @@ static const luaL_Reg core_methods[] = {
     {"backend", l_core_backend}, {"threads", l_core_threads}, {"listen", lb_core_listen},
     {"connect", lb_core_connect}, {"after", lb_core_after},   {"every", lb_core_every},
     {"post", l_core_post},       {"run", lb_core_run},        {"stop", lb_core_stop},
+    {"resolve", lb_core_resolve},
     {"stats", l_core_stats},     {"on_error", l_core_on_error}, {"close", l_core_close},
     {"now", l_core_now},         {"stopping", l_core_stopping},
     {NULL, NULL}};

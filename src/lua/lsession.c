@@ -362,6 +362,7 @@ void lb_process(lcore *lc, lev *e) {
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;
   case LEV_POST: process_post(lc, e); break;
+  case LEV_RESOLVE: lb_process_resolve(lc, e); break;
   case LEV_EOF: process_eof(lc, e->s); break;
   case LEV_STOP_FLUSH: lb_process_stop_flush(lc); break;
   default: break;

@@ -90,6 +90,7 @@ struct ioc_session {
    * embedder has not been told of the session (no on_accept yet), so
    * ioc_core_foreach_session skips it. Written under objects_lock. */
   bool hidden;
+  bool resolving;   /* outbound to a host name: the lookup is in flight (no socket yet) */
   int close_err;
   uint32_t inflight; /* operations of this session in flight */
   void *user; /* the embedder's slot (ioc_session_user) */

@@ -82,7 +82,8 @@ static void resume_job(ioc__op_t *op);
  * next receive. Reading goes on while the session is open and not paused,
  * and after close() until the peer's FIN (discarding). Under s->lock. */
 static void kick_recv(ioc_session_t *s) {
-  if (s->recv_posted || s->recv_busy || s->resume_queued || s->connect_posted) return;
+  if (s->recv_posted || s->recv_busy || s->resume_queued || s->connect_posted || s->resolving)
+    return;
   if (s->has_held || (s->framer && s->framer->paused)) {
     if (s->state == IOC__S_OPEN && !s->paused) {
       s->resume_queued = true;
@@ -187,9 +188,11 @@ static void finalize(ioc_session_t *s) {
   ioc__timed_remove(s);
   /* session:address() stays answerable in and after on_close. */
   if (!s->local) ioc_session_local(s);
-  core->backend->del(core, &s->h);
-  if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
-  ioc__socket_close(core, s->h.fd);
+  if (s->h.fd != IOC_BAD_FD) { /* none when a host name never resolved */
+    core->backend->del(core, &s->h);
+    if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
+    ioc__socket_close(core, s->h.fd);
+  }
   s->h.fd = IOC_BAD_FD;
   ioc__sendq_free_chunks(s);
   free(s->sq);
@@ -536,8 +539,8 @@ static bool addr_is_wildcard(const ioc_addr_t *a) {
 
 /* ---- creation ------------------------------------------------------------------------ */
 
-_Static_assert(IOC_FRAMING_LINE == IOC__FRAME_LINE && IOC_FRAMING_LEN2 == IOC__FRAME_LEN2 &&
-                   IOC_FRAMING_LEN4 == IOC__FRAME_LEN4 && IOC_FRAMING_DELIMITER == IOC__FRAME_DELIM &&
+_Static_assert((int)IOC_FRAMING_LINE == (int)IOC__FRAME_LINE && (int)IOC_FRAMING_LEN2 == (int)IOC__FRAME_LEN2 &&
+                   (int)IOC_FRAMING_LEN4 == (int)IOC__FRAME_LEN4 && (int)IOC_FRAMING_DELIMITER == (int)IOC__FRAME_DELIM &&
                    IOC_FRAMING_DEFAULT_MAX == IOC__FRAME_DEFAULT_MAX &&
                    IOC_FRAMING_DELIMITER_MAX == IOC__FRAME_DELIM_MAX,
                "the public framing names are the framer's");
@@ -594,7 +597,7 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   s->start_ms = s->last_recv_ms = s->progress_ms = s->armed_ms = ioc__now32();
   s->last_unacked = -1;
   s->h.loop = (uint16_t)ioc__core_loop_for_new(core); /* pinned for life */
-  int rc = core->backend->add(core, &s->h);
+  int rc = fd == IOC_BAD_FD ? 0 : core->backend->add(core, &s->h);
   if (rc < 0) {
     s->h.fd = IOC_BAD_FD;
     ioc__object_unref(&s->obj);
@@ -664,12 +667,120 @@ void ioc__session_start_proxy(ioc_session_t *s) {
   if (fin) finalize(s);
 }
 
+/* Posts the connect of an outbound session to addr, or, when err (or the
+ * submission) fails, completes it as failed from a dispatching thread, so
+ * the owner hears on_open(err) then on_close(err), as for any failure.
+ * Under s->lock. */
+static void submit_connect(ioc_session_t *s, const ioc_addr_t *addr, int err) {
+  ioc_core_t *core = s->obj.core;
+  ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
+  if (addr) s->rop.u.connect.addr = *addr;
+  s->inflight++;
+  s->connect_posted = true;
+  int rc = err < 0 ? err : ioc__op_submit(core, &s->rop);
+  if (rc < 0) {
+    s->rop.res = rc;
+    ioc__object_ref(&s->obj);
+    IOC__STAT_ADD(core, ops_inflight, 1);
+    ioc__core_defer(core, &s->rop);
+  }
+}
+
+/* Ends ioc_connect's creation guard. Not inline: on_close must come from
+ * dispatch. Under s->lock. */
+static void end_connect_guard(ioc_session_t *s) {
+  if (--s->inflight == 0 && s->state == IOC__S_CLOSING) {
+    s->inflight++;
+    ioc__core_queue_job(s->obj.core, &s->rop, &s->obj, close_job);
+  }
+}
+
+/* "host:port" where host is a name, not an IP literal: no "[", no other
+ * ":", and a port of digits. ioc_resolve checks the rest. */
+static bool is_host_name(const char *a, size_t len) {
+  const char *colon = NULL;
+  for (size_t i = 0; i < len; i++)
+    if (a[i] == ':') {
+      if (colon) return false;
+      colon = a + i;
+    }
+  if (!colon || colon == a || a[0] == '[') return false;
+  size_t plen = len - (size_t)(colon + 1 - a);
+  if (plen < 1 || plen > 5) return false;
+  for (size_t i = 1; i <= plen; i++)
+    if (colon[i] < '0' || colon[i] > '9') return false;
+  return true;
+}
+
+/* The lookup of an outbound session's host name is done: connect to the
+ * first address, or fail the connect with the lookup's error. Runs on a
+ * dispatching thread. */
+static void connect_resolved(void *ud, int err, const ioc_addr_t *addrs, size_t n) {
+  ioc_session_t *s = ud;
+  ioc_core_t *core = s->obj.core;
+  int rc = err < 0 ? err : n == 0 ? IOC_ENOTFOUND : 0;
+  ioc_fd_t fd = IOC_BAD_FD;
+  if (rc == 0) rc = ioc__socket_open(core, addrs[0].u.family, &fd);
+  ioc__spin_lock(&s->lock);
+  s->resolving = false;
+  /* Closed meanwhile (abort, the connect time-out): the connect completion
+   * reports the cause it recorded. */
+  if (s->state >= IOC__S_CLOSING) rc = IOC_ECANCELED;
+  if (rc == 0) {
+    s->h.fd = fd;
+    rc = core->backend->add(core, &s->h);
+    if (rc < 0) s->h.fd = IOC_BAD_FD;
+  }
+  if (rc < 0 && fd != IOC_BAD_FD) ioc__socket_close(core, fd); /* never added */
+  if (rc == 0) s->peer = addrs[0];
+  submit_connect(s, rc == 0 ? &addrs[0] : NULL, rc);
+  bool fin = --s->inflight == 0 && s->state == IOC__S_CLOSING;
+  if (fin) s->state = IOC__S_CLOSED;
+  ioc__spin_unlock(&s->lock);
+  if (fin) finalize(s);
+}
+
+/* ioc_connect to "name:port": the session exists at once, without a
+ * socket, while ioc_resolve looks the name up. */
+static int connect_by_name(ioc_core_t *core, const char *address, size_t len,
+                           const ioc_session_callbacks_t *cbs, void *ud,
+                           const ioc_session_options_t *opts, ioc_session_t **out) {
+  ioc_session_t *s;
+  int rc = session_new(core, IOC_BAD_FD, opts, true, false, &s);
+  if (rc < 0) return rc;
+  if (cbs) s->cbs = *cbs;
+  s->ud = ud;
+  ioc__spin_lock(&s->lock);
+  s->resolving = true;
+  s->inflight++; /* the lookup's */
+  ioc__spin_unlock(&s->lock);
+  ioc__object_ref(&s->obj); /* ours, while the callback may already run */
+  rc = ioc_resolve(core, address, len, connect_resolved, s);
+  ioc__spin_lock(&s->lock);
+  if (rc < 0) {
+    /* Refused at once (a malformed name): never announced, no callback. */
+    s->resolving = false;
+    s->inflight--;
+    memset(&s->cbs, 0, sizeof s->cbs);
+    enter_closing(s, rc);
+  }
+  end_connect_guard(s);
+  ioc__spin_unlock(&s->lock);
+  if (rc == 0 && out)
+    *out = s; /* our reference becomes the caller's */
+  else
+    ioc__object_unref(&s->obj);
+  return rc;
+}
+
 int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
                 const ioc_session_callbacks_t *cbs, void *ud, const ioc_session_options_t *opts,
                 ioc_session_t **out) {
   ioc_addr_t addr;
   if (!address || (opts && ioc__framing_check(&opts->framing) < 0)) return IOC_EINVAL;
   int rc = ioc_addr_parse(&addr, address, address_len);
+  if (rc == IOC_EINVAL && is_host_name(address, address_len))
+    return connect_by_name(core, address, address_len, cbs, ud, opts, out);
   if (rc < 0) return rc;
   ioc_fd_t fd;
   rc = ioc__socket_open(core, addr.u.family, &fd);
@@ -688,24 +799,8 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
     *out = s;
   }
   ioc__spin_lock(&s->lock);
-  ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
-  s->rop.u.connect.addr = addr;
-  s->inflight++;
-  s->connect_posted = true;
-  rc = ioc__op_submit(core, &s->rop);
-  if (rc < 0) {
-    /* Never started: complete it as failed from a dispatching thread, so the
-     * owner hears on_open(err) then on_close(err), as for any failure. */
-    s->rop.res = rc;
-    ioc__object_ref(&s->obj);
-    IOC__STAT_ADD(core, ops_inflight, 1);
-    ioc__core_defer(core, &s->rop);
-  }
-  /* End the creation guard. Not inline: on_close must come from dispatch. */
-  if (--s->inflight == 0 && s->state == IOC__S_CLOSING) {
-    s->inflight++;
-    ioc__core_queue_job(core, &s->rop, &s->obj, close_job);
-  }
+  submit_connect(s, &addr, 0);
+  end_connect_guard(s);
   ioc__spin_unlock(&s->lock);
   return 0;
 }

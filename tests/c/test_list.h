@@ -123,6 +123,10 @@
   X(send_frame_prefixes_length_framed_sessions_only, 0)        \
   X(framing_options_are_checked, 0)                            \
   X(framing_constants_match_the_docs, 0)                       \
+  /* test_connect_name.c */                                    \
+  X(connect_to_a_host_name_resolves_then_connects, 0)          \
+  X(connect_to_a_name_that_does_not_resolve_fails_with_enotfound, 0) \
+  X(connect_by_name_abort_or_timeout_during_the_lookup_is_the_connect_failure, 0) \
   /* test_framing.c */                                         \
   X(framing_every_split_point_gives_the_same_messages, 0)      \
   X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
