@@ -833,7 +833,7 @@ time.sleep(30)
 -- A connect that gets no answer ends with the connect time-out's code.
 function TestStream:test_dial_with_connect_timeout_to_a_silent_listener_is_etimedout()
   if not binding_has("pause") then lu.skip("this build's binding has no connect_timeout yet") end
-  if os.execute("command -v python3 >/dev/null 2>&1") ~= true then lu.skip("python3 is not installed") end
+  if not H.shell_ok("command -v python3 >/dev/null 2>&1") then lu.skip("python3 is not installed") end
   with_core(function(core)
     local p = H.spawn_argv { "python3", "-c", SILENT_LISTENER }
     local port = H.wait_output(core, p, "port (%d+)", 20000)
@@ -883,7 +883,7 @@ function TestStream:test_a_write_waiting_above_write_hwm_fails_when_the_peer_die
         r = { "wrote everything" }
       end,
     })
-    if os.execute("command -v python3 >/dev/null 2>&1") ~= true then lu.skip("python3 is not installed") end
+    if not H.shell_ok("command -v python3 >/dev/null 2>&1") then lu.skip("python3 is not installed") end
     -- a client that reads nothing, in one process (its socket dies with it)
     local reader = H.spawn_argv { "python3", "-c", ("import socket, time\n"
       .. "s = socket.create_connection(('127.0.0.1', %d))\nprint('connected', flush=True)\ntime.sleep(30)\n")
