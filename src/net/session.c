@@ -84,7 +84,9 @@ static void resume_job(ioc__op_t *op);
 static void kick_recv(ioc_session_t *s) {
   if (s->recv_posted || s->recv_busy || s->resume_queued || s->connect_posted || s->resolving)
     return;
-  if (s->has_held || (s->framer && s->framer->paused)) {
+  /* (a framer paused by a close stays so: reading after close() only
+   * discards until the peer's FIN) */
+  if (s->has_held || (s->framer && s->framer->paused && s->state == IOC__S_OPEN)) {
     if (s->state == IOC__S_OPEN && !s->paused) {
       s->resume_queued = true;
       s->inflight++;

@@ -21,6 +21,8 @@ typedef struct fr_state {
 
 static fr_state_t fr;
 
+static bool fr_close_on_recv;
+
 static void fr_recv(ioc_session_t *s, const char *data, size_t len) {
   int i = atomic_load(&fr.n);
   ASSERT(i < FR_MAX_MSGS && len < sizeof fr.msgs[0]);
@@ -29,6 +31,7 @@ static void fr_recv(ioc_session_t *s, const char *data, size_t len) {
   fr.lens[i] = len;
   atomic_store(&fr.n, i + 1);
   if (fr.pause_after && i + 1 == fr.pause_after) ioc_session_pause(s);
+  if (fr_close_on_recv) ioc_session_close(s);
 }
 static void fr_close(ioc_session_t *s, int err) {
   (void)s;
@@ -50,6 +53,8 @@ static ioc_listener_t *framed_listener(ioc_core_t *core, int kind, size_t max, c
   memset(&o, 0, sizeof o);
   o.session.framing.kind = kind;
   o.session.framing.max = max;
+  /* a close that stalls shows as a test time-out, not as a late clean end */
+  o.session.close_timeout_ms = 60000;
   if (delim) {
     o.session.framing.delimiter_len = strlen(delim);
     memcpy(o.session.framing.delimiter, delim, strlen(delim));
@@ -178,6 +183,35 @@ void test_framed_session_pause_in_on_recv_holds_later_messages_until_resume(void
   static const char *all[] = {"a", "b", "c", "d"};
   expect_msgs(all, 4, "after resume");
   sock_close(c);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+}
+
+/* ---- framed_session_closed_in_on_recv_ends_cleanly_without_more_messages ---------------- */
+
+void test_framed_session_closed_in_on_recv_ends_cleanly_without_more_messages(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  ioc_addr_t addr;
+  ioc_listener_t *l = framed_listener(core, IOC_FRAMING_LINE, 0, NULL, &addr);
+  fr_close_on_recv = true;
+  sock_t c = send_stream(core, &addr, "quit\nnot delivered\n", 19, 0, 1);
+  /* the close is graceful: the client reads EOF, and once it closes too
+   * the session ends clean (no close time-out, no reset) */
+  sock_set_nonblock(c, true);
+  long got = IOC_EAGAIN;
+  char b[16];
+  uint64_t deadline = now_ms() + (uint64_t)scaled_ms(3000);
+  while (got == IOC_EAGAIN && now_ms() < deadline) {
+    pump_for(core, 5);
+    got = sock_recv(c, b, sizeof b);
+  }
+  ASSERT_MSG(got == 0, "the client read %ld, expected the server's FIN", got);
+  sock_close(c);
+  WAIT_UNTIL(core, atomic_load(&fr.closes) == 1, 3000);
+  ASSERT_EQ(atomic_load(&fr.close_err), 0);
+  ASSERT_EQ(atomic_load(&fr.n), 1);
+  fr_close_on_recv = false;
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
 }
