@@ -697,21 +697,39 @@ static void end_connect_guard(ioc_session_t *s) {
   }
 }
 
-/* "host:port" where host is a name, not an IP literal: no "[", no other
- * ":", and a port of digits. ioc_resolve checks the rest. */
+/* "host:port" where host is a DNS name, not an IP literal: labels of
+ * letters, digits, "-" and "_" (1 to 63 bytes, no "-" at either end)
+ * separated by dots (a final dot allowed), at most 253 bytes, not digits
+ * and dots alone (that is a malformed IPv4 address: no top-level domain
+ * is all digits); then ":" and a port 0..65535 without leading zeros,
+ * as ioc_addr_parse wants. */
 static bool is_host_name(const char *a, size_t len) {
-  const char *colon = NULL;
-  for (size_t i = 0; i < len; i++)
-    if (a[i] == ':') {
-      if (colon) return false;
-      colon = a + i;
-    }
-  if (!colon || colon == a || a[0] == '[') return false;
+  const char *colon = memchr(a, ':', len);
+  if (!colon || colon == a || (size_t)(colon - a) > 253) return false;
   size_t plen = len - (size_t)(colon + 1 - a);
   if (plen < 1 || plen > 5) return false;
-  for (size_t i = 1; i <= plen; i++)
+  unsigned port = 0;
+  for (size_t i = 1; i <= plen; i++) {
     if (colon[i] < '0' || colon[i] > '9') return false;
-  return true;
+    port = port * 10 + (unsigned)(colon[i] - '0');
+  }
+  if (port > 65535 || (colon[1] == '0' && plen > 1)) return false;
+  bool name = false;
+  size_t label = 0;
+  for (const char *p = a; p < colon; p++) {
+    char c = *p;
+    if (c == '.') {
+      if (label == 0 || p[-1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+    if (!alpha && (c < '0' || c > '9')) return false;
+    if (c == '-' && label == 0) return false;
+    if (++label > 63) return false;
+    name = name || alpha;
+  }
+  return name && (label == 0 || colon[-1] != '-');
 }
 
 /* The lookup of an outbound session's host name is done: connect to the
