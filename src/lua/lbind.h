@@ -124,6 +124,7 @@ typedef struct lcore {
   atomic_int stopping;
   atomic_int stop_closing;
   uint64_t close_timeout_ms; /* core option close_timeout: the sessions' default (0 = C's) */
+  atomic_int bound_sessions; /* lb_sess alive: sessions whose close event is not freed yet */
 
   /* handler_timeout: each handler call takes a new sequence number; the
    * watchdog marks the call in progress expired by storing its number. */
@@ -158,7 +159,8 @@ typedef struct lb_sess {
   atomic_int hold_recv; /* no on_recv handler: the worker that got a receive pauses reading */
 } lb_sess;
 #define LB_SESS(s) ((lb_sess *)ioc_session_userdata(s))
-lb_sess *lb_sess_new(lcore *lc);
+lb_sess *lb_sess_new(lcore *lc); /* counted in lc->bound_sessions */
+void lb_sess_free(lb_sess *st);
 
 /* Userdata payloads. Each holds one reference on its C object from creation
  * to __gc (the only place that drops it), so methods keep working on a
