@@ -109,15 +109,20 @@ local SYSTEMS = {
   iocore_luvparse = "iocore running luv_redis.lua's parser (control)",
   uring_1t = "io_uring, 1 thread", uring_2t = "io_uring, 2 threads",
   epoll_1t = "epoll, 1 thread", epoll_2t = "epoll, 2 threads",
+  uring_4t = "io_uring, 4 threads", uring_8t = "io_uring, 8 threads",
+  epoll_4t = "epoll, 4 threads", epoll_8t = "epoll, 8 threads",
+  iocore_quiet = "iocore (default threads), alone", iocore_busy = "iocore (default threads), neighbour spinning",
+  luv_quiet = "luv, alone", luv_busy = "luv, neighbour spinning",
 }
-local JOBS = { http = "HTTP keep-alive", conn = "new connection per request", resp = "RESP", idle = "idle connection" }
+local JOBS = { http = "HTTP keep-alive", conn = "new connection per request", resp = "RESP", idle = "idle connection",
+               nb = "HTTP keep-alive beside a CPU-bound neighbour", http1 = "HTTP keep-alive, client on one core" }
 local ORDER = {
   http = { "iocore", "luv", "nginx_c", "nginx_lua", "floor" },
   conn = { "iocore", "luv", "nginx_c" },
   resp = { "iocore", "iocore_luvparse", "luv", "redis" },
   idle = { "iocore", "luv", "nginx_c" },
 }
-local VARIANTS = { "uring_1t", "uring_2t", "epoll_1t", "epoll_2t" }
+local VARIANTS = { "uring_1t", "uring_2t", "epoll_1t", "epoll_2t", "uring_4t", "uring_8t", "epoll_4t", "epoll_8t" }
 
 local function state_of(job, system)
   for _, s in ipairs(status) do
@@ -291,8 +296,8 @@ do -- 5. variants
   if any then
     w("## 5. iocore: backends and worker threads")
     w("")
-    w("Jobs 1–3 again, iocore only, with `IOCORE_BACKEND` forced and 1 or 2 worker threads (the scripts' second argument). ",
-      "Medians; CPU in µs per request.")
+    w("Jobs 1–3 again, iocore only, with `IOCORE_BACKEND` forced and 1 or 2 worker threads (the scripts' second argument); ",
+      "jobs 1 and 2 with 4 and 8 (job 7: more workers than cores). Medians; CPU in µs per request.")
     w("")
     w("| iocore | HTTP CPU | HTTP req/s | HTTP p99 ms | new-conn CPU | new-conn req/s | RESP CPU | RESP req/s | RESP p99 ms |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -313,6 +318,51 @@ do -- 5. variants
       cells[#cells + 1] = cell("resp", "rps", "rps")
       cells[#cells + 1] = cell("resp", "p99_ms", "ms")
       w("| ", SYSTEMS[v], " | ", table.concat(cells, " | "), " |")
+    end
+    w("")
+  end
+end
+
+do -- 6. a CPU-bound neighbour
+  if rows.nb then
+    w("## 6. Beside a CPU-bound neighbour")
+    w("")
+    w("Job 1's load on iocore (its default thread count) and luv, each measured alone and then with a process spinning ",
+      "on the last core, in the same rounds. Medians; CPU in µs per request.")
+    w("")
+    w("| system | CPU alone | CPU with neighbour | req/s alone | req/s with neighbour |")
+    w("| --- | --- | --- | --- | --- |")
+    for _, sys in ipairs({ "iocore", "luv" }) do
+      local q, b = stat("nb", "http", sys .. "_quiet", "cpu_us"), stat("nb", "http", sys .. "_busy", "cpu_us")
+      if q or b then
+        w("| ", sys, " | ", fmt(q, "cpu"), " | ", fmt(b, "cpu"), " | ", fmt((stat("nb", "http", sys .. "_quiet", "rps")), "rps"),
+          " | ", fmt((stat("nb", "http", sys .. "_busy", "rps")), "rps"), " |")
+      end
+    end
+    local rq = ratio(stat("nb", "http", "iocore_quiet", "cpu_us"), stat("nb", "http", "luv_quiet", "cpu_us"))
+    local rb = ratio(stat("nb", "http", "iocore_busy", "cpu_us"), stat("nb", "http", "luv_busy", "cpu_us"))
+    w("")
+    w("iocore/luv CPU per request: ", fmt(rq, "ratio"), " alone, ", fmt(rb, "ratio"), " with the neighbour",
+      (rq and rb) and string.format(" (moved %.0f %%).", (rb / rq - 1) * 100) or ".")
+    w("")
+  end
+end
+
+do -- 8. one client core
+  if rows.one then
+    w("## 8. Keep-alive with the client on one core")
+    w("")
+    w("`taskset -c 0 wrk -t1 -c64`: the load generator holds one core, so requests per second compare servers ",
+      "rather than how much CPU the client left them. Medians.")
+    w("")
+    w("| system | CPU µs/req | req/s | p99 ms |")
+    w("| --- | --- | --- | --- |")
+    for _, sys in ipairs(ORDER.http) do
+      local c = stat("one", "http1", sys, "cpu_us")
+      if c then
+        w("| ", SYSTEMS[sys], " | ", fmt(c, "cpu"), " | ", fmt((stat("one", "http1", sys, "rps")), "rps"), " | ",
+          fmt((stat("one", "http1", sys, "p99_ms")), "ms"), " |")
+      end
     end
     w("")
   end
@@ -351,11 +401,13 @@ f:close()
 -- One file per panel of bench/chart.gp: rows of  "label" value colour
 os.execute("mkdir -p '" .. chart_dir:gsub("'", "'\\''") .. "'")
 local COLOUR = { iocore = 1, luv = 2, nginx_c = 3, nginx_lua = 4, redis = 5, floor = 6, iocore_luvparse = 11,
-                 uring_1t = 7, uring_2t = 8, epoll_1t = 9, epoll_2t = 10 }
+                 uring_1t = 7, uring_2t = 8, epoll_1t = 9, epoll_2t = 10,
+                 uring_4t = 7, uring_8t = 8, epoll_4t = 9, epoll_8t = 10 }
 local CHART_LABEL = { iocore = "iocore", luv = "luv", nginx_c = "nginx C", nginx_lua = "nginx Lua",
                       redis = "redis-server", floor = "floor", uring_1t = "uring 1t",
                       iocore_luvparse = "iocore (luv parser)",
-                      uring_2t = "uring 2t", epoll_1t = "epoll 1t", epoll_2t = "epoll 2t" }
+                      uring_2t = "uring 2t", epoll_1t = "epoll 1t", epoll_2t = "epoll 2t",
+                      uring_4t = "uring 4t", uring_8t = "uring 8t", epoll_4t = "epoll 4t", epoll_8t = "epoll 8t" }
 local function panel(name, group, job, systems, field)
   local out = {}
   for _, s in ipairs(systems) do

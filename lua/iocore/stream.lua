@@ -357,8 +357,11 @@ local function stream_of(s, what, co)
   local owner = owners[co]
   st = new_state(core_of(owner), s, nil)
   st.read_timeout = pending_read_timeouts[s]
-  -- keep the handlers the script set, behind ours
+  -- keep the handlers the script set, behind ours; the listener's
+  -- read_timeout comes with them (the binding keeps it there for us)
   if type(h) == "table" then
+    local rt = h.read_timeout
+    if not st.read_timeout and math_type(rt) == "integer" and rt > 0 then st.read_timeout = rt end
     st.user_on_close, st.user_on_drain, st.user_on_eof = h.on_close, h.on_drain, h.on_eof
   end
   S.on_close(s, on_close)

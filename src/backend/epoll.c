@@ -93,10 +93,16 @@ typedef struct ep_slot {
   ioc__handle_t *h;  /* under lock; NULL when the fd is not registered */
 } ep_slot_t;
 
-typedef struct ep_state {
+/* One loop's epoll instance (loop->bl): the sockets pinned to the loop are
+ * registered here, and only the loop's driver waits on it. */
+typedef struct ep_loop {
   int epfd;
   int wakefd;
   atomic_int wake_pending; /* a wake is written and not yet drained */
+} ep_loop_t;
+
+/* The core-wide part (core->bd): the fd table every loop shares. */
+typedef struct ep_state {
   size_t nchunks;
   _Atomic(ep_slot_t *) *chunks; /* chunks[fd >> EP_CHUNK_SHIFT], allocated on first add */
 } ep_state_t;
@@ -109,6 +115,11 @@ static _Thread_local char ep_recv_buf[EP_RECV_BUF];
 static _Thread_local int ep_recv_buf_busy;
 
 static ep_state_t *ep_state(ioc_core_t *core) { return (ep_state_t *)core->bd; }
+
+/* The epoll instance h is registered with: its loop's. */
+static int ep_epfd(ioc_core_t *core, const ioc__handle_t *h) {
+  return ((ep_loop_t *)core->loops[h->loop]->bl)->epfd;
+}
 
 /* ---- the fd table ---------------------------------------------------------- */
 
@@ -211,12 +222,12 @@ static int ep_fault(ioc_core_t *core, ioc__handle_t *h, int site) {
  * with the same events makes an edge-triggered fd report its present
  * readiness again. Under the slot lock, with gen checked, so the fd cannot
  * have been closed and reused meanwhile. */
-static void ep_rearm_locked(ep_state_t *st, int fd, uint32_t gen) {
+static void ep_rearm_locked(int epfd, int fd, uint32_t gen) {
   struct epoll_event ev = {
       .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
       .data.u64 = (uint64_t)gen << 32 | (uint32_t)fd,
   };
-  epoll_ctl(st->epfd, EPOLL_CTL_MOD, fd, &ev);
+  epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
 }
 
 /* Takes EP_REARM off h (under its lock); true if it was set. */
@@ -428,7 +439,7 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
     if (!token && (stop || none)) ep_h(h)->bits &= ~EP_RD_BUSY;
     bool rearm = ep_take_rearm(h);
     ioc__spin_unlock(&ep_h(h)->lock);
-    if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_state(core), h->fd, gen);
+    if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_epfd(core, h), h->fd, gen);
     ioc__spin_unlock(&slot->lock);
 
     if (tls_taken) ep_recv_buf_busy = 1;
@@ -455,8 +466,6 @@ static int ep_probe(void) {
 static void ep_destroy(ioc_core_t *core) {
   ep_state_t *st = ep_state(core);
   if (!st) return;
-  if (st->epfd >= 0) close(st->epfd);
-  if (st->wakefd >= 0) close(st->wakefd);
   for (size_t i = 0; st->chunks && i < st->nchunks; i++)
     free(atomic_load_explicit(&st->chunks[i], memory_order_relaxed));
   free(st->chunks);
@@ -467,7 +476,6 @@ static void ep_destroy(ioc_core_t *core) {
 static int ep_init(ioc_core_t *core) {
   ep_state_t *st = calloc(1, sizeof *st);
   if (!st) return IOC_ENOMEM;
-  st->epfd = st->wakefd = -1;
   core->bd = st;
   /* The table covers every fd the process may ever hold: the hard limit,
    * capped (a huge limit costs only untouched virtual memory here, 8 bytes
@@ -479,21 +487,40 @@ static int ep_init(ioc_core_t *core) {
   if (maxfd < 1024) maxfd = 1024;
   st->nchunks = (maxfd + EP_CHUNK_SIZE - 1) >> EP_CHUNK_SHIFT;
   st->chunks = calloc(st->nchunks, sizeof *st->chunks);
-  int rc = IOC_ENOMEM;
-  if (!st->chunks) goto fail;
-  st->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (st->epfd < 0) goto fail_errno;
-  st->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (st->wakefd < 0) goto fail_errno;
+  if (!st->chunks) {
+    ep_destroy(core);
+    return IOC_ENOMEM;
+  }
+  return 0;
+}
+
+static void ep_loop_destroy(ioc_core_t *core, ioc__loop_t *loop) {
+  IOC__UNUSED(core);
+  ep_loop_t *el = loop->bl;
+  if (!el) return;
+  if (el->epfd >= 0) close(el->epfd);
+  if (el->wakefd >= 0) close(el->wakefd);
+  free(el);
+  loop->bl = NULL;
+}
+
+static int ep_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
+  ep_loop_t *el = calloc(1, sizeof *el);
+  if (!el) return IOC_ENOMEM;
+  el->epfd = el->wakefd = -1;
+  loop->bl = el;
+  el->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (el->epfd < 0) goto fail;
+  el->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (el->wakefd < 0) goto fail;
   /* Level-triggered: it stays reported until wait() drains it, so a wake
    * that lands while nobody waits is not lost. */
   struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EP_WAKE_TAG};
-  if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, st->wakefd, &ev) < 0) goto fail_errno;
+  if (epoll_ctl(el->epfd, EPOLL_CTL_ADD, el->wakefd, &ev) < 0) goto fail;
   return 0;
-fail_errno:
-  rc = -errno;
-fail:
-  ep_destroy(core);
+fail:;
+  int rc = -errno;
+  ep_loop_destroy(core, loop);
   return rc;
 }
 
@@ -523,7 +550,7 @@ static int ep_add(ioc_core_t *core, ioc__handle_t *h) {
       .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
       .data.u64 = (uint64_t)gen << 32 | (uint32_t)fd,
   };
-  if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+  if (epoll_ctl(ep_epfd(core, h), EPOLL_CTL_ADD, fd, &ev) < 0) {
     int rc = -errno;
     ioc__spin_lock(&slot->lock);
     if (slot->gen == gen) {
@@ -553,7 +580,7 @@ static void ep_del(ioc_core_t *core, ioc__handle_t *h) {
   /* A zeroed event: kernels before 2.6.9 wanted a non-NULL pointer. */
   struct epoll_event ev;
   memset(&ev, 0, sizeof ev);
-  epoll_ctl(st->epfd, EPOLL_CTL_DEL, h->fd, &ev);
+  epoll_ctl(ep_epfd(core, h), EPOLL_CTL_DEL, h->fd, &ev);
   ioc__spin_lock(&ep_h(h)->lock);
   assert(ioc__queue_empty(&ep_h(h)->rd) && ioc__queue_empty(&ep_h(h)->wr));
   ep_h(h)->bits = 0;
@@ -593,7 +620,7 @@ static void ep_rearm_after_submit(ioc_core_t *core, ioc__handle_t *h, int fd) {
   ep_slot_t *slot = ep_slot(ep_state(core), fd);
   if (!slot) return;
   ioc__spin_lock(&slot->lock);
-  if (slot->h == h) ep_rearm_locked(ep_state(core), fd, slot->gen);
+  if (slot->h == h) ep_rearm_locked(ep_epfd(core, h), fd, slot->gen);
   ioc__spin_unlock(&slot->lock);
 }
 
@@ -681,12 +708,13 @@ static void ep_cancel(ioc_core_t *core, ioc__op_t *op) {
 /* Reaps up to max events. Each becomes {ptr = slot, res = generation,
  * flags = events}; the wake eventfd is drained here and reported as
  * nothing. Returns the count, 0 on time-out, EINTR, or a bare wake. */
-static int ep_wait(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms) {
+static int ep_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms) {
   ep_state_t *st = ep_state(core);
+  ep_loop_t *el = loop->bl;
   struct epoll_event evs[IOC__CQE_BATCH];
   if (max > IOC__CQE_BATCH) max = IOC__CQE_BATCH;
   if (max <= 0) return 0;
-  int n = epoll_wait(st->epfd, evs, max, timeout_ms);
+  int n = epoll_wait(el->epfd, evs, max, timeout_ms);
   if (n < 0) return errno == EINTR ? 0 : -errno;
   int k = 0;
   for (int i = 0; i < n; i++) {
@@ -696,9 +724,9 @@ static int ep_wait(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms) {
       /* Drain first, then re-arm wake(): a wake that finds the flag still
        * set lands while we are returning anyway, and the exchange pairs
        * with the waker's so its queued work is visible to our caller. */
-      while (read(st->wakefd, &count, sizeof count) < 0 && errno == EINTR) {
+      while (read(el->wakefd, &count, sizeof count) < 0 && errno == EINTR) {
       }
-      atomic_exchange(&st->wake_pending, 0);
+      atomic_exchange(&el->wake_pending, 0);
       continue;
     }
     ep_slot_t *slot = ep_slot(st, (int)(uint32_t)tag);
@@ -714,7 +742,8 @@ static int ep_wait(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms) {
 /* Banks the readiness of one event and runs whatever it unblocks: the write
  * queue under the locks (results completed after unlocking), then the read
  * side if no other thread is running it. Returns ops completed. */
-static int ep_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
+static int ep_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
+  IOC__UNUSED(loop);
   ep_slot_t *slot = cqe->ptr;
   if (!slot) return 0;
   uint32_t gen = (uint32_t)cqe->res;
@@ -740,7 +769,7 @@ static int ep_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
   if (reads) ep_h(h)->bits |= EP_RD_BUSY;
   bool rearm = ep_take_rearm(h);
   ioc__spin_unlock(&ep_h(h)->lock);
-  if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_state(core), h->fd, gen);
+  if (IOC__UNLIKELY(rearm)) ep_rearm_locked(ep_epfd(core, h), h->fd, gen);
   ioc__spin_unlock(&slot->lock);
 
   int n = complete_list(core, &done);
@@ -782,8 +811,9 @@ static void ep_run_deferred(ioc_core_t *core, ioc__op_t *op) {
 
 /* Makes the thread blocked in wait() return. One eventfd write per wait at
  * most: later wakes see wake_pending and skip the syscall. */
-static void ep_wake(ioc_core_t *core) {
-  ep_state_t *st = ep_state(core);
+static void ep_wake(ioc_core_t *core, ioc__loop_t *loop) {
+  IOC__UNUSED(core);
+  ep_loop_t *st = loop->bl;
   if (atomic_exchange(&st->wake_pending, 1)) return;
   uint64_t one = 1;
   while (write(st->wakefd, &one, sizeof one) < 0 && errno == EINTR) {
@@ -794,9 +824,12 @@ const ioc__backend_t ioc__backend_epoll = {
     .name = "epoll",
     .kind = IOC_BACKEND_EPOLL,
     .single_waiter = true,
+    .pinned_submit = false,
     .probe = ep_probe,
     .init = ep_init,
     .destroy = ep_destroy,
+    .loop_init = ep_loop_init,
+    .loop_destroy = ep_loop_destroy,
     .add = ep_add,
     .del = ep_del,
     .submit = ep_submit,

@@ -135,7 +135,7 @@ static int load_extensions(iocp_state_t *st) {
 
 /* ---- backend functions ---------------------------------------------------------- */
 
-static void iocp_wake(ioc_core_t *core);
+static void iocp_wake(ioc_core_t *core, ioc__loop_t *loop);
 
 /* IOCP exists on every Windows this library supports; the probe still checks
  * that Winsock starts and a port can be made (it can fail under a sandbox). */
@@ -336,7 +336,7 @@ static void iocp_cancel(ioc_core_t *core, ioc__op_t *op) {
  * itself. Instead a wake reaped while the core is stopping is passed on:
  * one packet stays in the port until everybody has seen the flag, and the
  * one left over after ioc_core_join() is a harmless empty wake. */
-static int iocp_wait(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms) {
+static int iocp_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms) {
   OVERLAPPED_ENTRY entries[IOC__CQE_BATCH];
   if (max > IOC__CQE_BATCH) max = IOC__CQE_BATCH;
   if (max <= 0) return 0;
@@ -358,7 +358,7 @@ static int iocp_wait(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms)
     out[k].flags = (uint32_t)ov->Internal; /* NTSTATUS, 0 = success */
     k++;
   }
-  if (wakes && atomic_load_explicit(&core->stopping, memory_order_acquire)) iocp_wake(core);
+  if (wakes && atomic_load_explicit(&core->stopping, memory_order_acquire)) iocp_wake(core, loop);
   return k;
 }
 
@@ -409,7 +409,8 @@ static bool iocp_accepted_anyway(SOCKET s, SOCKET ls) {
 /* Turns one packet into the op's result and completes it. Runs on any
  * number of threads at once. Returns the number of ops completed (0 when a
  * receive was re-posted instead). */
-static int iocp_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
+static int iocp_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
+  IOC__UNUSED(loop);
   ioc__op_t *op = cqe->ptr;
   DWORD status = cqe->flags;
   int err = status ? iocp_status_error(status) : 0;
@@ -490,7 +491,20 @@ static int iocp_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
 static void iocp_run_deferred(ioc_core_t *core, ioc__op_t *op) { ioc__op_complete(core, op); }
 
 /* Makes one thread blocked in wait() return. */
-static void iocp_wake(ioc_core_t *core) {
+/* The port is the core's one loop: nothing per loop to set up. */
+static int iocp_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
+  IOC__UNUSED(core);
+  loop->bl = iocp_state(core);
+  return 0;
+}
+
+static void iocp_loop_destroy(ioc_core_t *core, ioc__loop_t *loop) {
+  IOC__UNUSED(core);
+  loop->bl = NULL;
+}
+
+static void iocp_wake(ioc_core_t *core, ioc__loop_t *loop) {
+  IOC__UNUSED(loop);
   PostQueuedCompletionStatus(iocp_state(core)->port, 0, 0, NULL);
 }
 
@@ -498,9 +512,12 @@ const ioc__backend_t ioc__backend_iocp = {
     .name = "iocp",
     .kind = IOC_BACKEND_IOCP,
     .single_waiter = false,
+    .pinned_submit = false,
     .probe = iocp_probe,
     .init = iocp_init,
     .destroy = iocp_destroy,
+    .loop_init = iocp_loop_init,
+    .loop_destroy = iocp_loop_destroy,
     .add = iocp_add,
     .del = iocp_del,
     .submit = iocp_submit,

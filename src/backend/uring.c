@@ -1,22 +1,26 @@
 /* The io_uring backend: the true completion model on Linux.
  *
- * One ring per core. Every ACCEPT / CONNECT / RECV / SEND op is one SQE whose
- * user_data is the op itself; its CQE comes back through wait() (one waiter at
- * a time, the core's leader) and complete() (any number of threads at once).
+ * One ring per loop (core.c: a loop per worker). Every ACCEPT / CONNECT /
+ * RECV / SEND op is one SQE whose user_data is the op itself, submitted by
+ * the thread driving the op's loop (pinned_submit: other threads' ops reach
+ * it through the loop's inbox); its CQE comes back through wait() and
+ * complete() on that same thread. So the task work that posts a request's
+ * completion belongs to the thread that waits for it.
  *
  * Locks (never held across a call into the core):
  *   sq_lock  (mutex) the SQ ring, the backlog, the pending cancel keys. Held
  *            across io_uring_submit(): liburing's SQ side assumes a single
- *            submitter, and several threads submit here.
+ *            submitter; besides the driver, a wake (a NOP) and a cancel
+ *            from another thread reach the SQ.
  *   buf_lock (spin)  the provided-buffer ring tail, the starved list and the
  *            retry timer flag.
  *   Order: buf_lock may be taken before sq_lock is, never the other way.
  * The CQ side needs no lock: only the waiter reads and advances it.
  *
- * Batching: inside a dispatch batch submit() only fills an SQE; the core calls
- * flush() at the end of the batch and wait() flushes before it blocks, so a
- * batch costs one io_uring_enter. Outside dispatch (main or foreign thread)
- * submit() enters the kernel at once.
+ * Batching: while the calling thread drives the loop, submit() only fills an
+ * SQE; the core calls flush() at the end of the batch and wait() flushes
+ * before it blocks, so a batch costs one io_uring_enter. A thread that does
+ * not drive the loop (a cancel, a wake) enters the kernel at once.
  *
  * Receives use a ring of provided buffers (group UR_BUF_GROUP): an idle
  * session holds no buffer, the kernel picks one when data arrives, and we
@@ -124,9 +128,11 @@ static char ur_cancel_marker; /* the result of an ASYNC_CANCEL: ignored */
 static char ur_retry_marker;  /* the starved-receive retry timer */
 #define UR_UD(p) ((__u64)(uintptr_t)(p))
 
+/* One loop's ring (loop->bl). */
 typedef struct ur_backend {
   struct io_uring ring;
   ioc_core_t *core;
+  ioc__loop_t *loop;
 
   ioc__mutex_t sq_lock;
   /* ops that found the SQ full and the kernel refusing to take more */
@@ -158,6 +164,11 @@ typedef struct ur_backend {
 
   bool wait_in_poll; /* running under valgrind: see UR_ON_VALGRIND */
 } ur_backend_t;
+
+/* The ring that carries op: its loop's. */
+static inline ur_backend_t *ur_of(ioc_core_t *core, const ioc__op_t *op) {
+  return (ur_backend_t *)core->loops[op->loop]->bl;
+}
 
 static inline uint8_t ur_flags(ioc__op_t *op) {
   return __atomic_load_n(&op->flags, __ATOMIC_ACQUIRE);
@@ -308,10 +319,17 @@ static unsigned ur_pow2_floor(unsigned v) {
   return p;
 }
 
+/* The core-wide part: nothing but the admin's switch; each loop has a ring. */
 static int ur_init(ioc_core_t *core) {
-  int ret = ur_sysctl_check();
-  if (ret < 0)
-    return ret;
+  core->bd = NULL;
+  return ur_sysctl_check();
+}
+
+static void ur_destroy(ioc_core_t *core) { IOC__UNUSED(core); }
+
+/* A ring of the loop's own, its provided buffers and its locks. */
+static int ur_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
+  int ret;
   ur_backend_t *bd = calloc(1, sizeof *bd);
   if (!bd)
     return IOC_ENOMEM;
@@ -358,7 +376,8 @@ static int ur_init(ioc_core_t *core) {
   bd->retry_ts.tv_nsec = UR_RETRY_NS;
   bd->wait_in_poll = UR_ON_VALGRIND();
   bd->core = core;
-  core->bd = bd;
+  bd->loop = loop;
+  loop->bl = bd;
   return 0;
 
 fail_br:
@@ -376,8 +395,9 @@ fail_bd:
 /* Everything is closed by now: no op is in flight, so nothing of ours can be
  * in the kernel but a retry timer or stray wake / cancel entries, which the
  * ring teardown discards. */
-static void ur_destroy(ioc_core_t *core) {
-  ur_backend_t *bd = core->bd;
+static void ur_loop_destroy(ioc_core_t *core, ioc__loop_t *loop) {
+  IOC__UNUSED(core);
+  ur_backend_t *bd = loop->bl;
   if (!bd)
     return;
   io_uring_unregister_buf_ring(&bd->ring, UR_BUF_GROUP);
@@ -387,7 +407,7 @@ static void ur_destroy(ioc_core_t *core) {
   ioc__mutex_destroy(&bd->sq_lock);
   free(bd->cancel_keys);
   free(bd);
-  core->bd = NULL;
+  loop->bl = NULL;
 }
 
 /* ---- the submission side (sq_lock) ---------------------------------------- */
@@ -591,7 +611,8 @@ static void ur_flush_locked(ur_backend_t *bd) {
 
 /* After filling SQEs: enter now, or leave it to the end of the dispatch batch. */
 static void ur_commit_locked(ioc_core_t *core, ur_backend_t *bd) {
-  if (ioc__core_in_dispatch(core))
+  IOC__UNUSED(core);
+  if (ioc__core_driving(bd->loop))
     atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed);
   else
     ur_flush_locked(bd);
@@ -622,11 +643,13 @@ static int ur_place_locked(ur_backend_t *bd, ioc__op_t *op) {
   return UR_QUEUED;
 }
 
+/* By the loop's driver (pinned_submit). op->flags are not reset here: a
+ * cancel that came while op waited in the loop's inbox left UR_F_CANCEL,
+ * and ur_place_locked honours it (ioc__op_init cleared them before). */
 static int ur_submit(ioc_core_t *core, ioc__op_t *op) {
-  ur_backend_t *bd = core->bd;
+  ur_backend_t *bd = ur_of(core, op);
   if (!ur_net_op(op) || !op->handle)
     return IOC_EINVAL;
-  __atomic_store_n(&op->flags, 0, __ATOMIC_RELEASE);
   op->buf = NULL;
   op->qn.next = NULL;
   ioc__mutex_lock(&bd->sq_lock);
@@ -644,7 +667,7 @@ static int ur_submit(ioc_core_t *core, ioc__op_t *op) {
  * completed instead (its owner cancelled it meanwhile), else 0. Only called
  * from complete(), so completing inline is allowed. */
 static int ur_resubmit(ioc_core_t *core, ioc__op_t *op) {
-  ur_backend_t *bd = core->bd;
+  ur_backend_t *bd = ur_of(core, op);
   op->qn.next = NULL;
   ioc__mutex_lock(&bd->sq_lock);
   int r = ur_place_locked(bd, op);
@@ -782,9 +805,9 @@ static int ur_buf_return(ioc_core_t *core, ur_backend_t *bd, unsigned bid) {
  * usual. Harmless on an op that already completed: the flag is reset by the
  * next submit, and a cancel SQE for an unknown key returns ENOENT. */
 static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
-  ur_backend_t *bd = core->bd;
   if (!ur_net_op(op))
     return;
+  ur_backend_t *bd = ur_of(core, op);
   ur_flags_set(op, UR_F_CANCEL);
   bool found = false;
   if (op->type == IOC__OP_RECV) {
@@ -817,8 +840,8 @@ static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
  * exchange when it reaps the NOP, which reads (and so synchronizes with)
  * any wake that skipped posting: whatever that waker queued before calling
  * us is visible to the core after wait() returns. */
-static void ur_wake(ioc_core_t *core) {
-  ur_backend_t *bd = core->bd;
+static void ur_wake(ioc_core_t *core, ioc__loop_t *loop) {
+  ur_backend_t *bd = loop->bl;
   if (atomic_exchange_explicit(&bd->wake_pending, 1, memory_order_acq_rel))
     return;
   for (int tries = 0;; tries++) {
@@ -841,8 +864,9 @@ static void ur_wake(ioc_core_t *core) {
   }
 }
 
-static void ur_flush(ioc_core_t *core) {
-  ur_backend_t *bd = core->bd;
+static void ur_flush(ioc_core_t *core, ioc__loop_t *loop) {
+  IOC__UNUSED(core);
+  ur_backend_t *bd = loop->bl;
   if (!atomic_load_explicit(&bd->dirty, memory_order_relaxed))
     return;
   ioc__mutex_lock(&bd->sq_lock);
@@ -895,11 +919,11 @@ static void ur_flush_overflow(ur_backend_t *bd) {
  * submitters. liburing 2.3's io_uring_wait_cqes() would do the same with
  * EXT_ARG, but also tries to submit when asked to; calling enter directly
  * states the contract. */
-static int ur_wait(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms) {
-  ur_backend_t *bd = core->bd;
+static int ur_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms) {
+  ur_backend_t *bd = loop->bl;
   uint64_t deadline = timeout_ms > 0 ? ioc__now_ms() + (uint64_t)timeout_ms : 0;
   for (;;) {
-    ur_flush(core);
+    ur_flush(core, loop);
     /* A retry timer that could not be armed (no SQE) is armed here. */
     ioc__spin_lock(&bd->buf_lock);
     bool rearm = bd->retry_lost && !bd->retry_armed;
@@ -991,8 +1015,8 @@ static int32_t ur_connect_result(ioc__op_t *op, int32_t res) {
  *  A CONNECT cannot be reissued (connect(2) says EALREADY), and after
  *  EINTR or EINPROGRESS it goes on in the background: it waits for POLLOUT
  *  instead and reads SO_ERROR. (EAGAIN from connect(2) is a real failure.) */
-static int ur_complete(ioc_core_t *core, ioc__cqe_t *cqe) {
-  ur_backend_t *bd = core->bd;
+static int ur_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
+  ur_backend_t *bd = loop->bl;
   if (!cqe->ptr || cqe->ptr == &ur_cancel_marker)
     return 0;
   if (cqe->ptr == &ur_retry_marker)
@@ -1078,9 +1102,12 @@ const ioc__backend_t ioc__backend_uring = {
     .name = "io_uring",
     .kind = IOC_BACKEND_IO_URING,
     .single_waiter = true,
+    .pinned_submit = true,
     .probe = ur_probe,
     .init = ur_init,
     .destroy = ur_destroy,
+    .loop_init = ur_loop_init,
+    .loop_destroy = ur_loop_destroy,
     .add = ur_add,
     .del = ur_del,
     .submit = ur_submit,

@@ -2,10 +2,16 @@
  * backend implements. Read this file first; docs/architecture.md tells the
  * same story in prose.
  *
- * A completion travels:  kernel -> backend wait() (under the poll lock when
- * the backend has one waiter at a time) -> backend complete() (no core lock)
- * -> ioc__op_complete(op) -> op->owner->vtbl->dispatch(owner, op) -> the
- * owner drops the reference the operation held.
+ * A completion travels:  kernel -> backend wait() on one loop (by the thread
+ * driving that loop) -> backend complete() (no core lock) ->
+ * ioc__op_complete(op) -> op->owner->vtbl->dispatch(owner, op) -> the owner
+ * drops the reference the operation held.
+ *
+ * Threading: the core has one or more loops (ioc__loop_t). On io_uring and
+ * epoll every worker of a pool drives a loop of its own (its ring or epoll
+ * instance) and every socket is pinned to one loop (h->loop) for life; on
+ * IOCP there is one loop, the port, which every worker waits on. See
+ * core.c for who drives which loop when.
  */
 #ifndef IOC_INTERNAL_H
 #define IOC_INTERNAL_H
@@ -19,6 +25,7 @@ typedef struct ioc__object ioc__object_t;
 typedef struct ioc__op ioc__op_t;
 typedef struct ioc__handle ioc__handle_t;
 typedef struct ioc__backend ioc__backend_t;
+typedef struct ioc__loop ioc__loop_t;
 
 /* ---- objects ------------------------------------------------------------ */
 
@@ -72,6 +79,7 @@ struct ioc__op {
   uint8_t type;           /* ioc__op_type_t */
   uint8_t flags;          /* backend-private, except IOC__OPF_SEND_WAITED */
   uint8_t to_backend;     /* the ready queue's: true = run it through backend->run_deferred */
+  uint8_t loop;           /* the loop that carries it (set by ioc__op_submit) */
   int32_t res;            /* result */
   char *buf;              /* RECV: the received bytes, valid during dispatch only */
   union {
@@ -119,6 +127,7 @@ static inline void ioc__op_init(ioc__op_t *op, ioc__op_type_t type, ioc__object_
   op->type = (uint8_t)type;
   op->flags = 0;
   op->to_backend = 0;
+  op->loop = 0;
   op->res = 0;
   op->buf = NULL;
 }
@@ -130,6 +139,9 @@ static inline void ioc__op_init(ioc__op_t *op, ioc__op_type_t type, ioc__object_
  * and counts the op in flight. Returns 0 (a completion will come, exactly
  * once) or a negative code (nothing started, no completion, no reference). */
 int ioc__op_submit(ioc_core_t *core, ioc__op_t *op);
+/* The same on a handle shared by every loop (a listener's): op is carried
+ * by loop `loop` (ioc__core_spread picks one). */
+int ioc__op_submit_on(ioc_core_t *core, ioc__op_t *op, int loop);
 /* Asks the backend to finish op soon (ECANCELED or its real result). Its
  * completion still comes. Harmless if op already completed. */
 void ioc__op_cancel(ioc_core_t *core, ioc__op_t *op);
@@ -149,9 +161,21 @@ void ioc__core_defer_backend(ioc_core_t *core, ioc__op_t *op);
  * and counts the op, then defers it; op->u.job.fn runs in dispatch. */
 void ioc__core_queue_job(ioc_core_t *core, ioc__op_t *op, ioc__object_t *owner,
                          void (*fn)(ioc__op_t *op));
-/* True when the calling thread is inside ioc_core_dispatch(core). Backends
- * use it to batch submissions until the end of the batch. */
+/* True when the calling thread is inside ioc_core_dispatch(core). */
 bool ioc__core_in_dispatch(const ioc_core_t *core);
+/* True when the calling thread drives loop now (its owner, or the thread
+ * holding its drive_lock): it will flush the loop's submissions before it
+ * waits or returns, so a backend may batch them. */
+bool ioc__core_driving(const ioc__loop_t *loop);
+/* The loop a new socket is pinned to: on io_uring the loop whose completion
+ * the calling thread is running (an accepted session stays on the ring that
+ * accepted it), else the loops in turn. */
+int ioc__core_loop_for_new(ioc_core_t *core);
+/* Loop number i of a set spread over every loop (a listener's accepts). */
+int ioc__core_spread(ioc_core_t *core, int i);
+/* A timer with an earlier deadline than any before was started: wakes the
+ * thread that keeps the timers, so its wait is bounded anew. */
+void ioc__core_wake_timers(ioc_core_t *core);
 
 /* ---- handles ------------------------------------------------------------ */
 
@@ -172,6 +196,7 @@ typedef union ioc__hslot {
  * session). */
 struct ioc__handle {
   ioc_fd_t fd;
+  uint16_t loop;     /* the loop it is pinned to (set before backend->add) */
   ioc__hslot_t slot; /* backend-private */
 };
 
@@ -191,47 +216,83 @@ typedef struct ioc__cqe {
 
 #define IOC__CQE_BATCH 128
 
-/* The backend contract. All functions but probe take the core; the backend
- * keeps its state in core->bd. "Any thread" functions may be called
+/* One event loop of a core: a ring (io_uring), an epoll instance, or the
+ * port (IOCP, the only loop there). Loops are made by ioc_core_create (loop
+ * 0) and ioc_core_start (one per worker), and live until the core is
+ * destroyed. */
+struct ioc__loop {
+  int index;
+  void *bl;                /* the backend's state of this loop */
+  /* single_waiter backends: held by the thread waiting on the loop and
+   * reaping it (not while it runs what it reaped). */
+  ioc__mutex_t drive_lock;
+  _Atomic(void *) driver;  /* a token of the thread holding drive_lock (NULL: none) */
+  /* The pool worker the loop belongs to (NULL: no pool): it alone submits
+   * to it directly and waits on it. While it runs a batch (busy_since: when
+   * it started, 0 = waiting) an idle worker may reap the loop if the batch
+   * runs long (a Lua handler); sleeping: it waits with no time bound, and
+   * another worker starting a batch may wake it once to come and look. */
+  _Atomic(void *) owner;
+  atomic_uint_fast64_t busy_since;
+  atomic_int sleeping;
+  ioc__spin_t lock;        /* guards ready and inbox */
+  ioc__queue_t ready;      /* ops of this loop whose result is known (ioc__core_defer) */
+  ioc__queue_t inbox;      /* ops other threads submitted (pinned_submit backends) */
+  atomic_int pending;      /* ready or inbox may be non-empty */
+};
+
+#define IOC__MAX_LOOPS 256
+
+/* The backend contract. The backend keeps its core-wide state in core->bd
+ * and a loop's in loop->bl. "Any thread" functions may be called
  * concurrently with each other and with wait(). */
 struct ioc__backend {
   const char *name;
   ioc_backend_kind_t kind;
-  /* true: only one thread may be inside wait() at a time; the core runs a
-   * leader/followers scheme around it (io_uring, epoll). false: wait() is
-   * safe from many threads at once (iocp). */
+  /* true: only one thread may wait on a loop at a time, the thread that
+   * holds its drive_lock (io_uring, epoll). false: wait() is safe from many
+   * threads at once and the core has one loop (iocp). */
   bool single_waiter;
+  /* true: only the loop's driver submits to it; ops submitted by other
+   * threads go through the loop's inbox (io_uring: so every request's task
+   * work belongs to the thread that reaps it). false: submit from any
+   * thread (epoll, iocp). */
+  bool pinned_submit;
   /* 0 if usable on this machine, else a negative code (IOC_ENOSYS, IOC_EPERM). */
   int (*probe)(void);
   int (*init)(ioc_core_t *core);
   void (*destroy)(ioc_core_t *core);
-  /* Associates a socket with the port. Any thread. */
+  /* Sets up / tears down one loop (loop->bl). */
+  int (*loop_init)(ioc_core_t *core, ioc__loop_t *loop);
+  void (*loop_destroy)(ioc_core_t *core, ioc__loop_t *loop);
+  /* Associates a socket with loop h->loop. Any thread. */
   int (*add)(ioc_core_t *core, ioc__handle_t *h);
   /* Dissociates it; called once no op on h is in flight, before the socket
    * is closed and before h is freed. After it returns the backend never
    * touches h again. Any thread. */
   void (*del)(ioc_core_t *core, ioc__handle_t *h);
-  /* Starts op on op->handle. 0 = a completion will come; < 0 = nothing started.
-   * Any thread. May complete at once through ioc__core_defer (never by
-   * calling dispatch inline). */
+  /* Starts op on op->handle, on loop op->loop. 0 = a completion will come;
+   * < 0 = nothing started. pinned_submit: only by the loop's driver (the
+   * core routes the others through the inbox); else any thread. May
+   * complete at once through ioc__core_defer (never by calling dispatch
+   * inline). */
   int (*submit)(ioc_core_t *core, ioc__op_t *op);
-  /* Makes op complete soon (ECANCELED); any thread; op may have completed. */
+  /* Makes op complete soon (ECANCELED); any thread; op may have completed,
+   * or still wait in its loop's inbox. */
   void (*cancel)(ioc_core_t *core, ioc__op_t *op);
-  /* Waits up to timeout_ms (-1 forever, 0 poll) and reaps at most max
-   * entries. Returns the count (0 on time-out or an empty wake), or a
-   * negative code. Under the poll lock when single_waiter. */
-  int (*wait)(ioc_core_t *core, ioc__cqe_t *out, int max, int timeout_ms);
-  /* Turns one reaped entry into zero or more ioc__op_complete() calls. Runs
-   * outside any core lock, possibly on several threads at once. Returns the
-   * number of ops completed. */
-  int (*complete)(ioc_core_t *core, ioc__cqe_t *cqe);
+  /* Waits on one loop up to timeout_ms (-1 forever, 0 poll) and reaps at
+   * most max entries. Returns the count (0 on time-out or an empty wake),
+   * or a negative code. single_waiter: under the loop's drive_lock. */
+  int (*wait)(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms);
+  /* Turns one reaped entry into zero or more ioc__op_complete() calls, on
+   * the thread that reaped it. Returns the number of ops completed. */
+  int (*complete)(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe);
   /* Runs an op the backend queued with ioc__core_defer_backend. */
   void (*run_deferred)(ioc_core_t *core, ioc__op_t *op);
-  /* Makes a thread blocked in wait() return. Any thread. */
-  void (*wake)(ioc_core_t *core);
-  /* Pushes submissions batched during a dispatch batch to the kernel. May
-   * be NULL. */
-  void (*flush)(ioc_core_t *core);
+  /* Makes a thread blocked in wait() on loop return. Any thread. */
+  void (*wake)(ioc_core_t *core, ioc__loop_t *loop);
+  /* Pushes submissions batched on loop to the kernel. May be NULL. */
+  void (*flush)(ioc_core_t *core, ioc__loop_t *loop);
 };
 
 extern const ioc__backend_t ioc__backend_uring;
@@ -256,12 +317,22 @@ struct ioc_core {
    * tests never shares a cache line with the busy counters below. */
   ioc__faults_t faults;
 
-  /* ops whose result is known, waiting to be completed by a dispatcher */
+  /* The loops: loops[0 .. nloops-1], each published before nloops grows. */
+  ioc__loop_t *loops[IOC__MAX_LOOPS];
+  atomic_int nloops;
+  atomic_uint spread_next; /* round robin for ioc__core_loop_for_new */
+
+  /* posts and jobs (no loop of their own), for any dispatching thread */
   ioc__mutex_t ready_lock;
   ioc__queue_t ready; /* of ioc__op_t, through qn */
   atomic_int ready_nonempty;
 
-  ioc__mutex_t poll_lock; /* leader/followers for single_waiter backends */
+  /* Threads dispatching while a pool runs that are not its workers wait
+   * here (for posts and the stop). */
+  ioc__mutex_t foreign_lock;
+  ioc__cond_t foreign_cond;
+  int foreign_waiting;      /* foreign_lock */
+  atomic_int pool_running;  /* a pool's workers own the loops */
 
   ioc__mutex_t timer_lock;
   ioc__timer_heap_t timers;
@@ -272,7 +343,7 @@ struct ioc_core {
   bool timers_skipped;
 
   atomic_int stopping;
-  ioc__thread_t *workers;
+  struct ioc__worker *workers; /* core.c's */
   int nworkers;
 
   /* every listener and session, for close_all (guarded by objects_lock) */

@@ -115,7 +115,7 @@ int ioc_timer_start(ioc_core_t *core, uint64_t delay_ms, uint64_t repeat_ms, ioc
     return rc;
   }
   /* A leader may be asleep with a later deadline than this one. */
-  if (earliest) core->backend->wake(core);
+  if (earliest) ioc__core_wake_timers(core);
   if (out) *out = t;
   return 0;
 }
@@ -213,7 +213,7 @@ int ioc__timers_run(ioc_core_t *core) {
   bool wake = core->timers_skipped && h->count;
   core->timers_skipped = false;
   ioc__mutex_unlock(&core->timer_lock);
-  if (wake) core->backend->wake(core);
+  if (wake) ioc__core_wake_timers(core);
   return n;
 }
 

@@ -36,7 +36,9 @@ static int post_accept(ioc_listener_t *l, int i) {
   l->posted[i] = 1;
   l->nposted++;
   IOC__STAT_ADD(l->obj.core, accepts_posted, 1);
-  int rc = ioc__op_submit(l->obj.core, op);
+  /* Accept i is carried by loop i mod loops: the accepts are spread over
+   * every worker's ring, and a session stays on the ring that accepted it. */
+  int rc = ioc__op_submit_on(l->obj.core, op, ioc__core_spread(l->obj.core, i));
   if (rc < 0) {
     l->posted[i] = 0;
     l->nposted--;

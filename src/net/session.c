@@ -450,6 +450,7 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   s->id = atomic_fetch_add(&core->next_id, 1);
   s->start_ms = s->last_recv_ms = s->progress_ms = s->armed_ms = ioc__now32();
   s->last_unacked = -1;
+  s->h.loop = (uint16_t)ioc__core_loop_for_new(core); /* pinned for life */
   int rc = core->backend->add(core, &s->h);
   if (rc < 0) {
     s->h.fd = IOC_BAD_FD;

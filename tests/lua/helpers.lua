@@ -368,6 +368,17 @@ function H.spawn_argv(argv)
   return p
 end
 
+-- Whether the shell command `cmd` succeeds (exit status 0), e.g. a check
+-- that a tool is installed. On Windows (wine) it runs in a Linux bash, like
+-- every process the suite starts, and is waited for (at most 20 s).
+function H.shell_ok(cmd)
+  if not H.windows then return os.execute(cmd) == true end
+  local p = H.spawn_argv({ "bash", "-c", cmd })
+  local deadline = H.now() + 20000
+  while not p:exited() and H.now() < deadline do H.sleep(10) end
+  return p:exited() and p.status == 0
+end
+
 -- A client in another process that connects to 127.0.0.1:port and reads
 -- nothing for `delay_s` seconds, then reads everything until EOF into a
 -- file; p:received() is the byte count so far. Used where the contract

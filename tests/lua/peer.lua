@@ -95,8 +95,7 @@ end
 -- skips with the reason otherwise.
 function P.available()
   if P._have == nil then
-    local ok = os.execute("perl -e 'use Socket; use IO::Handle; exit 0' >/dev/null 2>&1")
-    P._have = ok == true
+    P._have = H.shell_ok("perl -e 'use Socket; use IO::Handle; exit 0' >/dev/null 2>&1")
   end
   return P._have
 end

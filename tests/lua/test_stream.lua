@@ -833,7 +833,7 @@ time.sleep(30)
 -- A connect that gets no answer ends with the connect time-out's code.
 function TestStream:test_dial_with_connect_timeout_to_a_silent_listener_is_etimedout()
   if not binding_has("pause") then lu.skip("this build's binding has no connect_timeout yet") end
-  if os.execute("command -v python3 >/dev/null 2>&1") ~= true then lu.skip("python3 is not installed") end
+  if not H.shell_ok("command -v python3 >/dev/null 2>&1") then lu.skip("python3 is not installed") end
   with_core(function(core)
     local p = H.spawn_argv { "python3", "-c", SILENT_LISTENER }
     local port = H.wait_output(core, p, "port (%d+)", 20000)
@@ -883,7 +883,7 @@ function TestStream:test_a_write_waiting_above_write_hwm_fails_when_the_peer_die
         r = { "wrote everything" }
       end,
     })
-    if os.execute("command -v python3 >/dev/null 2>&1") ~= true then lu.skip("python3 is not installed") end
+    if not H.shell_ok("command -v python3 >/dev/null 2>&1") then lu.skip("python3 is not installed") end
     -- a client that reads nothing, in one process (its socket dies with it)
     local reader = H.spawn_argv { "python3", "-c", ("import socket, time\n"
       .. "s = socket.create_connection(('127.0.0.1', %d))\nprint('connected', flush=True)\ntime.sleep(30)\n")
@@ -895,6 +895,27 @@ function TestStream:test_a_write_waiting_above_write_hwm_fails_when_the_peer_die
     H.wait_for(core, function() return r ~= nil end, "the write to fail", 30000)
     lu.assertNil(r[1], "the writes all went through: " .. tostring(r[1]))
     H.assert_msg(r[2], r[3])
+  end)
+end
+
+-- A callback listener's read_timeout applies when one of its sessions is
+-- read in stream style.
+function TestStream:test_read_timeout_of_a_callback_listener_applies_to_stream_reads()
+  if not binding_has("pause") then
+    lu.skip("this build's binding does not hold data for a session without on_recv yet")
+  end
+  with_core(function(core)
+    local r
+    local l = listen(core, {
+      read_timeout = 100,
+      on_accept = function(s)
+        core:spawn(function() r = { s:read_line() }; s:close() end)
+      end,
+    })
+    local c = H.client(core, l:address(), { on_connect = function(c) c.s:send("no newline") end })
+    H.wait_for(core, function() return r ~= nil end, "the read time-out")
+    lu.assertEquals(r[3], "ETIMEDOUT")
+    c.s:close()
   end)
 end
 

@@ -31,8 +31,12 @@ trap cleanup EXIT
 ok() { echo "ok lua server $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL lua server $1"; failed=$((failed + 1)); }
 finish() {
-  echo "--- server.lua output:"
-  tr -d '\r' < "$tmp/out" | sed 's/^/    /'
+  local f
+  for f in "$tmp/server.out" "$tmp/out"; do
+    [[ -f $f ]] || continue
+    echo "--- output of $( [[ $f == */server.out ]] && echo server.lua || echo the last script ):"
+    tr -d '\r' < "$f" | sed 's/^/    /'
+  done
   echo "RESULT win-lua-server: $passed passed, $failed failed"
   [[ $failed -eq 0 ]]
   exit $?
@@ -117,6 +121,7 @@ print("ready")
 repeat idle:run(20) until io.open(arg[1])
 print("run returned", core:run(20000))
 LUA
+mv "$tmp/out" "$tmp/server.out"
 wine "$exe" "$tmp/held.lua" "$tmp/go" > "$tmp/out" 2>&1 &
 pid=$!
 if wait_line '^ready'; then
