@@ -229,6 +229,9 @@ static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t l
     lua_pop(T, 1);
     return;
   }
+  /* A worker that found no on_recv paused the session (cb_recv); if the
+   * script set one just before that pause took effect, nobody resumed it. */
+  lb_flow_sync(ls);
   lb_push_handler(T, -1, "on_recv");
   if (!lua_isfunction(T, -1)) { /* the stop's end: nobody left to take it */
     lua_pop(T, 2);
