@@ -133,6 +133,12 @@ typedef struct lcore {
   atomic_uint_fast64_t handler_seq;
   atomic_uint_fast64_t expired_seq;
   atomic_int hook_armed; /* the watchdog set a hook on T */
+  /* The coroutine a handler is running right now through coroutine.resume
+   * (NULL: T itself). The watchdog hooks it when the handler expires, so
+   * coroutines pay nothing for the time-out until then. co_lock keeps it
+   * from being collected while the watchdog hooks it. */
+  lp_mutex_t *co_lock;
+  lua_State *running_co;
 
   size_t memory_limit;
   size_t memory_used;
