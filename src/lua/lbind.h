@@ -125,6 +125,7 @@ typedef struct lcore {
   atomic_int stopping;
   atomic_int stop_closing;
   uint64_t close_timeout_ms; /* core option close_timeout: the sessions' default (0 = C's) */
+  atomic_int bound_sessions; /* lb_sess alive: sessions whose close event is not freed yet */
 
   /* handler_timeout: each handler call takes a new sequence number; the
    * watchdog marks the call in progress expired by storing its number. */
@@ -133,6 +134,12 @@ typedef struct lcore {
   atomic_uint_fast64_t handler_seq;
   atomic_uint_fast64_t expired_seq;
   atomic_int hook_armed; /* the watchdog set a hook on T */
+  /* The coroutine a handler is running right now through coroutine.resume
+   * (NULL: T itself). The watchdog hooks it when the handler expires, so
+   * coroutines pay nothing for the time-out until then. co_lock keeps it
+   * from being collected while the watchdog hooks it. */
+  lp_mutex_t *co_lock;
+  lua_State *running_co;
 
   size_t memory_limit;
   size_t memory_used;
@@ -159,7 +166,8 @@ typedef struct lb_sess {
   atomic_int hold_recv; /* no on_recv handler: the worker that got a receive pauses reading */
 } lb_sess;
 #define LB_SESS(s) ((lb_sess *)ioc_session_userdata(s))
-lb_sess *lb_sess_new(lcore *lc);
+lb_sess *lb_sess_new(lcore *lc); /* counted in lc->bound_sessions */
+void lb_sess_free(lb_sess *st);
 
 /* Userdata payloads. Each holds one reference on its C object from creation
  * to __gc (the only place that drops it), so methods keep working on a

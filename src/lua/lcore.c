@@ -143,6 +143,7 @@ static const ioc_backend_kind_t backend_kinds[] = {IOC_BACKEND_AUTO, IOC_BACKEND
 static void free_lcore(lcore *lc) {
   lp_mutex_free(lc->lua_lock);
   lp_mutex_free(lc->q_lock);
+  lp_mutex_free(lc->co_lock);
   lp_waiter_free(lc->waiter);
   free(lc);
 }
@@ -167,8 +168,9 @@ static int l_core_new(lua_State *L) {
   if (!lc) return lb_fail(L, IOC_ENOMEM);
   lc->lua_lock = lp_mutex_new();
   lc->q_lock = lp_mutex_new();
+  lc->co_lock = lp_mutex_new();
   lc->waiter = lp_waiter_new();
-  if (!lc->lua_lock || !lc->q_lock || !lc->waiter) {
+  if (!lc->lua_lock || !lc->q_lock || !lc->co_lock || !lc->waiter) {
     free_lcore(lc);
     return lb_fail(L, IOC_ENOMEM);
   }

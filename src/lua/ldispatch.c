@@ -228,6 +228,9 @@ static void handler_begin(lcore *lc) {
 
 static void handler_end(lcore *lc) {
   atomic_store(&lc->handler_started_ms, 0);
+  lp_mutex_lock(lc->co_lock); /* a resume that raised past its guard left it set */
+  lc->running_co = NULL;
+  lp_mutex_unlock(lc->co_lock);
   if (atomic_exchange(&lc->hook_armed, 0)) lua_sethook(lc->T, NULL, 0, 0);
 }
 
@@ -236,9 +239,12 @@ static bool expired(lcore *lc) {
          atomic_load(&lc->expired_seq) == atomic_load(&lc->handler_seq);
 }
 
-/* The time-out hook, on T (set by the watchdog) and on every coroutine a
- * handler resumes. Once the handler in progress has expired it raises at
- * every instruction, so a handler that catches the error cannot run on. */
+/* The time-out hook: set by the watchdog on T and on the coroutine running
+ * when the handler expires, by a guarded resume on either side of an
+ * expired handler's resume, and kept (every LB_CO_HOOK_COUNT instructions)
+ * on coroutines made by coroutine.wrap, which resume without the guard.
+ * Once the handler in progress has expired it raises at every instruction,
+ * so a handler that catches the error cannot run on. */
 static void timeout_hook(lua_State *L, lua_Debug *ar) {
   LB_UNUSED(ar);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &active_key);
@@ -248,10 +254,10 @@ static void timeout_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
     luaL_error(L, "ETIMEDOUT: handler ran longer than %d ms", (int)lc->handler_timeout_ms);
   }
-  if (lc && L == lc->T)
-    lua_sethook(L, NULL, 0, 0); /* armed for a handler that has ended since */
+  if (lua_gethookcount(L) == LB_CO_HOOK_COUNT && (!lc || L != lc->T))
+    lua_sethook(L, timeout_hook, LUA_MASKCOUNT, LB_CO_HOOK_COUNT); /* a wrap coroutine's */
   else
-    lua_sethook(L, timeout_hook, LUA_MASKCOUNT, LB_CO_HOOK_COUNT);
+    lua_sethook(L, NULL, 0, 0); /* armed for a handler that has ended since */
 }
 
 void lb_hook_thread(lua_State *L, lua_State *co) {
@@ -321,18 +327,36 @@ void lb_call(lcore *lc, int nargs, ioc_session_t *s) {
 
 /* ---- coroutines resumed by handlers ----------------------------------------------------- */
 
-/* coroutine.resume, with the time-out hook set on the coroutine when a
- * handler resumes it (a loop in it is then interrupted like one in the
- * handler). Upvalue 1: the original resume. */
+static void hook_now(lua_State *co) { lua_sethook(co, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1); }
+
+/* coroutine.resume that tells the watchdog which coroutine a handler is
+ * running, so a loop in it is interrupted like one in the handler — at no
+ * cost per instruction until the handler expires. On the way back, a
+ * resumer whose handler has expired meanwhile is hooked too (a loop around
+ * the failed resume). Upvalue 1: the original resume. */
 static int guarded_resume(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   luaL_argexpected(L, co, 1, "coroutine"); /* checked here: the original would be '?' in messages */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &active_key);
-  if (lua_touserdata(L, -1)) lb_hook_thread(L, co);
+  lcore *lc = lua_touserdata(L, -1);
   lua_pop(L, 1);
+  lua_State *prev = NULL;
+  if (lc) {
+    lp_mutex_lock(lc->co_lock);
+    prev = lc->running_co;
+    lc->running_co = co;
+    lp_mutex_unlock(lc->co_lock);
+    if (expired(lc)) hook_now(co);
+  }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  if (lc) {
+    lp_mutex_lock(lc->co_lock);
+    lc->running_co = prev;
+    lp_mutex_unlock(lc->co_lock);
+    if (expired(lc)) hook_now(L);
+  }
   return lua_gettop(L);
 }
 
@@ -384,10 +408,15 @@ static void watchdog(lcore *lc) {
   uint64_t started = atomic_load(&lc->handler_started_ms);
   if (!started || seq != atomic_load(&lc->handler_seq)) return;
   if (ioc_now_ms() - started < lc->handler_timeout_ms) return;
-  if (atomic_exchange(&lc->expired_seq, seq) == seq) return; /* done already */
+  atomic_store(&lc->expired_seq, seq);
   atomic_store(&lc->hook_armed, 1);
-  /* lua_sethook is documented as safe to call asynchronously (ldebug.c). */
-  lua_sethook(lc->T, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  /* lua_sethook is documented as safe to call asynchronously (ldebug.c).
+   * Again every period while the handler runs on: the coroutine running
+   * now may not be the one that was running last time. */
+  hook_now(lc->T);
+  lp_mutex_lock(lc->co_lock);
+  if (lc->running_co) hook_now(lc->running_co);
+  lp_mutex_unlock(lc->co_lock);
 }
 
 static int watchdog_period(lcore *lc) {
@@ -433,10 +462,12 @@ int lb_core_stop(lua_State *L) {
   return 1;
 }
 
+/* Every session closed, and its on_close run (its close event freed).
+ * Not "the queue is empty": repeating timers can keep it from ever being. */
 static bool settled(lcore *lc) {
   ioc_stats_t st;
   ioc_core_stats(lc->core, &st);
-  return st.active == 0 && atomic_load(&lc->q_len) == 0;
+  return st.active == 0 && atomic_load(&lc->bound_sessions) == 0;
 }
 
 static void reset_timed_out(ioc_session_t *s, void *arg) {

@@ -21,7 +21,7 @@ static void cb_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   lb_sess *st = lb_sess_new(lc);
   if (!e || !st) {
     free(e);
-    free(st);
+    lb_sess_free(st);
     ioc_session_fail(s, IOC_ENOMEM); /* no callbacks set: the core ends it alone */
     return;
   }

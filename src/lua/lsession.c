@@ -32,8 +32,17 @@
 
 lb_sess *lb_sess_new(lcore *lc) {
   lb_sess *st = calloc(1, sizeof *st);
-  if (st) st->lc = lc;
+  if (st) {
+    st->lc = lc;
+    atomic_fetch_add(&lc->bound_sessions, 1);
+  }
   return st;
+}
+
+void lb_sess_free(lb_sess *st) {
+  if (!st) return;
+  atomic_fetch_sub(&st->lc->bound_sessions, 1);
+  free(st);
 }
 
 static int slot_href(ioc_session_t *s) { return LB_SESS(s)->href; }
@@ -78,7 +87,7 @@ void lb_free_event(lev *e) {
   if (e->type == LEV_ACCEPT) ioc_listener_release(e->l);
   if (e->type == LEV_CLOSE) {
     /* the binding is done with the session: its part and its reference go */
-    free(LB_SESS(e->s));
+    lb_sess_free(LB_SESS(e->s));
     ioc_session_release(e->s);
   }
   free(e);
@@ -686,7 +695,7 @@ int lb_core_connect(lua_State *L) {
   /* Our reference from ioc_connect is the binding's: released with the close event. */
   int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, st, &so, &s);
   if (rc < 0) {
-    free(st);
+    lb_sess_free(st);
     return lb_fail(L, rc);
   }
   lb_anchor_session(L, lc, s, htab);
