@@ -124,8 +124,12 @@ enum {
 };
 
 /* user_data markers for CQEs that are not ops. 0 is a wake. */
-static char ur_cancel_marker; /* the result of an ASYNC_CANCEL: ignored */
-static char ur_retry_marker;  /* the starved-receive retry timer */
+static uint64_t ur_cancel_marker; /* the result of an ASYNC_CANCEL: ignored */
+static uint64_t ur_retry_marker;  /* the starved-receive retry timer */
+/* The result of a MSG_RING wake sent to another loop's ring carries that
+ * ring's ur_backend_t with this bit set (every other user_data is an
+ * aligned pointer or 0). */
+#define UR_MSG_TAG ((uintptr_t)1)
 #define UR_UD(p) ((__u64)(uintptr_t)(p))
 
 /* One loop's ring (loop->bl). */
@@ -163,7 +167,10 @@ typedef struct ur_backend {
   struct __kernel_timespec retry_ts;
 
   bool wait_in_poll; /* running under valgrind: see UR_ON_VALGRIND */
+  bool has_msg_ring; /* IORING_OP_MSG_RING (5.18): wakes between workers' rings */
 } ur_backend_t;
+
+static void ur_wake(ioc_core_t *core, ioc__loop_t *loop);
 
 /* The ring that carries op: its loop's. */
 static inline ur_backend_t *ur_of(ioc_core_t *core, const ioc__op_t *op) {
@@ -245,6 +252,15 @@ static int ur_ring_init(struct io_uring *ring, unsigned depth) {
     return IOC_ENOSYS;
   }
   return 0;
+}
+
+static bool ur_op_supported(struct io_uring *ring, int op) {
+  struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+  if (!probe)
+    return false;
+  bool ok = io_uring_opcode_supported(probe, op) != 0;
+  io_uring_free_probe(probe);
+  return ok;
 }
 
 static int ur_ops_check(struct io_uring *ring) {
@@ -375,6 +391,7 @@ static int ur_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
   bd->retry_ts.tv_sec = 0;
   bd->retry_ts.tv_nsec = UR_RETRY_NS;
   bd->wait_in_poll = UR_ON_VALGRIND();
+  bd->has_msg_ring = ur_op_supported(&bd->ring, IORING_OP_MSG_RING);
   bd->core = core;
   bd->loop = loop;
   loop->bl = bd;
@@ -809,7 +826,7 @@ static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
     return;
   ur_backend_t *bd = ur_of(core, op);
   ur_flags_set(op, UR_F_CANCEL);
-  bool found = false;
+  bool found = false, wake_owner = false;
   if (op->type == IOC__OP_RECV) {
     ioc__spin_lock(&bd->buf_lock);
     if (ur_flags(op) & UR_F_STARVED) {
@@ -825,25 +842,51 @@ static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
       ur_flags_clear(op, UR_F_BACKLOG);
     } else {
       ur_cancel_locked(bd, UR_UD(op));
-      ur_commit_locked(core, bd);
+      if (ioc__core_driving(bd->loop) || !atomic_load_explicit(&bd->loop->owner, memory_order_relaxed)) {
+        ur_commit_locked(core, bd);
+      } else {
+        /* A worker owns the ring: it submits the cancel, woken below. */
+        atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed);
+        wake_owner = true;
+      }
     }
     ioc__mutex_unlock(&bd->sq_lock);
   }
+  if (wake_owner)
+    ur_wake(core, bd->loop);
   if (found) {
     op->res = IOC_ECANCELED;
     ioc__core_defer(core, op);
   }
 }
 
-/* A NOP with user_data 0. Wakes coalesce: while one NOP is on its way to
- * the waiter a second adds nothing. The waiter clears wake_pending with an
- * exchange when it reaps the NOP, which reads (and so synchronizes with)
- * any wake that skipped posting: whatever that waker queued before calling
- * us is visible to the core after wait() returns. */
-static void ur_wake(ioc_core_t *core, ioc__loop_t *loop) {
-  ur_backend_t *bd = loop->bl;
-  if (atomic_exchange_explicit(&bd->wake_pending, 1, memory_order_acq_rel))
-    return;
+/* A worker wakes another loop's waiter with a MSG_RING from its own ring:
+ * the wake (user_data 0) lands in the target's CQ without this thread
+ * touching the target's SQ or entering the kernel for it - the MSG_RING
+ * goes out with this worker's next submit (the end of its batch, or before
+ * it waits). Returns false when that is not possible (not a pool worker, no
+ * MSG_RING, no SQE): the caller then posts a NOP into the target's ring. */
+static bool ur_wake_by_msg(ioc_core_t *core, ur_backend_t *target) {
+  ioc__loop_t *mine = ioc__core_own_loop(core);
+  if (!mine || mine->bl == target)
+    return false;
+  ur_backend_t *src = mine->bl;
+  if (!src->has_msg_ring)
+    return false;
+  ioc__mutex_lock(&src->sq_lock);
+  struct io_uring_sqe *sqe = ur_get_sqe_locked(src);
+  if (sqe) {
+    io_uring_prep_msg_ring(sqe, target->ring.ring_fd, 0, 0, 0);
+    io_uring_sqe_set_data64(sqe, UR_UD(target) | UR_MSG_TAG);
+    ur_commit_locked(core, src);
+  }
+  ioc__mutex_unlock(&src->sq_lock);
+  return sqe != NULL;
+}
+
+/* A NOP with user_data 0 in the target's own ring, entered at once: the
+ * way for threads without a ring of their own. */
+static void ur_wake_nop(ioc_core_t *core, ur_backend_t *bd) {
   for (int tries = 0;; tries++) {
     ioc__mutex_lock(&bd->sq_lock);
     struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
@@ -862,6 +905,20 @@ static void ur_wake(ioc_core_t *core, ioc__loop_t *loop) {
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
+}
+
+/* Wakes the thread waiting on loop with an entry of user_data 0 in its CQ.
+ * Wakes coalesce: while one is on its way to the waiter a second adds
+ * nothing. The waiter clears wake_pending with an exchange when it reaps
+ * it, which reads (and so synchronizes with) any wake that skipped posting:
+ * whatever that waker queued before calling us is visible to the core after
+ * wait() returns. */
+static void ur_wake(ioc_core_t *core, ioc__loop_t *loop) {
+  ur_backend_t *bd = loop->bl;
+  if (atomic_exchange_explicit(&bd->wake_pending, 1, memory_order_acq_rel))
+    return;
+  if (!ur_wake_by_msg(core, bd))
+    ur_wake_nop(core, bd);
 }
 
 static void ur_flush(ioc_core_t *core, ioc__loop_t *loop) {
@@ -1019,6 +1076,14 @@ static int ur_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
   ur_backend_t *bd = loop->bl;
   if (!cqe->ptr || cqe->ptr == &ur_cancel_marker)
     return 0;
+  if ((uintptr_t)cqe->ptr & UR_MSG_TAG) {
+    /* A MSG_RING wake this loop sent: if it did not arrive (the target's
+     * CQ overflowed), wake the target the other way. */
+    ur_backend_t *target = (ur_backend_t *)((uintptr_t)cqe->ptr & ~UR_MSG_TAG);
+    if (cqe->res < 0)
+      ur_wake_nop(core, target);
+    return 0;
+  }
   if (cqe->ptr == &ur_retry_marker)
     return ur_retry_fire(core, bd);
 

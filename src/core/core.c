@@ -275,7 +275,7 @@ void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out) {
 #define LOAD(f) out->f = (uint64_t)atomic_load_explicit(&core->st.f, memory_order_relaxed)
   LOAD(accepted); LOAD(connected); LOAD(active); LOAD(closed); LOAD(bytes_in); LOAD(bytes_out);
   LOAD(accepts_posted); LOAD(completions); LOAD(rejected); LOAD(objects); LOAD(ops_inflight);
-  LOAD(sockets);
+  LOAD(sockets); LOAD(proxy_rejected);
 #undef LOAD
 }
 
@@ -285,6 +285,12 @@ bool ioc__core_driving(const ioc__loop_t *loop) {
   ioc__loop_t *l = (ioc__loop_t *)loop;
   return atomic_load_explicit(&l->owner, memory_order_relaxed) == &tls_token ||
          atomic_load_explicit(&l->driver, memory_order_relaxed) == &tls_token;
+}
+
+ioc__loop_t *ioc__core_own_loop(ioc_core_t *core) {
+  const ioc__worker_t *w = tls_worker;
+  if (!w || w->core != core || !core->backend->single_waiter || w->index >= nloops(core)) return NULL;
+  return core->loops[w->index];
 }
 
 /* Holding drive_lock now. */
@@ -539,6 +545,7 @@ static int wait_bound(ioc_core_t *core, uint64_t deadline, bool timers, int cap_
  * (help_stuck_loops) and keeps looking every IOC__HELP_POLL_MS while
  * workers are busy. One wake per such sleep: the flag is claimed here. */
 static void call_for_help(ioc_core_t *core) {
+  if (!atomic_load_explicit(&core->sleepers, memory_order_relaxed)) return;
   int count = nloops(core);
   for (int i = 0; i < count; i++) {
     ioc__loop_t *o = core->loops[i];
@@ -567,9 +574,15 @@ static int loop_wait_run(ioc_core_t *core, ioc__loop_t *l, int wait_ms, bool try
   bool owner = atomic_load_explicit(&l->owner, memory_order_relaxed) == &tls_token;
   if (owner) atomic_store_explicit(&l->busy_since, 0, memory_order_relaxed);
   bool sleep = owner && wait_ms < 0;
-  if (sleep) atomic_store_explicit(&l->sleeping, 1, memory_order_relaxed);
+  if (sleep) {
+    atomic_store_explicit(&l->sleeping, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&core->sleepers, 1, memory_order_relaxed);
+  }
   int m = be->wait(core, l, cqes, IOC__CQE_BATCH, wait_ms);
-  if (sleep) atomic_store_explicit(&l->sleeping, 0, memory_order_relaxed);
+  if (sleep) {
+    atomic_store_explicit(&l->sleeping, 0, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&core->sleepers, 1, memory_order_relaxed);
+  }
   if (owner) {
     uint64_t now = ioc__now_ms();
     atomic_store_explicit(&l->busy_since, now ? now : 1, memory_order_relaxed);

@@ -167,6 +167,8 @@ bool ioc__core_in_dispatch(const ioc_core_t *core);
  * holding its drive_lock): it will flush the loop's submissions before it
  * waits or returns, so a backend may batch them. */
 bool ioc__core_driving(const ioc__loop_t *loop);
+/* The loop the calling thread owns as a worker of core's pool, or NULL. */
+ioc__loop_t *ioc__core_own_loop(ioc_core_t *core);
 /* The loop a new socket is pinned to: on io_uring the loop whose completion
  * the calling thread is running (an accepted session stays on the ring that
  * accepted it), else the loops in turn. */
@@ -333,6 +335,7 @@ struct ioc_core {
   ioc__cond_t foreign_cond;
   int foreign_waiting;      /* foreign_lock */
   atomic_int pool_running;  /* a pool's workers own the loops */
+  atomic_int sleepers;      /* pool workers waiting with no time bound (core.c: call_for_help) */
 
   ioc__mutex_t timer_lock;
   ioc__timer_heap_t timers;
@@ -369,7 +372,7 @@ struct ioc_core {
   struct {
     atomic_uint_fast64_t accepted, connected, active, closed, bytes_in, bytes_out;
     atomic_uint_fast64_t accepts_posted, completions, rejected;
-    atomic_uint_fast64_t objects, ops_inflight, sockets;
+    atomic_uint_fast64_t objects, ops_inflight, sockets, proxy_rejected;
   } st;
 };
 

@@ -71,7 +71,8 @@ typedef enum {
   LEV_TIMER,      /* the C timer with this id fired */
   LEV_POST,       /* run posts[id] */
   LEV_EOF,        /* s: the peer sent FIN: on_eof, or a graceful close after the handlers before it */
-  LEV_STOP_FLUSH  /* the stop's grace is over: every session's held events are delivered */
+  LEV_STOP_FLUSH, /* the stop's grace is over: every session's held events are delivered */
+  LEV_RESOLVE     /* core:resolve's answer for posts[id]: err, or data[len] (lresolve.c) */
 } lev_type;
 
 typedef struct lev {
@@ -124,6 +125,7 @@ typedef struct lcore {
   atomic_int stopping;
   atomic_int stop_closing;
   uint64_t close_timeout_ms; /* core option close_timeout: the sessions' default (0 = C's) */
+  atomic_int bound_sessions; /* lb_sess alive: sessions whose close event is not freed yet */
 
   /* handler_timeout: each handler call takes a new sequence number; the
    * watchdog marks the call in progress expired by storing its number. */
@@ -164,7 +166,8 @@ typedef struct lb_sess {
   atomic_int hold_recv; /* no on_recv handler: the worker that got a receive pauses reading */
 } lb_sess;
 #define LB_SESS(s) ((lb_sess *)ioc_session_userdata(s))
-lb_sess *lb_sess_new(lcore *lc);
+lb_sess *lb_sess_new(lcore *lc); /* counted in lc->bound_sessions */
+void lb_sess_free(lb_sess *st);
 
 /* Userdata payloads. Each holds one reference on its C object from creation
  * to __gc (the only place that drops it), so methods keep working on a
@@ -314,6 +317,12 @@ void lb_flow_release(lsession *ls);
 void lb_flow_unhold(lsession *ls);
 void lb_flow_free(lsession *ls); /* the session object goes, or the core closes */
 extern const luaL_Reg lb_flow_methods[];
+/* lframing.c: the `framing` option (absent: none; misuse raises) and s:send_frame. */
+void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr);
+extern const luaL_Reg lb_framing_methods[];
+/* lresolve.c: core:resolve(name, callback) and its event. */
+int lb_core_resolve(lua_State *L);
+void lb_process_resolve(lcore *lc, lev *e);
 
 /* llistener.c */
 void lb_open_listener(lua_State *L);

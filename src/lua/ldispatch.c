@@ -462,10 +462,12 @@ int lb_core_stop(lua_State *L) {
   return 1;
 }
 
+/* Every session closed, and its on_close run (its close event freed).
+ * Not "the queue is empty": repeating timers can keep it from ever being. */
 static bool settled(lcore *lc) {
   ioc_stats_t st;
   ioc_core_stats(lc->core, &st);
-  return st.active == 0 && atomic_load(&lc->q_len) == 0;
+  return st.active == 0 && atomic_load(&lc->bound_sessions) == 0;
 }
 
 static void reset_timed_out(ioc_session_t *s, void *arg) {

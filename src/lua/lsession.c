@@ -32,8 +32,17 @@
 
 lb_sess *lb_sess_new(lcore *lc) {
   lb_sess *st = calloc(1, sizeof *st);
-  if (st) st->lc = lc;
+  if (st) {
+    st->lc = lc;
+    atomic_fetch_add(&lc->bound_sessions, 1);
+  }
   return st;
+}
+
+void lb_sess_free(lb_sess *st) {
+  if (!st) return;
+  atomic_fetch_sub(&st->lc->bound_sessions, 1);
+  free(st);
 }
 
 static int slot_href(ioc_session_t *s) { return LB_SESS(s)->href; }
@@ -78,7 +87,7 @@ void lb_free_event(lev *e) {
   if (e->type == LEV_ACCEPT) ioc_listener_release(e->l);
   if (e->type == LEV_CLOSE) {
     /* the binding is done with the session: its part and its reference go */
-    free(LB_SESS(e->s));
+    lb_sess_free(LB_SESS(e->s));
     ioc_session_release(e->s);
   }
   free(e);
@@ -365,6 +374,7 @@ void lb_process(lcore *lc, lev *e) {
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;
   case LEV_POST: process_post(lc, e); break;
+  case LEV_RESOLVE: lb_process_resolve(lc, e); break;
   case LEV_EOF: process_eof(lc, e->s); break;
   case LEV_STOP_FLUSH: lb_process_stop_flush(lc); break;
   default: break;
@@ -659,6 +669,7 @@ void lb_session_options(lua_State *L, lcore *lc, int o, ioc_session_options_t *s
   so->close_timeout_ms = (uint64_t)lb_opt_integer(L, o, "close_timeout", (lua_Integer)lc->close_timeout_ms, 1,
                                                   INT32_MAX);
   *read_ms = (uint64_t)lb_opt_integer(L, o, "read_timeout", 0, 0, INT32_MAX);
+  lb_opt_framing(L, o, &so->framing);
 }
 
 int lb_core_connect(lua_State *L) {
@@ -684,7 +695,7 @@ int lb_core_connect(lua_State *L) {
   /* Our reference from ioc_connect is the binding's: released with the close event. */
   int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, st, &so, &s);
   if (rc < 0) {
-    free(st);
+    lb_sess_free(st);
     return lb_fail(L, rc);
   }
   lb_anchor_session(L, lc, s, htab);
@@ -696,6 +707,7 @@ void lb_open_session(lua_State *L) {
   luaL_setfuncs(L, session_meta, 0);
   luaL_newlib(L, session_methods);
   luaL_setfuncs(L, lb_flow_methods, 0);
+  luaL_setfuncs(L, lb_framing_methods, 0);
   lua_pushcclosure(L, l_session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
