@@ -1,7 +1,7 @@
 -- The reliability ("hard to break") suite's entry point:
 --
 --   IOCORE_BACKEND=epoll LUA_CPATH="build/bin/debug/?.so;;" STRESS_BIN=build/bin/debug \
---     lua5.4 tests/stress/run.lua [--long] [--list] [PATTERN...]
+--     lua5.4 tests/stress/run.lua [--long] [--list] [--except PATTERN]... [PATTERN...]
 --
 -- Runs every test of tests/stress/test_*.lua, each in a process of its own
 -- under a watchdog (`timeout`): a test that deadlocks or crashes fails alone,
@@ -13,7 +13,8 @@
 -- with the numbers a test reports as "# ..." lines under it, and, last,
 --   RESULT stress-<backend>: P passed, F failed, S skipped
 -- --long (or STRESS_LONG=1): the long form (sizes of scripts/stress).
--- PATTERN: Lua patterns; a test runs if its "Class.name" matches one.
+-- PATTERN: Lua patterns; a test runs if its "Class.name" matches one
+-- (and matches no --except pattern).
 -- Exits 0 when F is 0, 1 otherwise, 77 when the backend asked for is not
 -- available here. STRESS_BIN: where loadgen and no_uring are.
 --
@@ -24,7 +25,7 @@ local dir = (arg and arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 local root = dir .. "/../.."
 package.path = dir .. "/?.lua;" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
 
-local args, patterns, one, list = {}, {}, nil, false
+local args, patterns, excepts, one, list = {}, {}, {}, nil, false
 do
   local i = 1
   while arg[i] do
@@ -37,6 +38,9 @@ do
       one = arg[i]
     elseif a == "--list" then
       list = true
+    elseif a == "--except" then
+      i = i + 1
+      excepts[#excepts + 1] = arg[i]
     else
       patterns[#patterns + 1] = a
     end
@@ -177,6 +181,9 @@ for _, t in ipairs(tests) do
   local want = #patterns == 0
   for _, p in ipairs(patterns) do
     if t.full:match(p) then want = true end
+  end
+  for _, p in ipairs(excepts) do
+    if t.full:match(p) then want = false end
   end
   if want then selected[#selected + 1] = t end
 end
