@@ -275,7 +275,7 @@ void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out) {
 #define LOAD(f) out->f = (uint64_t)atomic_load_explicit(&core->st.f, memory_order_relaxed)
   LOAD(accepted); LOAD(connected); LOAD(active); LOAD(closed); LOAD(bytes_in); LOAD(bytes_out);
   LOAD(accepts_posted); LOAD(completions); LOAD(rejected); LOAD(objects); LOAD(ops_inflight);
-  LOAD(sockets);
+  LOAD(sockets); LOAD(proxy_rejected);
 #undef LOAD
 }
 

@@ -372,7 +372,7 @@ struct ioc_core {
   struct {
     atomic_uint_fast64_t accepted, connected, active, closed, bytes_in, bytes_out;
     atomic_uint_fast64_t accepts_posted, completions, rejected;
-    atomic_uint_fast64_t objects, ops_inflight, sockets;
+    atomic_uint_fast64_t objects, ops_inflight, sockets, proxy_rejected;
   } st;
 };
 

@@ -173,6 +173,10 @@ typedef struct ioc_stats {
   uint64_t objects;        /* live objects (listeners, sessions, timers) */
   uint64_t ops_inflight;   /* operations submitted and not yet completed */
   uint64_t sockets;        /* sockets opened by the core and not yet closed */
+  /* connections of proxy_protocol listeners closed before on_accept: a
+   * missing, malformed or over-long PROXY header, or none within
+   * IOC_PROXY_HEADER_TIMEOUT_MS */
+  uint64_t proxy_rejected;
 } ioc_stats_t;
 
 /* Returns the names of the backends usable on this machine, best first,
@@ -293,6 +297,32 @@ typedef struct ioc_buf {
 /* The default of ioc_session_options_t.close_timeout_ms. */
 #define IOC_DEFAULT_CLOSE_TIMEOUT_MS 5000
 
+/* Message framing of a session's received bytes (ioc_session_options_t.framing):
+ * on_recv runs once per message, whatever the boundaries the bytes came in. */
+typedef enum ioc_framing_kind {
+  IOC_FRAMING_NONE = 0,  /* on_recv gets the bytes as they come */
+  IOC_FRAMING_LINE,      /* a message ends at "\n"; it and a "\r" before it are dropped */
+  IOC_FRAMING_LEN2,      /* a 2-byte big-endian length, then that many bytes */
+  IOC_FRAMING_LEN4,      /* a 4-byte big-endian length, then that many bytes */
+  IOC_FRAMING_DELIMITER  /* a message ends at `delimiter` (dropped) */
+} ioc_framing_kind_t;
+
+/* The default message size limit (ioc_framing_t.max 0). */
+#define IOC_FRAMING_DEFAULT_MAX 65536
+/* The longest delimiter. */
+#define IOC_FRAMING_DELIMITER_MAX 64
+
+typedef struct ioc_framing {
+  int kind;             /* ioc_framing_kind_t */
+  /* The longest message (payload, without prefix or delimiter); 0 =
+   * IOC_FRAMING_DEFAULT_MAX. A longer one fails the session with
+   * IOC_EMSGSIZE (a reset; on_close(s, IOC_EMSGSIZE)) as soon as the bytes
+   * prove it, without waiting for its end. */
+  size_t max;
+  size_t delimiter_len; /* IOC_FRAMING_DELIMITER: 1..IOC_FRAMING_DELIMITER_MAX */
+  char delimiter[IOC_FRAMING_DELIMITER_MAX];
+} ioc_framing_t;
+
 /* Time-outs all close the session with IOC_ETIMEDOUT (a reset); 0 = off.
  * Zero-initialise the struct: later versions add fields at the end. */
 typedef struct ioc_session_options {
@@ -312,6 +342,11 @@ typedef struct ioc_session_options {
    * on_close(IOC_ETIMEDOUT) after this long WITHOUT progress: no queued
    * byte written, no byte acknowledged by the peer, no peer FIN. */
   uint64_t close_timeout_ms;
+  /* Zero (IOC_FRAMING_NONE): no framing. Else one on_recv per message; an
+   * empty message is on_recv(s, p, 0). Pausing stops between messages:
+   * what follows is kept and delivered first on resume. ioc_listen and
+   * ioc_connect return IOC_EINVAL for an unknown kind or a bad delimiter. */
+  ioc_framing_t framing;
 } ioc_session_options_t;
 
 typedef enum ioc_timeout {
@@ -353,6 +388,11 @@ IOC_API void ioc_session_set_user(ioc_session_t *s, void *p);
  * taken. After the peer's FIN, with on_eof set, sends still go out. */
 IOC_API int ioc_session_send(ioc_session_t *s, const void *data, size_t len);
 IOC_API int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n);
+/* For IOC_FRAMING_LEN2/LEN4 sessions: queues the length prefix and data as
+ * one message (as ioc_session_sendv). IOC_EINVAL for a session with another
+ * framing, IOC_EMSGSIZE when len does not fit the prefix (above 65535 for
+ * LEN2); else what ioc_session_sendv returns. */
+IOC_API int ioc_session_send_frame(ioc_session_t *s, const void *data, size_t len);
 /* Bytes queued and not yet written to the socket. */
 IOC_API size_t ioc_session_pending(ioc_session_t *s);
 /* Graceful: queued data is written, then FIN; the session then reads (and
@@ -409,7 +449,19 @@ typedef struct ioc_listener_options {
   int reuseport;        /* SO_REUSEPORT */
   uint64_t max_connections;     /* 0 = no cap; past it: accept and close, count rejected */
   ioc_session_options_t session; /* applied to every accepted session */
+  /* Nonzero: every connection starts with a PROXY protocol v1 or v2 header
+   * (sent by a load balancer in front). It is read before on_accept; the
+   * session's peer and local addresses become the client's and the address
+   * it connected to, and the bytes after the header are the first on_recv.
+   * A missing, malformed or over-long header, an end of stream or an error
+   * before it, or no complete header within IOC_PROXY_HEADER_TIMEOUT_MS
+   * closes the connection (a reset): no on_accept, no callback at all, and
+   * stats.proxy_rejected counts it. */
+  int proxy_protocol;
 } ioc_listener_options_t;
+
+/* How long a proxy_protocol listener waits for a connection's header. */
+#define IOC_PROXY_HEADER_TIMEOUT_MS 5000
 
 /* Binds, listens, and keeps opts->accepts accept operations posted at all
  * times. on_accept(l, s, ud) runs for each accepted session before any of its

@@ -71,7 +71,8 @@ typedef enum {
   LEV_TIMER,      /* the C timer with this id fired */
   LEV_POST,       /* run posts[id] */
   LEV_EOF,        /* s: the peer sent FIN: on_eof, or a graceful close after the handlers before it */
-  LEV_STOP_FLUSH  /* the stop's grace is over: every session's held events are delivered */
+  LEV_STOP_FLUSH, /* the stop's grace is over: every session's held events are delivered */
+  LEV_RESOLVE     /* core:resolve's answer for posts[id]: err, or data[len] (lresolve.c) */
 } lev_type;
 
 typedef struct lev {
@@ -316,6 +317,12 @@ void lb_flow_release(lsession *ls);
 void lb_flow_unhold(lsession *ls);
 void lb_flow_free(lsession *ls); /* the session object goes, or the core closes */
 extern const luaL_Reg lb_flow_methods[];
+/* lframing.c: the `framing` option (absent: none; misuse raises) and s:send_frame. */
+void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr);
+extern const luaL_Reg lb_framing_methods[];
+/* lresolve.c: core:resolve(name, callback) and its event. */
+int lb_core_resolve(lua_State *L);
+void lb_process_resolve(lcore *lc, lev *e);
 
 /* llistener.c */
 void lb_open_listener(lua_State *L);

@@ -235,7 +235,7 @@ static int l_core_stats(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   ioc_stats_t st;
   ioc_core_stats(lc->core, &st);
-  lua_createtable(L, 0, 18);
+  lua_createtable(L, 0, 19);
 #define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
   F("accepted", st.accepted);
   F("connected", st.connected);
@@ -247,6 +247,7 @@ static int l_core_stats(lua_State *L) {
   F("completions", st.completions);
   F("handler_errors", lc->handler_errors);
   F("rejected", st.rejected);
+  F("proxy_rejected", st.proxy_rejected);
   F("threads", lc->threads);
   F("objects", st.objects);
   F("ops_inflight", st.ops_inflight);
@@ -401,6 +402,7 @@ static const luaL_Reg core_methods[] = {
     {"backend", l_core_backend}, {"threads", l_core_threads}, {"listen", lb_core_listen},
     {"connect", lb_core_connect}, {"after", lb_core_after},   {"every", lb_core_every},
     {"post", l_core_post},       {"run", lb_core_run},        {"stop", lb_core_stop},
+    {"resolve", lb_core_resolve},
     {"stats", l_core_stats},     {"on_error", l_core_on_error}, {"close", l_core_close},
     {"now", l_core_now},         {"stopping", l_core_stopping},
     {NULL, NULL}};

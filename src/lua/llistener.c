@@ -69,6 +69,7 @@ int lb_core_listen(lua_State *L) {
   lo.accepts = (int)lb_opt_integer(L, o, "accepts", 16, 1, IOC_MAX_ACCEPTS);
   lo.max_connections = (uint64_t)lb_opt_integer(L, o, "max_connections", 0, 0, UINT32_MAX);
   lo.reuseport = lb_opt_boolean(L, o, "reuseport", false);
+  lo.proxy_protocol = lb_opt_boolean(L, o, "proxy_protocol", false);
   uint64_t read_ms;
   lb_session_options(L, lc, o, &lo.session, &read_ms);
   lb_handlers_from_opts(L, o, 0); /* validated before anything is opened */

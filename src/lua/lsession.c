@@ -374,6 +374,7 @@ void lb_process(lcore *lc, lev *e) {
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;
   case LEV_POST: process_post(lc, e); break;
+  case LEV_RESOLVE: lb_process_resolve(lc, e); break;
   case LEV_EOF: process_eof(lc, e->s); break;
   case LEV_STOP_FLUSH: lb_process_stop_flush(lc); break;
   default: break;
@@ -668,6 +669,7 @@ void lb_session_options(lua_State *L, lcore *lc, int o, ioc_session_options_t *s
   so->close_timeout_ms = (uint64_t)lb_opt_integer(L, o, "close_timeout", (lua_Integer)lc->close_timeout_ms, 1,
                                                   INT32_MAX);
   *read_ms = (uint64_t)lb_opt_integer(L, o, "read_timeout", 0, 0, INT32_MAX);
+  lb_opt_framing(L, o, &so->framing);
 }
 
 int lb_core_connect(lua_State *L) {
@@ -705,6 +707,7 @@ void lb_open_session(lua_State *L) {
   luaL_setfuncs(L, session_meta, 0);
   luaL_newlib(L, session_methods);
   luaL_setfuncs(L, lb_flow_methods, 0);
+  luaL_setfuncs(L, lb_framing_methods, 0);
   lua_pushcclosure(L, l_session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

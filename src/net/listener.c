@@ -177,7 +177,9 @@ static void listener_dispatch(ioc__object_t *obj, ioc__op_t *op) {
         ioc__socket_close(core, fd);
       }
     }
-    if (s) {
+    if (s && l->opts.proxy_protocol) {
+      ioc__session_start_proxy(s); /* announced once its header is in */
+    } else if (s) {
       if (l->on_accept) l->on_accept(l, s, l->ud);
       ioc__session_start(s);
     }
@@ -240,7 +242,8 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   ioc_listener_options_t o;
   memset(&o, 0, sizeof o);
   if (opts) o = *opts;
-  if (!address || !out || o.backlog < 0 || o.accepts < 0 || o.accepts > IOC__MAX_ACCEPTS)
+  if (!address || !out || o.backlog < 0 || o.accepts < 0 || o.accepts > IOC__MAX_ACCEPTS ||
+      ioc__framing_check(&o.session.framing) < 0)
     return IOC_EINVAL;
   if (!o.backlog) o.backlog = IOC__DEFAULT_BACKLOG;
   if (!o.accepts) o.accepts = IOC__DEFAULT_ACCEPTS;
@@ -375,10 +378,16 @@ void ioc_core_close_listeners(ioc_core_t *core) {
   }
 }
 
+/* Sessions the embedder knows of (not those still reading a PROXY header). */
+static bool announced(ioc_session_t *s, uint64_t now) {
+  IOC__UNUSED(now);
+  return !s->hidden;
+}
+
 void ioc_core_foreach_session(ioc_core_t *core, void (*fn)(ioc_session_t *s, void *arg),
                               void *arg) {
   size_t n;
-  ioc_session_t **all = snapshot_sessions(core, NULL, 0, &n);
+  ioc_session_t **all = snapshot_sessions(core, announced, 0, &n);
   for (size_t i = 0; i < n; i++) {
     fn(all[i], arg);
     ioc__object_unref(&all[i]->obj);

@@ -86,6 +86,11 @@ struct ioc_session {
   bool has_held;    /* a receive completed while paused: held_len bytes, or the FIN (held_len 0) */
   bool resume_queued; /* the job delivering the held bytes is queued (it uses rop) */
   bool timed;       /* on core->timed (until finalized) */
+  /* Accepted by a proxy_protocol listener and its header not yet in: the
+   * embedder has not been told of the session (no on_accept yet), so
+   * ioc_core_foreach_session skips it. Written under objects_lock. */
+  bool hidden;
+  bool resolving;   /* outbound to a host name: the lookup is in flight (no socket yet) */
   int close_err;
   uint32_t inflight; /* operations of this session in flight */
   void *user; /* the embedder's slot (ioc_session_user) */
@@ -104,6 +109,10 @@ struct ioc_session {
   int32_t last_unacked;   /* the kernel's unacknowledged bytes at the last look (-1 unknown) */
   uint64_t last_acked;    /* bytes the peer had acknowledged at the last look */
   ioc__sendq_t *sq;
+  struct ioc__proxy_reader *proxy; /* the PROXY header read so far, while `hidden` */
+  /* Framing (NULL: none). Used only by the thread that owns rop (the
+   * receive's completion or the resume job), never two at once. */
+  struct ioc__framer *framer;
   uint64_t id;
   ioc_listener_t *listener; /* holds a reference while the session lives */
   ioc_session_callbacks_t cbs;
@@ -151,6 +160,12 @@ bool ioc__session_needs_sweep(const ioc_session_t *s);
  * peer acknowledged the rest. Under s->lock. */
 void ioc__session_finish_graceful(ioc_session_t *s);
 void ioc__session_enter_closing(ioc_session_t *s, int err);
+/* net/session.c: an accepted session of a proxy_protocol listener starts
+ * by reading its header; on_accept and on_open run once it is in. Ends
+ * the creation guard, like ioc__session_start. */
+void ioc__session_start_proxy(ioc_session_t *s);
+/* 0 for no framing or a valid one, else IOC_EINVAL (ioc_listen, ioc_connect). */
+int ioc__framing_check(const ioc_framing_t *fr);
 void ioc__listener_ref(ioc_listener_t *l);
 void ioc__listener_unref(ioc_listener_t *l);
 

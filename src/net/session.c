@@ -22,6 +22,8 @@
  * back into a session from inside them, so this cannot deadlock.
  */
 #include "net.h"
+#include "framing.h"
+#include "proxy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -80,8 +82,11 @@ static void resume_job(ioc__op_t *op);
  * next receive. Reading goes on while the session is open and not paused,
  * and after close() until the peer's FIN (discarding). Under s->lock. */
 static void kick_recv(ioc_session_t *s) {
-  if (s->recv_posted || s->recv_busy || s->resume_queued || s->connect_posted) return;
-  if (s->has_held) {
+  if (s->recv_posted || s->recv_busy || s->resume_queued || s->connect_posted || s->resolving)
+    return;
+  /* (a framer paused by a close stays so: reading after close() only
+   * discards until the peer's FIN) */
+  if (s->has_held || (s->framer && s->framer->paused && s->state == IOC__S_OPEN)) {
     if (s->state == IOC__S_OPEN && !s->paused) {
       s->resume_queued = true;
       s->inflight++;
@@ -185,15 +190,22 @@ static void finalize(ioc_session_t *s) {
   ioc__timed_remove(s);
   /* session:address() stays answerable in and after on_close. */
   if (!s->local) ioc_session_local(s);
-  core->backend->del(core, &s->h);
-  if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
-  ioc__socket_close(core, s->h.fd);
+  if (s->h.fd != IOC_BAD_FD) { /* none when a host name never resolved */
+    core->backend->del(core, &s->h);
+    if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
+    ioc__socket_close(core, s->h.fd);
+  }
   s->h.fd = IOC_BAD_FD;
   ioc__sendq_free_chunks(s);
   free(s->sq);
   s->sq = NULL;
   free(s->held);
   s->held = NULL;
+  free(s->proxy);
+  s->proxy = NULL;
+  if (s->framer) ioc__framer_free(s->framer);
+  free(s->framer);
+  s->framer = NULL;
   ioc__mutex_lock(&core->objects_lock);
   if (s->prev) s->prev->next = s->next; else core->sessions = s->next;
   if (s->next) s->next->prev = s->prev;
@@ -218,6 +230,23 @@ static void op_done(ioc_session_t *s) {
 static void close_job(ioc__op_t *op) { op_done(IOC__CONTAINER_OF(op, ioc_session_t, rop)); }
 
 /* ---- completions ------------------------------------------------------------------ */
+
+/* One message of a framed session: on_recv, then, if the owner paused or
+ * closed the session meanwhile, no further message until resume. */
+static void frame_emit(void *ud, const char *msg, size_t n) {
+  ioc_session_t *s = ud;
+  if (s->cbs.on_recv) s->cbs.on_recv(s, msg, n);
+  ioc__spin_lock(&s->lock);
+  bool stop = s->paused || s->state != IOC__S_OPEN;
+  ioc__spin_unlock(&s->lock);
+  if (stop) ioc__framer_pause(s->framer);
+}
+
+/* A framer's verdict: a message over max (or no memory for one) fails
+ * the session at once. */
+static void deliver_framed(ioc_session_t *s, int rc) {
+  if (rc < 0) ioc_session_fail(s, rc);
+}
 
 /* Runs one receive's result: res bytes at buf (fresh from the kernel, or
  * held while paused), 0 for the peer's FIN, or an error. Delivers, holds
@@ -263,7 +292,12 @@ static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fre
   }
   ioc__spin_unlock(&s->lock);
 
-  if (deliver && s->cbs.on_recv) s->cbs.on_recv(s, buf, (size_t)res);
+  if (deliver && s->cbs.on_recv) {
+    if (s->framer)
+      deliver_framed(s, ioc__framer_feed(s->framer, buf, (size_t)res, frame_emit, s));
+    else
+      s->cbs.on_recv(s, buf, (size_t)res);
+  }
   if (eof) {
     s->cbs.on_eof(s);
     ioc__spin_lock(&s->lock);
@@ -272,12 +306,86 @@ static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fre
   }
 }
 
+/* A receive of a session still reading its PROXY header (s->proxy set).
+ * Incomplete: the next receive follows (kick_recv). Refused, or an end of
+ * stream or error first: the connection is reset and counted, and the
+ * embedder never hears of it. Complete: the addresses from the header are
+ * the session's, the listener's on_accept and on_open run, and the bytes
+ * after the header are the first on_recv. The caller owns rop. */
+static void run_proxy_header(ioc_session_t *s, const char *buf, int res) {
+  ioc_core_t *core = s->obj.core;
+  ioc__proxy_result_t r;
+  size_t used = 0;
+  ioc__spin_lock(&s->lock);
+  if (s->state != IOC__S_OPEN) { /* closed meanwhile (close_all, time-out) */
+    ioc__spin_unlock(&s->lock);
+    return;
+  }
+  int rc;
+  if (res > 0) {
+    IOC__STAT_ADD(core, bytes_in, res);
+    rc = ioc__proxy_reader_feed(s->proxy, buf, (size_t)res, &r, &used);
+  } else {
+    rc = res == 0 ? IOC_EPROTO : res; /* the stream ended before the header did */
+  }
+  if (rc > 0 && r.has_addrs) {
+    ioc_addr_t *local = malloc(sizeof *local);
+    if (local) {
+      *local = r.dst;
+      if (s->local_owned) free((void *)s->local);
+      s->local = local;
+      s->local_owned = true;
+      s->peer = r.src;
+    } else {
+      rc = IOC_ENOMEM;
+    }
+  }
+  if (rc < 0) {
+    IOC__STAT_ADD(core, proxy_rejected, 1);
+    s->aborting = true;
+    enter_closing(s, rc);
+  }
+  if (rc <= 0) {
+    ioc__spin_unlock(&s->lock);
+    return;
+  }
+  free(s->proxy);
+  s->proxy = NULL;
+  s->last_recv_ms = ioc__now32();
+  ioc__spin_unlock(&s->lock);
+
+  ioc_listener_t *l = s->listener;
+  ioc__spin_lock(&l->lock);
+  ioc_accept_cb on_accept = l->on_accept;
+  void *ud = l->ud;
+  bool closing = l->closing;
+  ioc__spin_unlock(&l->lock);
+  ioc__mutex_lock(&core->objects_lock);
+  s->hidden = closing; /* a closed listener has no one to announce it to */
+  ioc__mutex_unlock(&core->objects_lock);
+  if (closing) {
+    ioc__spin_lock(&s->lock);
+    s->aborting = true;
+    enter_closing(s, IOC_ECONNABORTED);
+    ioc__spin_unlock(&s->lock);
+    return;
+  }
+  IOC__STAT_ADD(core, accepted, 1);
+  if (on_accept) on_accept(l, s, ud);
+  if (s->cbs.on_open) s->cbs.on_open(s, 0);
+  if ((size_t)res > used) run_recv_result(s, buf + used, (int)((size_t)res - used), false);
+}
+
 static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   ioc__spin_lock(&s->lock);
   s->recv_posted = false;
   s->recv_busy = true;
+  bool header = s->proxy != NULL;
   ioc__spin_unlock(&s->lock);
-  run_recv_result(s, op->buf, op->res, true);
+  if (header)
+    run_proxy_header(s, op->buf, op->res);
+  else
+    run_recv_result(s, op->buf, op->res, true);
   ioc__spin_lock(&s->lock);
   s->recv_busy = false;
   kick_recv(s);
@@ -291,7 +399,13 @@ static void resume_job(ioc__op_t *op) {
   char *buf = NULL;
   int res = -1;
   ioc__spin_lock(&s->lock);
-  if (s->has_held && s->state == IOC__S_OPEN && !s->paused) {
+  if (s->framer && s->framer->paused && s->state == IOC__S_OPEN && !s->paused) {
+    /* messages kept by the framer came before any held receive */
+    ioc__spin_unlock(&s->lock);
+    deliver_framed(s, ioc__framer_resume(s->framer, frame_emit, s));
+    ioc__spin_lock(&s->lock);
+  }
+  if (s->has_held && s->state == IOC__S_OPEN && !s->paused && !(s->framer && s->framer->paused)) {
     buf = s->held;
     res = (int)s->held_len;
     s->held = NULL;
@@ -409,6 +523,9 @@ static void session_destroy(ioc__object_t *obj) {
   ioc__sendq_free_chunks(s);
   free(s->sq);
   free(s->held);
+  free(s->proxy);
+  if (s->framer) ioc__framer_free(s->framer);
+  free(s->framer);
   free(s);
 }
 
@@ -424,10 +541,30 @@ static bool addr_is_wildcard(const ioc_addr_t *a) {
 
 /* ---- creation ------------------------------------------------------------------------ */
 
+_Static_assert((int)IOC_FRAMING_LINE == (int)IOC__FRAME_LINE && (int)IOC_FRAMING_LEN2 == (int)IOC__FRAME_LEN2 &&
+                   (int)IOC_FRAMING_LEN4 == (int)IOC__FRAME_LEN4 && (int)IOC_FRAMING_DELIMITER == (int)IOC__FRAME_DELIM &&
+                   IOC_FRAMING_DEFAULT_MAX == IOC__FRAME_DEFAULT_MAX &&
+                   IOC_FRAMING_DELIMITER_MAX == IOC__FRAME_DELIM_MAX,
+               "the public framing names are the framer's");
+
+static int framer_init(ioc__framer_t *f, const ioc_framing_t *fr) {
+  if (fr->kind < IOC_FRAMING_LINE || fr->kind > IOC_FRAMING_DELIMITER) return IOC_EINVAL;
+  return ioc__framer_init(f, (ioc__frame_kind_t)fr->kind, fr->max, fr->delimiter,
+                          fr->delimiter_len);
+}
+
+int ioc__framing_check(const ioc_framing_t *fr) {
+  if (fr->kind == IOC_FRAMING_NONE) return 0;
+  ioc__framer_t f;
+  int rc = framer_init(&f, fr);
+  if (rc == 0) ioc__framer_free(&f);
+  return rc;
+}
+
 static uint32_t clamp_ms(uint64_t ms) { return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms; }
 
 static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_t *o,
-                       bool outbound, ioc_session_t **out) {
+                       bool outbound, bool hidden, ioc_session_t **out) {
   ioc_session_t *s = calloc(1, sizeof *s);
   if (!s) return IOC_ENOMEM;
   ioc__object_init(&s->obj, core, &session_vtbl); /* the core's reference */
@@ -447,11 +584,22 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
     if (outbound) s->connect_timeout_ms = clamp_ms(o->connect_timeout_ms);
     if (o->close_timeout_ms) s->close_timeout_ms = clamp_ms(o->close_timeout_ms);
   }
+  if (o && o->framing.kind != IOC_FRAMING_NONE) {
+    s->framer = calloc(1, sizeof *s->framer);
+    int rc = s->framer ? framer_init(s->framer, &o->framing) : IOC_ENOMEM;
+    if (rc < 0) {
+      free(s->framer); /* not inited */
+      s->framer = NULL;
+      s->h.fd = IOC_BAD_FD; /* the caller closes it */
+      ioc__object_unref(&s->obj);
+      return rc;
+    }
+  }
   s->id = atomic_fetch_add(&core->next_id, 1);
   s->start_ms = s->last_recv_ms = s->progress_ms = s->armed_ms = ioc__now32();
   s->last_unacked = -1;
   s->h.loop = (uint16_t)ioc__core_loop_for_new(core); /* pinned for life */
-  int rc = core->backend->add(core, &s->h);
+  int rc = fd == IOC_BAD_FD ? 0 : core->backend->add(core, &s->h);
   if (rc < 0) {
     s->h.fd = IOC_BAD_FD;
     ioc__object_unref(&s->obj);
@@ -461,6 +609,7 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   if (ioc__session_needs_sweep(s)) ioc__timed_add(s);
   ioc__spin_unlock(&s->lock);
   ioc__mutex_lock(&core->objects_lock);
+  s->hidden = hidden;
   s->next = core->sessions;
   if (s->next) s->next->prev = s;
   core->sessions = s;
@@ -473,7 +622,8 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
 int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
                               const ioc_addr_t *peer, ioc_session_t **out) {
   ioc_session_t *s;
-  int rc = session_new(core, fd, &l->opts.session, false, &s);
+  bool proxy = l->opts.proxy_protocol != 0;
+  int rc = session_new(core, fd, &l->opts.session, false, proxy, &s);
   if (rc < 0) return rc;
   s->peer = *peer;
   if (!addr_is_wildcard(&l->addr)) s->local = &l->addr;
@@ -483,7 +633,7 @@ int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
   s->listener = l;
   ioc__listener_ref(l);
   atomic_fetch_add(&l->nsessions, 1);
-  IOC__STAT_ADD(core, accepted, 1);
+  if (!proxy) IOC__STAT_ADD(core, accepted, 1); /* else once its header is in */
   *out = s;
   return 0;
 }
@@ -502,18 +652,161 @@ void ioc__session_start(ioc_session_t *s) {
   if (fin) finalize(s);
 }
 
+void ioc__session_start_proxy(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  s->proxy = calloc(1, sizeof *s->proxy);
+  if (!s->proxy) {
+    IOC__STAT_ADD(s->obj.core, proxy_rejected, 1);
+    s->aborting = true;
+    enter_closing(s, IOC_ENOMEM);
+  } else {
+    ioc__timed_add(s); /* the header's deadline */
+    kick_recv(s);
+  }
+  bool fin = --s->inflight == 0 && s->state == IOC__S_CLOSING;
+  if (fin) s->state = IOC__S_CLOSED;
+  ioc__spin_unlock(&s->lock);
+  if (fin) finalize(s);
+}
+
+/* Posts the connect of an outbound session to addr, or, when err (or the
+ * submission) fails, completes it as failed from a dispatching thread, so
+ * the owner hears on_open(err) then on_close(err), as for any failure.
+ * Under s->lock. */
+static void submit_connect(ioc_session_t *s, const ioc_addr_t *addr, int err) {
+  ioc_core_t *core = s->obj.core;
+  ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
+  if (addr) s->rop.u.connect.addr = *addr;
+  s->inflight++;
+  s->connect_posted = true;
+  int rc = err < 0 ? err : ioc__op_submit(core, &s->rop);
+  if (rc < 0) {
+    s->rop.res = rc;
+    ioc__object_ref(&s->obj);
+    IOC__STAT_ADD(core, ops_inflight, 1);
+    ioc__core_defer(core, &s->rop);
+  }
+}
+
+/* Ends ioc_connect's creation guard. Not inline: on_close must come from
+ * dispatch. Under s->lock. */
+static void end_connect_guard(ioc_session_t *s) {
+  if (--s->inflight == 0 && s->state == IOC__S_CLOSING) {
+    s->inflight++;
+    ioc__core_queue_job(s->obj.core, &s->rop, &s->obj, close_job);
+  }
+}
+
+/* "host:port" where host is a DNS name, not an IP literal: labels of
+ * letters, digits, "-" and "_" (1 to 63 bytes, no "-" at either end)
+ * separated by dots (a final dot allowed), at most 253 bytes, not digits
+ * and dots alone (that is a malformed IPv4 address: no top-level domain
+ * is all digits); then ":" and a port 0..65535 without leading zeros,
+ * as ioc_addr_parse wants. */
+static bool is_host_name(const char *a, size_t len) {
+  const char *colon = memchr(a, ':', len);
+  if (!colon || colon == a || (size_t)(colon - a) > 253) return false;
+  size_t plen = len - (size_t)(colon + 1 - a);
+  if (plen < 1 || plen > 5) return false;
+  unsigned port = 0;
+  for (size_t i = 1; i <= plen; i++) {
+    if (colon[i] < '0' || colon[i] > '9') return false;
+    port = port * 10 + (unsigned)(colon[i] - '0');
+  }
+  if (port > 65535 || (colon[1] == '0' && plen > 1)) return false;
+  bool name = false;
+  size_t label = 0;
+  for (const char *p = a; p < colon; p++) {
+    char c = *p;
+    if (c == '.') {
+      if (label == 0 || p[-1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+    if (!alpha && (c < '0' || c > '9')) return false;
+    if (c == '-' && label == 0) return false;
+    if (++label > 63) return false;
+    name = name || alpha;
+  }
+  return name && (label == 0 || colon[-1] != '-');
+}
+
+/* The lookup of an outbound session's host name is done: connect to the
+ * first address, or fail the connect with the lookup's error. Runs on a
+ * dispatching thread. */
+static void connect_resolved(void *ud, int err, const ioc_addr_t *addrs, size_t n) {
+  ioc_session_t *s = ud;
+  ioc_core_t *core = s->obj.core;
+  int rc = err < 0 ? err : n == 0 ? IOC_ENOTFOUND : 0;
+  ioc_fd_t fd = IOC_BAD_FD;
+  if (rc == 0) rc = ioc__socket_open(core, addrs[0].u.family, &fd);
+  ioc__spin_lock(&s->lock);
+  s->resolving = false;
+  /* Closed meanwhile (abort, the connect time-out): the connect completion
+   * reports the cause it recorded. */
+  if (s->state >= IOC__S_CLOSING) rc = IOC_ECANCELED;
+  if (rc == 0) {
+    s->h.fd = fd;
+    rc = core->backend->add(core, &s->h);
+    if (rc < 0) s->h.fd = IOC_BAD_FD;
+  }
+  if (rc < 0 && fd != IOC_BAD_FD) ioc__socket_close(core, fd); /* never added */
+  if (rc == 0) s->peer = addrs[0];
+  submit_connect(s, rc == 0 ? &addrs[0] : NULL, rc);
+  bool fin = --s->inflight == 0 && s->state == IOC__S_CLOSING;
+  if (fin) s->state = IOC__S_CLOSED;
+  ioc__spin_unlock(&s->lock);
+  if (fin) finalize(s);
+}
+
+/* ioc_connect to "name:port": the session exists at once, without a
+ * socket, while ioc_resolve looks the name up. */
+static int connect_by_name(ioc_core_t *core, const char *address, size_t len,
+                           const ioc_session_callbacks_t *cbs, void *ud,
+                           const ioc_session_options_t *opts, ioc_session_t **out) {
+  ioc_session_t *s;
+  int rc = session_new(core, IOC_BAD_FD, opts, true, false, &s);
+  if (rc < 0) return rc;
+  if (cbs) s->cbs = *cbs;
+  s->ud = ud;
+  ioc__spin_lock(&s->lock);
+  s->resolving = true;
+  s->inflight++; /* the lookup's */
+  ioc__spin_unlock(&s->lock);
+  ioc__object_ref(&s->obj); /* ours, while the callback may already run */
+  rc = ioc_resolve(core, address, len, connect_resolved, s);
+  ioc__spin_lock(&s->lock);
+  if (rc < 0) {
+    /* Refused at once (a malformed name): never announced, no callback. */
+    s->resolving = false;
+    s->inflight--;
+    memset(&s->cbs, 0, sizeof s->cbs);
+    enter_closing(s, rc);
+  }
+  end_connect_guard(s);
+  ioc__spin_unlock(&s->lock);
+  if (rc == 0 && out)
+    *out = s; /* our reference becomes the caller's */
+  else
+    ioc__object_unref(&s->obj);
+  return rc;
+}
+
 int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
                 const ioc_session_callbacks_t *cbs, void *ud, const ioc_session_options_t *opts,
                 ioc_session_t **out) {
   ioc_addr_t addr;
-  if (!address) return IOC_EINVAL;
+  if (!address || (opts && ioc__framing_check(&opts->framing) < 0)) return IOC_EINVAL;
   int rc = ioc_addr_parse(&addr, address, address_len);
+  if (rc == IOC_EINVAL && is_host_name(address, address_len))
+    return connect_by_name(core, address, address_len, cbs, ud, opts, out);
   if (rc < 0) return rc;
   ioc_fd_t fd;
   rc = ioc__socket_open(core, addr.u.family, &fd);
   if (rc < 0) return rc;
   ioc_session_t *s;
-  rc = session_new(core, fd, opts, true, &s);
+  rc = session_new(core, fd, opts, true, false, &s);
   if (rc < 0) {
     ioc__socket_close(core, fd);
     return rc;
@@ -526,24 +819,8 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
     *out = s;
   }
   ioc__spin_lock(&s->lock);
-  ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
-  s->rop.u.connect.addr = addr;
-  s->inflight++;
-  s->connect_posted = true;
-  rc = ioc__op_submit(core, &s->rop);
-  if (rc < 0) {
-    /* Never started: complete it as failed from a dispatching thread, so the
-     * owner hears on_open(err) then on_close(err), as for any failure. */
-    s->rop.res = rc;
-    ioc__object_ref(&s->obj);
-    IOC__STAT_ADD(core, ops_inflight, 1);
-    ioc__core_defer(core, &s->rop);
-  }
-  /* End the creation guard. Not inline: on_close must come from dispatch. */
-  if (--s->inflight == 0 && s->state == IOC__S_CLOSING) {
-    s->inflight++;
-    ioc__core_queue_job(core, &s->rop, &s->obj, close_job);
-  }
+  submit_connect(s, &addr, 0);
+  end_connect_guard(s);
   ioc__spin_unlock(&s->lock);
   return 0;
 }
@@ -575,6 +852,17 @@ int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n) {
   }
   ioc__spin_unlock(&s->lock);
   return rc;
+}
+
+int ioc_session_send_frame(ioc_session_t *s, const void *data, size_t len) {
+  /* the kind is set at creation and never changes: no lock needed */
+  if (!s->framer || (s->framer->kind != IOC__FRAME_LEN2 && s->framer->kind != IOC__FRAME_LEN4))
+    return IOC_EINVAL;
+  unsigned char prefix[4];
+  int n = ioc__frame_prefix((ioc__frame_kind_t)s->framer->kind, len, prefix);
+  if (n < 0) return n;
+  ioc_buf_t bufs[2] = {{prefix, (size_t)n}, {data, len}};
+  return ioc_session_sendv(s, bufs, 2);
 }
 
 int ioc_session_send(ioc_session_t *s, const void *data, size_t len) {

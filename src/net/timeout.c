@@ -7,6 +7,7 @@
  * SWEEP_MS and looks at each listed session under its lock:
  *
  *   - connect: still connecting connect_timeout_ms after it started;
+ *   - PROXY header: not complete IOC_PROXY_HEADER_TIMEOUT_MS after accept;
  *   - idle:    nothing received and no send progress for idle_timeout_ms;
  *   - write:   bytes queued (here or in the kernel) and no send progress
  *              for write_timeout_ms;
@@ -29,7 +30,7 @@
 #define SWEEP_MS 100
 
 bool ioc__session_needs_sweep(const ioc_session_t *s) {
-  return s->idle_timeout_ms || s->write_timeout_ms ||
+  return s->proxy || s->idle_timeout_ms || s->write_timeout_ms ||
          (s->connect_timeout_ms && s->state == IOC__S_CONNECTING) ||
          s->state == IOC__S_DRAINING || s->state == IOC__S_SHUTDOWN;
 }
@@ -44,6 +45,9 @@ static uint32_t min3(uint32_t a, uint32_t b, uint32_t c) {
 /* Looks at one session. Under s->lock. */
 static int check(ioc_session_t *s, uint32_t now) {
   if (s->state >= IOC__S_CLOSING) return KEEP;
+  if (s->proxy && s->state == IOC__S_OPEN &&
+      ioc__ms_since(now, s->start_ms) >= IOC_PROXY_HEADER_TIMEOUT_MS)
+    return EXPIRE;
   if (s->state == IOC__S_CONNECTING)
     return s->connect_timeout_ms && ioc__ms_since(now, s->start_ms) >= s->connect_timeout_ms
                ? EXPIRE
@@ -102,6 +106,8 @@ static void sweep_fire(ioc_timer_t *t, void *ud) {
     if (what == FINISH) {
       ioc__session_enter_closing(s, 0);
     } else if (what == EXPIRE) {
+      /* no PROXY header in time (or another time-out before it): never announced */
+      if (s->proxy) IOC__STAT_ADD(core, proxy_rejected, 1);
       s->aborting = true;
       ioc__session_enter_closing(s, IOC_ETIMEDOUT);
     }

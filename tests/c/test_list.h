@@ -111,6 +111,23 @@
   X(proxy_never_waits_past_the_protocol_maximum, 0)            \
   X(proxy_build_writes_headers_the_parser_reads_back, 0) \
   X(proxy_reader_hands_over_the_bytes_after_the_header, 0)    \
+  /* test_proxy_listener.c */                                  \
+  X(proxy_listener_v1_and_v2_peer_is_the_client_and_data_follows, 0) \
+  X(proxy_listener_bad_headers_close_unannounced_and_counted, 0) \
+  X(proxy_listener_closes_a_silent_connection_at_the_deadline, 0) \
+  X(proxy_header_timeout_matches_the_docs, 0)                  \
+  /* test_session_framing.c */                                 \
+  X(framed_session_one_on_recv_per_message_split_at_every_byte, 0) \
+  X(framed_session_max_is_taken_and_max_plus_one_fails_with_emsgsize, 0) \
+  X(framed_session_pause_in_on_recv_holds_later_messages_until_resume, 0) \
+  X(framed_session_closed_in_on_recv_ends_cleanly_without_more_messages, 0) \
+  X(send_frame_prefixes_length_framed_sessions_only, 0)        \
+  X(framing_options_are_checked, 0)                            \
+  X(framing_constants_match_the_docs, 0)                       \
+  /* test_connect_name.c */                                    \
+  X(connect_to_a_host_name_resolves_then_connects, 0)          \
+  X(connect_to_a_name_that_does_not_resolve_fails_with_enotfound, 0) \
+  X(connect_by_name_abort_or_timeout_during_the_lookup_is_the_connect_failure, 0) \
   /* test_framing.c */                                         \
   X(framing_every_split_point_gives_the_same_messages, 0)      \
   X(framing_delivers_whole_messages_from_the_input_without_copying, 0) \
