@@ -363,10 +363,12 @@ int ioc__op_submit_on(ioc_core_t *core, ioc__op_t *op, int loop) {
   IOC__STAT_ADD(core, ops_inflight, 1);
   ioc__loop_t *l = core->loops[loop];
   int how = 2;
-  if (core->backend->pinned_submit && !ioc__core_driving(l) && !(how = loop_acquire(l, true, 0))) {
-    /* Another thread drives the loop: it starts op (a completion comes
-     * from there). A loop nobody drives was taken over just for this
-     * submit, so an op started outside dispatch goes out at once. */
+  if (core->backend->pinned_submit && !ioc__core_driving(l) &&
+      (atomic_load_explicit(&l->owner, memory_order_relaxed) || !(how = loop_acquire(l, true, 0)))) {
+    /* A worker owns the loop, or another thread drives it: that one starts
+     * op (a completion comes from there). A loop nobody owns or drives is
+     * taken over just for this submit, so an op started outside dispatch
+     * (no pool) goes out at once. */
     ioc__spin_lock(&l->lock);
     ioc__queue_push(&l->inbox, &op->qn);
     ioc__spin_unlock(&l->lock);
