@@ -700,8 +700,10 @@ static void end_connect_guard(ioc_session_t *s) {
 /* "host:port" where host is a DNS name, not an IP literal: labels of
  * letters, digits, "-" and "_" (1 to 63 bytes, no "-" at either end)
  * separated by dots (a final dot allowed), at most 253 bytes, not digits
- * and dots alone (that is a malformed IPv4 address: no top-level domain
- * is all digits); then ":" and a port 0..65535 without leading zeros,
+ * and dots alone, and a last label (the top-level domain, or the only
+ * label) that starts with a letter or "_" — no top-level domain starts with
+ * a digit, so "1.2.3.256" and "1.2.3.4a" are malformed IPv4 addresses, not
+ * names; then ":" and a port 0..65535 without leading zeros,
  * as ioc_addr_parse wants. */
 static bool is_host_name(const char *a, size_t len) {
   const char *colon = memchr(a, ':', len);
@@ -716,6 +718,7 @@ static bool is_host_name(const char *a, size_t len) {
   if (port > 65535 || (colon[1] == '0' && plen > 1)) return false;
   bool name = false;
   size_t label = 0;
+  char last_first = 0; /* first character of the last label */
   for (const char *p = a; p < colon; p++) {
     char c = *p;
     if (c == '.') {
@@ -723,12 +726,14 @@ static bool is_host_name(const char *a, size_t len) {
       label = 0;
       continue;
     }
+    if (label == 0) last_first = c;
     bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
     if (!alpha && (c < '0' || c > '9')) return false;
     if (c == '-' && label == 0) return false;
     if (++label > 63) return false;
     name = name || alpha;
   }
+  if (last_first >= '0' && last_first <= '9') return false;
   return name && (label == 0 || colon[-1] != '-');
 }
 

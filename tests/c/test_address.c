@@ -279,7 +279,8 @@ void test_listen_and_connect_reject_bad_addresses(void) {
   /* (a host name such as "example.com:80" is no longer refused by connect:
    * it is resolved, see test_connect_name.c; listen still wants an address) */
   const char *forms[] = {"", "1.2.3.256:80", "[::1", "1.2.3.4:-1", "1.2.3.4:65536",
-                         "::1:80", "[::1]", ":80", "1.2.3.4:", "example.com:99999", "bad name:80"};
+                         "::1:80", "[::1]", ":80", "1.2.3.4:", "example.com:99999", "bad name:80",
+                         "1.2.3.4a:80", "10.0.0.1x:80", "127.0.0.1.2a:80"};
   ioc_session_callbacks_t cbs = callbacks(must_not_run_open, NULL, NULL, NULL);
   for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
     ioc_listener_t *l = (ioc_listener_t *)(uintptr_t)1;
