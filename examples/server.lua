@@ -1,4 +1,4 @@
--- The lecture's demo made real: accept clients, say who connected, echo what
+-- The classic IOCP demo server made real: accept clients, say who connected, echo what
 -- they send, say when they leave. Ctrl-C stops it cleanly.
 --
 --   lua examples/server.lua [address]        (default 127.0.0.1:7777)

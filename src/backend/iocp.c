@@ -15,7 +15,7 @@
  *   CONNECT  ConnectEx, after binding the socket to the wildcard address
  *            (ConnectEx insists on a bound socket); SO_UPDATE_CONNECT_CONTEXT
  *            afterwards so getsockname/shutdown work on it.
- *   RECV     a zero-byte WSARecv (the lecture's "PreRecv"): an idle session
+ *   RECV     a zero-byte WSARecv (the classic IOCP "PreRecv"): an idle session
  *            pins no receive buffer in the kernel. When it completes, data
  *            (or FIN, or an error) is there; a non-blocking recv() copies it
  *            into this thread's 64 KiB buffer, op->buf points at it for the

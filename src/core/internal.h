@@ -38,7 +38,7 @@ typedef struct ioc__object_vtbl {
   void (*destroy)(ioc__object_t *obj);
 } ioc__object_vtbl_t;
 
-/* The IocpObject of the lecture: anything registered with a core. Every
+/* The IocpObject of a classic IOCP core: anything registered with a core. Every
  * in-flight operation holds one reference on its owner. */
 struct ioc__object {
   const ioc__object_vtbl_t *vtbl;
@@ -66,7 +66,7 @@ typedef enum ioc__op_type {
   IOC__OP_JOB      /* owner-internal job queued with ioc__core_defer (e.g. a close) */
 } ioc__op_type_t;
 
-/* The IocpEvent of the lecture: one in-flight request. On Windows the
+/* The IocpEvent of a classic IOCP core: one in-flight request. On Windows the
  * OVERLAPPED comes first so a completion is turned back into its op with
  * IOC__CONTAINER_OF; no virtual table before it. */
 struct ioc__op {
