@@ -44,7 +44,7 @@ function TestRunaway:test_runaway_handler_interrupted_others_served()
   S.check(t, "end", "reset", "the runaway's session")
   lu.assertTrue(t.closed_after_ms >= TIMEOUT - 50, "interrupted too early: " .. t.closed_after_ms .. " ms")
   S.check(p, "fail", 0, "pinging client")
-  lu.assertTrue(p.max_ms <= TIMEOUT * 1.1, ("the pinging client waited %d ms (> handler_timeout + 10%%)"):format(
+  lu.assertTrue(p.max_ms <= TIMEOUT * 1.1, ("the pinging client waited %.0f ms (> handler_timeout + 10%%)"):format(
     p.max_ms))
   after_checks(srv, base)
   S.stop_server(srv)
@@ -68,7 +68,7 @@ function TestRunaway:test_hidden_runaway_in_coroutine_and_pcall_interrupted_othe
   lu.assertNotNil(tostring(st.last_error):match("ETIMEDOUT"), "the error is not ETIMEDOUT: " .. tostring(st.last_error))
   S.check(t, "end", "reset", "the runaway's session")
   S.check(p, "fail", 0, "pinging client")
-  lu.assertTrue(p.max_ms <= TIMEOUT * 1.1, ("the pinging client waited %d ms (> handler_timeout + 10%%)"):format(
+  lu.assertTrue(p.max_ms <= TIMEOUT * 1.1, ("the pinging client waited %.0f ms (> handler_timeout + 10%%)"):format(
     p.max_ms))
   after_checks(srv, base)
   S.stop_server(srv)
