@@ -8,6 +8,19 @@ local lu = H.lu
 
 local P = {}
 
+-- Runs the core for `ms` (no condition).
+function P.run_for(core, ms)
+  H.wait(core, function() return false end, ms)
+end
+
+-- Fails with the first differing byte when `got` is not `want`.
+function P.assert_same_bytes(got, want, what)
+  if got == want then return end
+  local at = 1
+  while at <= #got and at <= #want and got:byte(at) == want:byte(at) do at = at + 1 end
+  lu.fail(("%s: %d bytes received, %d expected; first difference at byte %d"):format(what, #got, #want, at), 2)
+end
+
 local function script() return H.root .. "/tests/lua/scripts/peer.pl" end
 
 -- Writes `data` to a temporary file (removed by H.reap with the process

@@ -9,18 +9,9 @@ TestFlow = P.class()
 
 local KiB, MiB = 1024, 1 << 20
 
--- Runs the core for `ms` (no condition).
-local function run_for(core, ms)
-  H.wait(core, function() return false end, ms)
-end
+local run_for = P.run_for
 
--- Fails with the first differing byte when `got` is not `want`.
-local function assert_same_bytes(got, want, what)
-  if got == want then return end
-  local at = 1
-  while at <= #got and at <= #want and got:byte(at) == want:byte(at) do at = at + 1 end
-  lu.fail(("%s: %d bytes received, %d expected; first difference at byte %d"):format(what, #got, #want, at), 2)
-end
+local assert_same_bytes = P.assert_same_bytes
 
 -- A server session handed to the test, and a client of the same core that
 -- sends `payload` when the server says "go" (so the server's state is set

@@ -9,12 +9,7 @@ TestFlowExamples = P.class()
 
 local KiB, MiB = 1024, 1 << 20
 
-local function assert_same_bytes(got, want, what)
-  if got == want then return end
-  local at = 1
-  while at <= #got and at <= #want and got:byte(at) == want:byte(at) do at = at + 1 end
-  lu.fail(("%s: %d bytes received, %d expected; first difference at byte %d"):format(what, #got, #want, at), 2)
-end
+local assert_same_bytes = P.assert_same_bytes
 
 local function start(core, name, ...)
   local p = H.spawn(H.root .. "/examples/" .. name .. ".lua", ...)

@@ -10,16 +10,9 @@ TestHalfClose = P.class()
 
 local KiB, MiB = 1024, 1 << 20
 
-local function run_for(core, ms)
-  H.wait(core, function() return false end, ms)
-end
+local run_for = P.run_for
 
-local function assert_same_bytes(got, want, what)
-  if got == want then return end
-  local at = 1
-  while at <= #got and at <= #want and got:byte(at) == want:byte(at) do at = at + 1 end
-  lu.fail(("%s: %d bytes received, %d expected; first difference at byte %d"):format(what, #got, #want, at), 2)
-end
+local assert_same_bytes = P.assert_same_bytes
 
 -- Issue: after the peer's FIN every later send was refused (ECLOSED), so a
 -- reply produced later (by a timer, a backend, a pump) never went out. With

@@ -9,9 +9,7 @@ TestTimeouts = P.class()
 
 local KiB, MiB = 1024, 1 << 20
 
-local function run_for(core, ms)
-  H.wait(core, function() return false end, ms)
-end
+local run_for = P.run_for
 
 function TestTimeouts:test_core_now_is_monotonic_milliseconds()
   H.with_core(function(core)

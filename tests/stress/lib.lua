@@ -226,6 +226,24 @@ end
 
 -- ---- the load generator -----------------------------------------------------------------------
 
+-- Starts a Lua script (path relative to the repository) with args; waits
+-- for its "listening"/"proxy on"/"streaming" line and returns the process
+-- and the address it printed.
+function S.start_script(script, args, pattern)
+  local argv = { S.lua, S.root .. "/" .. script }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local p = S.spawn(argv)
+  local addr = S.poll(function()
+    if p:exited() then return "exited" end
+    return p:output():match(pattern)
+  end, 15000, 20)
+  if not addr or addr == "exited" then
+    lu.fail(("%s did not start (exit %s)\n--- stdout:\n%s--- stderr:\n%s"):format(script, tostring(p.status),
+      p:output(), p:errors()), 2)
+  end
+  return p, addr
+end
+
 -- Starts loadgen MODE with --addr and the given options (a table of
 -- option=value, without the dashes). Not under LD_PRELOAD.
 function S.loadgen(mode, addr, o, spawn_opts)

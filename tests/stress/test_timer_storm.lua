@@ -10,23 +10,7 @@ TestTimerStorm.limits = {
   test_timer_storm_keeps_run_and_stop_responsive = { 90, 300 },
 }
 
--- Starts a Lua script (path relative to the repository) with args; waits
--- for its "listening"/"proxy on"/"streaming" line and returns the process
--- and the address it printed.
-local function start(script, args, pattern)
-  local argv = { S.lua, S.root .. "/" .. script }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local p = S.spawn(argv)
-  local addr = S.poll(function()
-    if p:exited() then return "exited" end
-    return p:output():match(pattern)
-  end, 15000, 20)
-  if not addr or addr == "exited" then
-    lu.fail(("%s did not start (exit %s)\n--- stdout:\n%s--- stderr:\n%s"):format(script, tostring(p.status),
-      p:output(), p:errors()), 2)
-  end
-  return p, addr
-end
+local start = S.start_script
 
 -- 200 repeating timers (long: 2,000) at 1..20 ms, 10 of them (long: 20)
 -- every 5 ms with a 20 ms handler, one-shot batches with random deadlines,
