@@ -17,14 +17,15 @@
  * loop's eventfd (which every ring of the loop keeps a READ on), leave
  * cancels as keys for it (xkeys) and ops in the core's inbox. When the
  * worker exits it swaps in a plain ring any thread may drive (the core
- * without a pool, leader/followers). Each swap happens on the thread that
+ * without a pool, leader/followers). A core with a batch hook (Lua) gives
+ * its workers COOP_TASKRUN rings without SINGLE_ISSUER instead, which other
+ * workers may reap and submit to while a handler runs (ur_mode_cap). Each swap happens on the thread that
  * is allowed on the SINGLE_ISSUER ring, drains the old ring (cancel all,
  * reap until every SQE of it has completed, ops moved to the new ring) and
  * tears it down there: so a ring never outlives the thread it belongs to,
  * ops in flight when a worker exits are carried over, not lost, and the
  * core, freed from any thread once the pool is joined, frees plain rings
- * only. See "handing a loop's ring over" below. A core with a batch hook
- * (Lua) keeps plain rings for its workers (UR_LUA_PLAIN).
+ * only. See "handing a loop's ring over" below.
  *
  * Locks (never held across a call into the core):
  *   sq_lock  (mutex) the SQ ring, the backlog, the pending cancel keys of a
@@ -205,6 +206,7 @@ typedef struct ur_backend {
    * xkeys). Written only by ur_loop_own, while no other thread can reach
    * the ring. */
   bool owned;
+  bool worker_ring; /* the current ring was made by a worker for itself */
   /* ur_loop_own is draining the old ring: nothing is prepared on it; ops go
    * to `rehome` and are placed on the new ring when it is in. */
   bool swapping;
@@ -259,6 +261,10 @@ typedef struct ur_backend {
   bool retry_armed;                      /* buf_lock */
   bool retry_lost;                       /* buf_lock: arming found no SQE */
   struct __kernel_timespec retry_ts;
+
+  /* entries reaped from a ring handed over, for the next wait() (driver) */
+  ioc__cqe_t *kept;
+  int nkept, kept_next;
 
   bool wait_in_poll; /* running under valgrind: see UR_ON_VALGRIND */
   bool has_msg_ring; /* IORING_OP_MSG_RING (5.18): wakes between workers' rings */
@@ -381,33 +387,29 @@ static int ur_ring_init(struct io_uring *ring, unsigned depth) {
   return ur_ring_init_mode(ring, depth, UR_MODE_PLAIN);
 }
 
-/* UR_LUA_PLAIN: a core with a batch hook (the Lua binding) keeps plain
- * rings for its workers, driven as before the rings per worker were made
- * their own: any worker may reap and submit to any ring, with sq_lock. Its
- * contract says socket work goes on while a handler runs (tests/lua
- * test_order.lua test_socket_work_goes_on_while_a_handler_runs), which
- * DEFER_TASKRUN cannot give (a busy worker's completions are posted only
- * when it waits), and the COOP_TASKRUN path below, where idle workers reap
- * a busy one's ring and hand back what they would submit, still loses
- * track of the listener's accepts when run() starts and stops the pool
- * many times in a row (that test, IOCORE_URING_MODE=coop_si): not found in
- * time, so it is not the default. IOCORE_URING_MODE turns worker rings on
- * for such a core too.
- *
- * The best mode a worker's ring may try. DEFER_TASKRUN posts a ring's
- * completions only when its owner waits, so while the owner runs a long
- * handler nobody can carry its sockets on. A core with a batch hook (the
- * Lua binding: handlers run there, under one lock, for as long as they
- * take) promises that socket work goes on meanwhile, so its rings start at
- * SINGLE_ISSUER + COOP_TASKRUN: the kernel runs their task work at the
- * owner's next kernel entry or tick, without an IPI, and an idle worker
- * reaps the busy one's CQ and hands back what it would submit (`owned`).
- * IOCORE_URING_MODE (defer, coop_si, coop, plain) sets the start instead,
- * so the fallbacks can be run on a kernel that has everything. */
+/* The best mode a worker's ring may try. A SINGLE_ISSUER ring takes SQEs
+ * from its worker only, and with DEFER_TASKRUN its completions are posted
+ * only when that worker waits: while the worker runs a long handler,
+ * nobody can carry its sockets on. A core with a batch hook (the Lua
+ * binding: handlers run there, under one lock, for as long as they take)
+ * promises that socket work goes on meanwhile (tests/lua test_order.lua
+ * test_socket_work_goes_on_while_a_handler_runs): an idle worker must be
+ * able to reap a busy one's ring and post its accepts and receives again.
+ * So its worker rings run COOP_TASKRUN without SINGLE_ISSUER: the kernel
+ * runs their task work at the submitter's next kernel entry or tick, with
+ * no IPI, and any worker may submit (sq_lock). (Reaping only, handing the
+ * re-posts back to the busy owner, is not enough: the listener's accepts on
+ * that ring stay down until the handler returns.) Measured, Lua HTTP
+ * keep-alive (wrk -t1 -c64, 2 workers, server CPU per request, 3 interleaved
+ * rounds on a busy 2-core host, medians): plain rings 4.16 us (3.97 before
+ * the rings were the workers' own), COOP_TASKRUN + SINGLE_ISSUER 3.30,
+ * DEFER_TASKRUN 3.77. IOCORE_URING_MODE (defer, coop_si, coop, plain) sets
+ * the start instead, so the fallbacks can be run on a kernel that has
+ * everything. */
 static int ur_mode_cap(const ioc_core_t *core) {
   const char *env = getenv("IOCORE_URING_MODE");
   if (!env || !*env)
-    return core->batch_hook ? UR_MODE_COOP_SI : UR_MODE_DEFER;
+    return core->batch_hook ? UR_MODE_COOP : UR_MODE_DEFER;
   if (strcmp(env, "defer") == 0)
     return UR_MODE_DEFER;
   if (strcmp(env, "coop_si") == 0)
@@ -554,17 +556,18 @@ static void ur_destroy(ioc_core_t *core) {
 
 /* Registers a fresh buffer ring on the loop's current ring and gives it
  * every buffer (none may be out: bufs_out == 0). */
-static int ur_bufs_attach(ur_backend_t *bd) {
+static int ur_bufs_attach(ur_backend_t *bd, const unsigned char *held) {
   int ret = ur_buf_ring_register(&bd->ring, bd->nbufs, &bd->br, &bd->br_bytes);
   if (ret < 0) {
     bd->br = NULL;
     return ret;
   }
-  int mask = io_uring_buf_ring_mask(bd->nbufs);
+  int mask = io_uring_buf_ring_mask(bd->nbufs), n = 0;
   for (unsigned i = 0; i < bd->nbufs; i++)
-    io_uring_buf_ring_add(bd->br, bd->bufs + (size_t)i * bd->buf_size, bd->buf_size, (unsigned short)i,
-                          mask, (int)i);
-  io_uring_buf_ring_advance(bd->br, (int)bd->nbufs);
+    if (!held || !held[i])
+      io_uring_buf_ring_add(bd->br, bd->bufs + (size_t)i * bd->buf_size, bd->buf_size, (unsigned short)i,
+                            mask, n++);
+  io_uring_buf_ring_advance(bd->br, n);
   return 0;
 }
 
@@ -612,7 +615,7 @@ static int ur_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
     ret = IOC_ENOMEM;
     goto fail_ring;
   }
-  ret = ur_bufs_attach(bd);
+  ret = ur_bufs_attach(bd, NULL);
   if (ret < 0)
     goto fail_bufs;
   /* Blocking on purpose: the ring's READ on it then waits for a write
@@ -672,6 +675,7 @@ static void ur_loop_destroy(ioc_core_t *core, ioc__loop_t *loop) {
   ioc__mutex_destroy(&bd->sq_lock);
   free(bd->cancel_keys);
   free(bd->xkeys);
+  free(bd->kept);
   free(bd);
   loop->bl = NULL;
 }
@@ -1259,18 +1263,20 @@ static bool ur_wake_by_msg(ioc_core_t *core, ur_backend_t *target) {
   if (!mine || mine->bl == target || !ioc__core_driving(mine))
     return false;
   ur_backend_t *src = mine->bl;
-  if (!src->has_msg_ring || !src->owned || src->swapping)
+  if (!src->has_msg_ring || !src->worker_ring)
     return false;
   int fd = atomic_load_explicit(&target->ring_fd, memory_order_acquire);
   if (fd < 0)
     return false;
-  struct io_uring_sqe *sqe = ur_get_sqe_locked(src); /* owned: no lock */
-  if (!sqe)
-    return false;
-  io_uring_prep_msg_ring(sqe, fd, 0, 0, 0);
-  io_uring_sqe_set_data64(sqe, UR_UD(target) | UR_MSG_TAG);
-  atomic_store_explicit(&src->dirty, 1, memory_order_relaxed);
-  return true;
+  ur_sq_lock(src);
+  struct io_uring_sqe *sqe = src->swapping ? NULL : ur_get_sqe_locked(src);
+  if (sqe) {
+    io_uring_prep_msg_ring(sqe, fd, 0, 0, 0);
+    io_uring_sqe_set_data64(sqe, UR_UD(target) | UR_MSG_TAG);
+    atomic_store_explicit(&src->dirty, 1, memory_order_relaxed);
+  }
+  ur_sq_unlock(src);
+  return sqe != NULL;
 }
 
 /* Wakes the thread waiting on loop: a MSG_RING from a worker's own ring,
@@ -1361,6 +1367,18 @@ static void ur_flush_overflow(ur_backend_t *bd) {
  * states the contract. */
 static int ur_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms) {
   ur_backend_t *bd = loop->bl;
+  if (bd->kept) {
+    int n = bd->nkept - bd->kept_next < max ? bd->nkept - bd->kept_next : max;
+    memcpy(out, bd->kept + bd->kept_next, (size_t)n * sizeof *out);
+    bd->kept_next += n;
+    if (bd->kept_next == bd->nkept) {
+      free(bd->kept);
+      bd->kept = NULL;
+      bd->nkept = bd->kept_next = 0;
+    }
+    if (n > 0)
+      return n;
+  }
   uint64_t deadline = timeout_ms > 0 ? ioc__now_ms() + (uint64_t)timeout_ms : 0;
   for (;;) {
     ur_flush(core, loop);
@@ -1540,15 +1558,14 @@ static int ur_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
  * no other thread can reach either ring:
  *   1. the new ring is made first (failing, the loop keeps the old one);
  *   2. the old ring is drained: one ASYNC_CANCEL(ANY | ALL) and its CQEs reaped
- *      until every SQE prepared on it has completed (`inflight` = 0). The
- *      completions run as usual; a cancel the owner did not ask for is not
- *      its business (ur_complete submits such an op again, losing no data
- *      and no connection), and every op submitted meanwhile, by the drain or
- *      a handler it ran, waits in `rehome`;
- *   3. the old ring and its buffer ring are torn down (all buffers are back:
- *      each is returned right after its dispatch), the new ring gets a fresh
- *      buffer ring with every buffer, its eventfd READ, and the rehomed and
- *      starved ops.
+ *      and kept until every SQE prepared on it has completed (`inflight` =
+ *      0); nothing is submitted to it meanwhile (`swapping`);
+ *   3. the old ring and its buffer ring are torn down, the new ring gets a
+ *      fresh buffer ring with every buffer but those the kept entries hold,
+ *      its eventfd READ and the starved ops; the kept entries complete in
+ *      the driver's next batch (wait() hands them out first). A cancel the owner did not ask for is not its business:
+ *      ur_complete submits such an op again, now on the new ring, losing no
+ *      data and no connection.
  * MSG_RING wakes aimed at the old ring meanwhile land in its CQ (ignored),
  * fail (the waker writes the eventfd instead), or see ring_fd = -1 and write
  * the eventfd: the eventfd outlives every ring, and the core looks at the
@@ -1557,8 +1574,13 @@ static int ur_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
  * joined) and any thread may free it; no op is in flight (stats) and no fd
  * is left: the eventfd and the ring fd are closed by ur_loop_destroy. */
 
-/* Step 2 above: empties the current ring (see the comment above). */
-static void ur_drain_ring(ioc_core_t *core, ioc__loop_t *loop) {
+/* Step 2 above: empties the current ring (see the comment above). The
+ * entries reaped are not completed here but returned (*out, *nout; the
+ * caller frees it) to be completed once the new ring is in: a completion
+ * runs the owner's callbacks, and a handler run from here that waits for
+ * another completion of this very drain (a Lua handler spinning on stats)
+ * would hold the drain up for as long as it waits. */
+static void ur_drain_ring(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t **out, int *nout) {
   ur_backend_t *bd = loop->bl;
   ur_sq_lock(bd); /* no one else is here; the lock orders us after past users */
   bd->swapping = true;
@@ -1599,8 +1621,18 @@ static void ur_drain_ring(ioc_core_t *core, ioc__loop_t *loop) {
                     (sigset_t *)(void *)&arg, sizeof arg);
     bool woke = false;
     int m = ur_reap(bd, cqes, IOC__CQE_BATCH, &woke);
-    for (int i = 0; i < m; i++)
-      ur_complete(core, loop, &cqes[i]);
+    if (m > 0) {
+      ioc__cqe_t *grown = realloc(*out, (size_t)(*nout + m) * sizeof *grown);
+      if (!grown) {
+        /* No room to keep them: complete them now, on the old ring. */
+        for (int i = 0; i < m; i++)
+          ur_complete(core, loop, &cqes[i]);
+        continue;
+      }
+      *out = grown;
+      memcpy(*out + *nout, cqes, (size_t)m * sizeof *cqes);
+      *nout += m;
+    }
   }
 }
 
@@ -1613,10 +1645,8 @@ static void ur_drain_ring(ioc_core_t *core, ioc__loop_t *loop) {
  * ring could be made (the loop keeps its ring; logged). */
 static int ur_loop_own(ioc_core_t *core, ioc__loop_t *loop, bool own) {
   ur_backend_t *bd = loop->bl;
-  if (own == bd->owned)
-    return !own ? 0 : atomic_load(&bd->mode) == UR_MODE_DEFER ? 1 : 2;
-  if (own && core->batch_hook && !getenv("IOCORE_URING_MODE"))
-    return 0; /* see UR_LUA_PLAIN */
+  if (own == bd->worker_ring)
+    return !bd->owned ? 0 : atomic_load(&bd->mode) == UR_MODE_DEFER ? 1 : 2;
   struct io_uring fresh;
   int mode;
   unsigned depth = core->queue_depth ? core->queue_depth : UR_DEFAULT_DEPTH;
@@ -1626,15 +1656,36 @@ static int ur_loop_own(ioc_core_t *core, ioc__loop_t *loop, bool own) {
              ioc_err_name(ret), ur_mode_names[atomic_load(&bd->mode)]);
     return ret;
   }
-  ur_drain_ring(core, loop);
+  /* entries kept from an earlier hand-over and not yet handed out stay
+   * first, in order */
+  ioc__cqe_t *kept = NULL;
+  int nkept = 0;
+  if (bd->kept) {
+    nkept = bd->nkept - bd->kept_next;
+    memmove(bd->kept, bd->kept + bd->kept_next, (size_t)nkept * sizeof *kept);
+    kept = bd->kept;
+    bd->kept = NULL;
+    bd->nkept = bd->kept_next = 0;
+  }
+  ur_drain_ring(core, loop, &kept, &nkept);
   ur_ring_close(bd);
   bd->ring = fresh;
   atomic_store(&bd->mode, mode);
-  bd->owned = own;
+  /* only a SINGLE_ISSUER ring refuses other threads' SQEs */
+  bd->owned = own && mode <= UR_MODE_COOP_SI;
+  bd->worker_ring = own;
   atomic_store_explicit(&bd->inflight, 0, memory_order_relaxed);
   atomic_store_explicit(&bd->efd_armed, false, memory_order_relaxed);
-  if (atomic_load_explicit(&bd->bufs_out, memory_order_relaxed) != 0 || (ret = ur_bufs_attach(bd)) < 0)
-    ioc__log(core, "io_uring: loop %d has no receive buffers (%s)", loop->index, ioc_err_name(ret));
+  /* Every buffer goes to the new ring but those the kept entries hold:
+   * they are given back after their completions, as always. */
+  unsigned char *held = calloc(bd->nbufs, 1);
+  for (int i = 0; held && i < nkept; i++)
+    if (kept[i].flags & IORING_CQE_F_BUFFER)
+      held[(kept[i].flags >> IORING_CQE_BUFFER_SHIFT) % bd->nbufs] = 1;
+  if (!held || (ret = ur_bufs_attach(bd, held)) < 0)
+    ioc__log(core, "io_uring: loop %d has no receive buffers (%s)", loop->index,
+             ioc_err_name(held ? ret : IOC_ENOMEM));
+  free(held);
   bd->swapping = false;
   ioc__spin_lock(&bd->buf_lock);
   ioc__queue_t starved = ioc__queue_take(&bd->starved);
@@ -1647,11 +1698,17 @@ static int ur_loop_own(ioc_core_t *core, ioc__loop_t *loop, bool own) {
   ioc__qnode_t *it;
   while ((it = ioc__queue_pop(&again)) != NULL)
     ur_resubmit(core, IOC__QUEUE_DATA(it, ioc__op_t, qn));
-  atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed);
-  ur_flush(core, loop);
   atomic_store_explicit(&bd->ring_fd, bd->ring.ring_fd, memory_order_release);
   atomic_store_explicit(&bd->wake_pending, 0, memory_order_release);
-  return !own ? 0 : mode == UR_MODE_DEFER ? 1 : 2;
+  /* The old ring's completions are handed out by the next wait(), as if
+   * reaped from the new ring: they run in the owner's usual batch, not
+   * here under drive_lock, and what they submit again goes to the new one. */
+  bd->kept = kept;
+  bd->nkept = nkept;
+  bd->kept_next = 0;
+  atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed);
+  ur_flush(core, loop);
+  return !bd->owned ? 0 : mode == UR_MODE_DEFER ? 1 : 2;
 }
 
 /* The mode loop's ring runs in (tests, logs). */

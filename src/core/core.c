@@ -873,6 +873,13 @@ static void worker_main(void *arg) {
     atomic_store_explicit(&core->loops[i]->owner, (void *)&tls_token, memory_order_relaxed);
   tls_worker = w;
   for (int i = w->index; i < count; i += w->count) loop_hand_over(core, core->loops[i], true);
+  /* No worker dispatches before every loop has been taken over: one that
+   * did could submit to another worker's loop while it is still the old
+   * ring, and a request belongs to the thread that submitted it (its
+   * cancel by the hand-over would then wait for that thread, busy in a
+   * handler). */
+  atomic_fetch_sub_explicit(&core->handovers_left, 1, memory_order_acq_rel);
+  while (atomic_load_explicit(&core->handovers_left, memory_order_acquire) > 0) ioc__thread_yield();
   for (;;) {
     int rc = ioc_core_dispatch(core, -1);
     if (rc == IOC_ECANCELED) break;
@@ -905,6 +912,7 @@ int ioc_core_start(ioc_core_t *core, int nthreads) {
     }
   }
   core->workers = workers;
+  atomic_store(&core->handovers_left, nthreads);
   atomic_store(&core->stopping, 0);
   atomic_store_explicit(&core->pool_running, 1, memory_order_release);
   /* Threads dispatching without the pool leave the loops to it. */
@@ -917,6 +925,7 @@ int ioc_core_start(ioc_core_t *core, int nthreads) {
     if (rc < 0) {
       /* The loops are driven as workers index % count: start over with the
        * ones that did start, after they stop. */
+      atomic_fetch_sub(&core->handovers_left, nthreads - i);
       core->nworkers = i;
       ioc_core_stop(core);
       ioc_core_join(core);

@@ -356,6 +356,7 @@ struct ioc_core {
   int foreign_waiting;      /* foreign_lock */
   atomic_int pool_running;  /* a pool's workers own the loops */
   atomic_int sleepers;      /* pool workers waiting with no time bound (core.c: call_for_help) */
+  atomic_int handovers_left; /* workers of a starting pool not done taking their loops over */
 
   ioc__mutex_t timer_lock;
   ioc__timer_heap_t timers;
