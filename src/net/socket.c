@@ -261,6 +261,14 @@ int ioc__socket_close(ioc_core_t *core, ioc_fd_t fd) {
   return rc;
 }
 
+void ioc__socket_close_on(ioc_core_t *core, int loop, ioc_fd_t fd) {
+  if (fd != IOC_BAD_FD && core->backend->close && core->backend->close(core, loop, fd)) {
+    IOC__STAT_SUB(core, sockets, 1); /* the backend closes it: no longer ours */
+    return;
+  }
+  ioc__socket_close(core, fd);
+}
+
 /* ---- options --------------------------------------------------------------------- */
 
 static int ioc__setsockopt_int(ioc_fd_t fd, int level, int name, int value) {
