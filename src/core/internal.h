@@ -317,18 +317,23 @@ struct ioc__backend {
    * send is in flight or possible then: the queue is empty and further
    * sends are refused), so a session never grows for it.
    *
-   * close: fire-and-forget close of fd, a socket pinned to loop `loop`.
-   * Called only after del(), with no operation on fd in flight and none to
-   * come, so no completion is needed: nothing waits for its result (a
-   * failed close of a socket is not actionable; Linux releases the
-   * descriptor either way). Returns true when the backend took fd: it
-   * will be closed before the loop next waits for completions (flush) and
-   * at the latest in loop_destroy, and the caller never touches fd again.
-   * Returns false when it cannot take it now (the calling thread may not
-   * submit to that loop, no room): the caller closes fd itself. Any
+   * close: forgets h as del() does and closes its socket, in one call, so
+   * a backend can spare work: io_uring closes fire-and-forget (no op, no
+   * completion), epoll skips EPOLL_CTL_DEL (the kernel drops a
+   * registration when its socket closes; a late event from before is
+   * dropped by the generation check). Called with no operation on h in
+   * flight and none to come, and nothing waits for the result (a failed
+   * close of a socket is not actionable; Linux releases the descriptor
+   * either way). Returns true when it did both: the fd is the backend's
+   * now (closed before the loop next waits for completions, at the latest
+   * in loop_destroy) and the caller never touches it again. Returns false
+   * when it did nothing (the calling thread may not submit to h's loop, no
+   * room): the caller calls del() and closes the socket itself. Only for
+   * sockets nobody else can hold (sessions): a listener's socket may live
+   * on in a forked child, so listeners use del() and a plain close. Any
    * thread. */
   int (*shutdown)(ioc_core_t *core, ioc__op_t *op);
-  bool (*close)(ioc_core_t *core, int loop, ioc_fd_t fd);
+  bool (*close)(ioc_core_t *core, ioc__handle_t *h);
 };
 
 extern const ioc__backend_t ioc__backend_uring;
@@ -438,10 +443,10 @@ bool ioc__timer_cancel(ioc_timer_t *timer);
 int ioc__socket_open(ioc_core_t *core, int family, ioc_fd_t *out); /* non-blocking, close-on-exec */
 void ioc__socket_adopt(ioc_core_t *core, ioc_fd_t fd);             /* count an fd made by accept */
 int ioc__socket_close(ioc_core_t *core, ioc_fd_t fd);
-/* Closes a counted socket pinned to loop `loop` whose operations are all
- * done and which the backend has forgotten (del): through backend->close
- * when the backend offers it and takes fd, else ioc__socket_close. */
-void ioc__socket_close_on(ioc_core_t *core, int loop, ioc_fd_t fd);
+/* Forgets a session's handle (backend del) and closes its counted socket,
+ * once no operation on it is in flight: through backend->close when the
+ * backend offers it and takes it, else del() and ioc__socket_close. */
+void ioc__socket_close_handle(ioc_core_t *core, ioc__handle_t *h);
 int ioc__socket_set_nonblock(ioc_fd_t fd);
 int ioc__socket_set_reuseaddr(ioc_fd_t fd);
 int ioc__socket_set_reuseport(ioc_fd_t fd);

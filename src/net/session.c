@@ -219,9 +219,8 @@ static void finalize(ioc_session_t *s) {
   /* session:address() stays answerable in and after on_close. */
   if (!s->local) ioc_session_local(s);
   if (s->h.fd != IOC_BAD_FD) { /* none when a host name never resolved */
-    core->backend->del(core, &s->h);
     if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
-    ioc__socket_close_on(core, s->h.loop, s->h.fd); /* nothing refers to it any more */
+    ioc__socket_close_handle(core, &s->h); /* nothing refers to it any more */
   }
   s->h.fd = IOC_BAD_FD;
   ioc__sendq_free_chunks(s);

@@ -261,12 +261,13 @@ int ioc__socket_close(ioc_core_t *core, ioc_fd_t fd) {
   return rc;
 }
 
-void ioc__socket_close_on(ioc_core_t *core, int loop, ioc_fd_t fd) {
-  if (fd != IOC_BAD_FD && core->backend->close && core->backend->close(core, loop, fd)) {
+void ioc__socket_close_handle(ioc_core_t *core, ioc__handle_t *h) {
+  if (core->backend->close && core->backend->close(core, h)) {
     IOC__STAT_SUB(core, sockets, 1); /* the backend closes it: no longer ours */
     return;
   }
-  ioc__socket_close(core, fd);
+  core->backend->del(core, h);
+  ioc__socket_close(core, h->fd);
 }
 
 /* ---- options --------------------------------------------------------------------- */

@@ -18,7 +18,7 @@ enum { SHUT_ASYNC, SHUT_REFUSE, SHUT_ENOTCONN };
 
 static int g_mode;
 static atomic_int g_shutdowns, g_closes;
-static ioc__backend_t g_wrapped;
+static ioc__backend_t g_wrapped, g_real;
 
 /* As a ring does: the result comes back later as a completion. */
 static int fake_shutdown(ioc_core_t *core, ioc__op_t *op) {
@@ -30,15 +30,14 @@ static int fake_shutdown(ioc_core_t *core, ioc__op_t *op) {
   return 0;
 }
 
-static bool fake_close(ioc_core_t *core, int loop, ioc_fd_t fd) {
-  IOC__UNUSED(core);
-  ASSERT(loop >= 0);
+static bool fake_close(ioc_core_t *core, ioc__handle_t *h) {
   atomic_fetch_add(&g_closes, 1);
-  if (g_mode == SHUT_REFUSE) return false; /* the caller closes it */
+  if (g_mode == SHUT_REFUSE) return false; /* the caller forgets and closes it */
+  g_real.del(core, h);
 #ifdef _WIN32
-  closesocket(fd);
+  closesocket(h->fd);
 #else
-  close(fd);
+  close(h->fd);
 #endif
   return true;
 }
@@ -49,7 +48,7 @@ static ioc_core_t *wrapped_core(int mode) {
   g_mode = mode;
   atomic_store(&g_shutdowns, 0);
   atomic_store(&g_closes, 0);
-  g_wrapped = *core->backend;
+  g_real = g_wrapped = *core->backend;
   g_wrapped.shutdown = fake_shutdown;
   g_wrapped.close = fake_close;
   core->backend = &g_wrapped;
