@@ -1,7 +1,7 @@
 -- A TCP proxy: every client that connects gets its own connection to the
 -- upstream server, and bytes flow both ways.
 --
---   lua examples/proxy.lua [listen_address] [upstream_address] [high_water_bytes]
+--   lua examples/callback/proxy.lua [listen_address] [upstream_address] [high_water_bytes]
 --   (defaults 127.0.0.1:8000, 127.0.0.1:8080, 262144)
 --
 -- Backpressure: when the side being written to has more than the high-water
