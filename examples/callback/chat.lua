@@ -1,6 +1,6 @@
 -- A line chat: every line a client sends goes to every other client.
 --
---   lua examples/chat.lua [address]          (default 127.0.0.1:7778)
+--   lua examples/callback/chat.lua [address]          (default 127.0.0.1:7778)
 local iocore = require "iocore"
 
 local address = arg and arg[1] or "127.0.0.1:7778"
