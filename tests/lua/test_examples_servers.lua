@@ -258,3 +258,19 @@ function TestServerExamples:test_http_server_example_keep_alive_http10_close_and
     stop(core, p)
   end)
 end
+
+-- ---- docs -----------------------------------------------------------------------------
+
+-- docs/protocols.md quotes the RESP example's request reader: the quote is
+-- the example's code, character for character.
+function TestServerExamples:test_protocols_doc_quotes_the_resp_example_verbatim()
+  local doc = assert(H.read_file(H.root .. "/docs/protocols.md"))
+  local example = assert(H.read_file(H.root .. "/examples/resp_server.lua"))
+  local quote = doc:match("```lua\n(local function read_request%(s%).-\nend\n)```")
+  lu.assertNotNil(quote, "the read_request quote in docs/protocols.md")
+  -- the doc's copy carries comments of its own: compare the code
+  local function code(text)
+    return (text:gsub("%s*%-%-[^\n]*", ""))
+  end
+  lu.assertStrContains(code(example), code(quote))
+end
