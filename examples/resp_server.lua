@@ -20,10 +20,7 @@ local core = assert(iocore.core { threads = threads })
 local MAX_BULK, MAX_ARGS = 1024 * 1024, 1024
 local db = {}
 
-local function bulk(v)
-  if v == nil then return "$-1\r\n" end
-  return "$" .. #v .. "\r\n" .. v .. "\r\n"
-end
+local function bulk(v) return v and "$" .. #v .. "\r\n" .. v .. "\r\n" or "$-1\r\n" end
 
 -- name = { fewest arguments, most arguments (the name included), run }
 local commands = {

@@ -30,7 +30,8 @@ end
 
 -- A python3 client of 127.0.0.1:port. o: send (a string), shut_wr,
 -- read_delay (s), rcvbuf, after_eof (a string), chat (a name), lines (an
--- array of lines, chat mode), no_read, deadline (s, default 60).
+-- array of lines, chat mode), rate (bytes/s, chat mode), no_read, deadline
+-- (s, default 60).
 -- p:data() is what it read, p:eof() its byte count once it saw EOF.
 function Y.client(port, o)
   o = o or {}
@@ -45,10 +46,21 @@ function Y.client(port, o)
   if o.chat then add("--chat", o.chat) end
   if o.lines then add("--lines", Y.temp(table.concat(o.lines, "\n") .. "\n")) end
   if o.no_read then argv[#argv + 1] = "--no-read" end
+  if o.rate then add("--rate", o.rate) end
   local out = Y.temp()
   add("--out", out)
   local p = H.spawn_argv(argv)
   function p:data() return H.read_file(out) or "" end
+  -- The last n bytes it read (cheap to poll while a large read goes on).
+  function p:tail(n)
+    local f = io.open(out, "rb")
+    if not f then return "" end
+    local size = f:seek("end")
+    f:seek("set", math.max(0, size - n))
+    local t = f:read("a") or ""
+    f:close()
+    return t
+  end
   function p:eof() return tonumber(self:output():match("eof (%d+)")) end
   return p
 end

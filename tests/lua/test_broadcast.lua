@@ -310,3 +310,29 @@ function TestBroadcast:test_broadcast_of_a_preframed_message_to_framed_sessions(
     no_buffers(core)
   end)
 end
+
+-- A session whose queue is already over max_pending refuses the broadcast
+-- like a send (ENOBUFS): skipped, not counted, and on_drain follows once
+-- its queue has emptied.
+function TestBroadcast:test_session_over_max_pending_is_skipped_then_drains()
+  H.with_core(function(core)
+    local drained = false
+    local l, list = collecting_server(core, { max_pending = 64 * KiB, on_drain = function() drained = true end })
+    local slow = H.slow_reader(l:port(), 1)
+    H.wait_for(core, function() return #list == 1 end, "the slow reader's session")
+    local slow_s = list[1]
+    local cs = clients(core, l:address(), 2)
+    H.wait_for(core, function() return #list == 3 and all(cs, function(c) return c.connected end) end, "3 sessions")
+    local filler = ("f"):rep(4 * 1024 * KiB)
+    lu.assertTrue(slow_s:send(filler)) -- an empty queue takes it, whatever max_pending
+    lu.assertEquals(core:broadcast(list, "hi\n"), 2)
+    H.wait_for(core, function() return all(cs, function(c) return c.received == 3 end) end, "the fast copies")
+    H.wait_for(core, function() return drained end, "on_drain after the refusal", 30000)
+    H.wait_for(core, function() return slow:received() == #filler end, "the slow reader's bytes", 30000)
+    for _, c in ipairs(cs) do c.s:close() end
+    slow_s:close()
+    H.wait_for(core, function() return core:stats().active == 0 end, "close", 20000)
+    l:close()
+    no_buffers(core)
+  end)
+end

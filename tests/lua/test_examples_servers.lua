@@ -117,6 +117,12 @@ end
 
 -- ---- HTTP ---------------------------------------------------------------------------
 
+-- A file name for a Linux program (the suite may run under wine, where
+-- os.tmpname() gives Z:\... names; H.spawn_argv converts whole arguments only).
+local function unix_path(name)
+  return (name:gsub("^[Zz]:", ""):gsub("\\", "/"))
+end
+
 -- curl fetches several URLs over one kept-alive connection (--next keeps
 -- the connection pool): a GET, a POST whose body is echoed byte for byte, a
 -- GET with the request's headers, an unknown path.
@@ -133,7 +139,7 @@ function TestServerExamples:test_http_server_example_keeps_curl_connection_alive
     f:close()
     local status, out = run_client(core, { "curl", "-sS", "-v", "--max-time", "30",
       "-o", files[2], base .. "/",
-      "--next", "--data-binary", "@" .. files[1], "-o", files[3], base .. "/echo",
+      "--next", "--data-binary", "@" .. unix_path(files[1]), "-o", files[3], base .. "/echo",
       "--next", "-H", "X-Test: yes", "-o", files[4], base .. "/headers?x=1",
       "--next", "-o", files[5], base .. "/nope" })
     local got = {}
@@ -257,4 +263,20 @@ function TestServerExamples:test_http_server_example_keep_alive_http10_close_and
     lu.assertTrue(c:wait_closed(20000), "an over-long request line closes the connection")
     stop(core, p)
   end)
+end
+
+-- ---- docs -----------------------------------------------------------------------------
+
+-- docs/protocols.md quotes the RESP example's request reader: the quote is
+-- the example's code, character for character.
+function TestServerExamples:test_protocols_doc_quotes_the_resp_example_verbatim()
+  local doc = assert(H.read_file(H.root .. "/docs/protocols.md"))
+  local example = assert(H.read_file(H.root .. "/examples/resp_server.lua"))
+  local quote = doc:match("```lua\n(local function read_request%(s%).-\nend\n)```")
+  lu.assertNotNil(quote, "the read_request quote in docs/protocols.md")
+  -- the doc's copy carries comments of its own: compare the code
+  local function code(text)
+    return (text:gsub("%s*%-%-[^\n]*", ""))
+  end
+  lu.assertStrContains(code(example), code(quote))
 end

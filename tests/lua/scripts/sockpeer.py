@@ -3,7 +3,8 @@
 
   sockpeer.py --port P [--send-file F] [--shut-wr] [--read-delay S]
               [--rcvbuf N] [--out F] [--after-eof TEXT] [--deadline S]
-  sockpeer.py --port P --chat NAME --out F [--lines F] [--no-read] [--deadline S]
+  sockpeer.py --port P --chat NAME --out F [--lines F] [--rate B] [--no-read]
+              [--shut-wr] [--deadline S]
 
 Stream mode (the default): connects to 127.0.0.1:P, sends the file's bytes
 (from a thread of its own, while reading), then half-closes if --shut-wr;
@@ -12,8 +13,9 @@ Prints "connected", "sent N", "eof N" (N = bytes read) or "error NAME";
 after EOF it sends --after-eof and closes.
 
 Chat mode: connects, sends "NAME\\n" then the lines of --lines (one write
-each, one per line of the file), reads lines into --out until EOF (not at
-all with --no-read, until killed). Prints "connected", "sent N", "eof N".
+each, one per line of the file, at about --rate bytes/s if given), then
+half-closes if --shut-wr; reads into --out until EOF (not at all with
+--no-read, until killed). Prints "connected", "sent N", "eof N".
 
 Every run ends by itself after --deadline seconds (exit 3).
 """
@@ -42,6 +44,7 @@ def main():
     ap.add_argument("--chat")
     ap.add_argument("--lines")
     ap.add_argument("--no-read", action="store_true")
+    ap.add_argument("--rate", type=float)
     ap.add_argument("--deadline", type=float, default=60)
     a = ap.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
@@ -71,8 +74,14 @@ def main():
     def send():
         try:
             if a.chat is not None:
+                start, n = time.monotonic(), 0
                 for line in data.splitlines(True):
                     s.sendall(line)
+                    n += len(line)
+                    if a.rate:
+                        ahead = n / a.rate - (time.monotonic() - start)
+                        if ahead > 0.01:
+                            time.sleep(ahead)
             else:
                 s.sendall(data)
             say("sent %d" % len(data))
