@@ -95,7 +95,10 @@ void lb_rbuf_free(lua_State *L, lsession *ls) {
 
 static size_t rb_len(const lb_rbuf *rb) { return rb->tail - rb->head; }
 
-/* Appends len bytes; raises a memory error (nothing appended) when it cannot. */
+/* Appends len bytes. When it cannot, the buffered bytes are dropped too
+ * (the session is aborted for it, and the state needs the memory to report
+ * that: a buffer near memory_limit would starve it) and a memory error is
+ * raised. */
 static void rb_append(lua_State *L, lb_rbuf *rb, const char *data, size_t len) {
   size_t used = rb_len(rb);
   if (rb->cap - rb->tail < len) {
@@ -103,12 +106,12 @@ static void rb_append(lua_State *L, lb_rbuf *rb, const char *data, size_t len) {
       memmove(rb->buf, rb->buf + rb->head, used); /* room enough once the read part goes */
     } else {
       size_t cap = rb->cap ? rb->cap : 256;
-      while (cap < used + len) {
-        if (cap > ((size_t)-1) / 2) rb_nomem(L, (size_t)-1);
-        cap *= 2;
+      while (cap < used + len && cap <= ((size_t)-1) / 2) cap *= 2;
+      char *nb = cap >= used + len ? rb_alloc(L, NULL, 0, cap) : NULL;
+      if (!nb) {
+        rb_free_bytes(L, rb);
+        rb_nomem(L, cap);
       }
-      char *nb = rb_alloc(L, NULL, 0, cap);
-      if (!nb) rb_nomem(L, cap);
       if (used) memcpy(nb, rb->buf + rb->head, used);
       if (rb->buf) rb_alloc(L, rb->buf, rb->cap, 0);
       rb->buf = nb;
@@ -162,6 +165,19 @@ static void rb_scanned(lb_rbuf *rb, size_t dl) {
   rb->scan = len >= dl ? len - dl + 1 : 0;
 }
 
+/* Whether a message that has no delimiter d (dl bytes) in the buffer yet
+ * is known to be longer than max: more than max bytes are buffered, and at
+ * no offset up to max do the buffered bytes end with the start of d (the
+ * places where d could still begin once more bytes come). */
+static bool rb_too_long(const lb_rbuf *rb, const char *d, size_t dl, size_t max) {
+  size_t len = rb_len(rb);
+  if (len <= max) return false;
+  const char *base = rb->buf + rb->head;
+  for (size_t p = len >= dl ? len - dl + 1 : 0; p <= max; p++)
+    if (memcmp(base + p, d, len - p) == 0) return false;
+  return true;
+}
+
 /* Whether the parked reader can go on with what is buffered (for a
  * delimiter: it is there, or more than max bytes came without it). */
 static bool rb_ready(lb_rbuf *rb) {
@@ -171,7 +187,7 @@ static bool rb_ready(lb_rbuf *rb) {
   case WANT_DELIM:
     if (rb_find(rb, rb->scan, rb->delim, rb->dlen) >= 0) return true;
     rb_scanned(rb, rb->dlen);
-    return rb_len(rb) > rb->need;
+    return rb_too_long(rb, rb->delim, rb->dlen, rb->need);
   default: return false;
   }
 }
@@ -273,7 +289,7 @@ static int p_find(lua_State *L) {
     take_piece(L, ls, (size_t)e, dl, line);
     return 1;
   }
-  if (e >= 0 || (lua_Integer)rb_len(rb) > max) {
+  if (e >= 0 || rb_too_long(rb, d, dl, (size_t)max)) {
     rb_free_bytes(L, rb);
     if (rb->ra_paused) rb_pause(ls, false);
     lua_pushboolean(L, 0);
@@ -454,7 +470,7 @@ static int fast_delim(lua_State *L, int m, lsession *ls, const char *d, size_t d
     take_piece(L, ls, (size_t)e, dl, line);
     return 1;
   }
-  if (e >= 0 || (lua_Integer)rb_len(rb) > max) return slow(L, m);
+  if (e >= 0 || rb_too_long(rb, d, dl, (size_t)max)) return slow(L, m);
   rb_scanned(rb, dl);
   return park(L, m, ls, WANT_DELIM, (size_t)max, d, dl);
 }
