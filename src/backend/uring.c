@@ -166,6 +166,7 @@ enum {
 /* user_data markers for CQEs that are not ops. 0 is a wake. */
 static uint64_t ur_cancel_marker; /* the result of an ASYNC_CANCEL: ignored */
 static uint64_t ur_retry_marker;  /* the starved-receive retry timer */
+static uint64_t ur_close_marker;  /* a fire-and-forget IORING_OP_CLOSE: ignored */
 /* The result of a MSG_RING wake sent to another loop's ring carries that
  * ring's ur_backend_t with this bit set (every other user_data is an
  * aligned pointer or 0). */
@@ -268,6 +269,10 @@ typedef struct ur_backend {
 
   bool wait_in_poll; /* running under valgrind: see UR_ON_VALGRIND */
   bool has_msg_ring; /* IORING_OP_MSG_RING (5.18): wakes between workers' rings */
+  bool has_shutdown; /* IORING_OP_SHUTDOWN (5.11) */
+  /* SHUTDOWN / CLOSE SQEs made (tests: ioc__uring_counts) */
+  atomic_uint_fast64_t n_shutdown, n_close;
+  bool has_close;    /* IORING_OP_CLOSE (5.6) */
 } ur_backend_t;
 
 static inline void ur_sq_lock(ur_backend_t *bd) {
@@ -319,7 +324,7 @@ static int32_t ur_map_res(int32_t res) {
 
 static bool ur_net_op(const ioc__op_t *op) {
   return op->type == IOC__OP_ACCEPT || op->type == IOC__OP_CONNECT || op->type == IOC__OP_RECV ||
-         op->type == IOC__OP_SEND;
+         op->type == IOC__OP_SEND || op->type == IOC__OP_SHUTDOWN;
 }
 
 /* ---- probing and ring setup ---------------------------------------------- */
@@ -571,8 +576,12 @@ static int ur_bufs_attach(ur_backend_t *bd, const unsigned char *held) {
   return 0;
 }
 
-/* Tears the current ring down, its buffer ring with it. */
+/* Tears the current ring down, its buffer ring with it. SQEs still in the
+ * SQ go to the kernel first: a fire-and-forget close among them must not
+ * leave its socket open. */
 static void ur_ring_close(ur_backend_t *bd) {
+  if (io_uring_sq_ready(&bd->ring) > 0)
+    io_uring_submit(&bd->ring);
   if (bd->br) {
     io_uring_unregister_buf_ring(&bd->ring, UR_BUF_GROUP);
     free(bd->br);
@@ -641,6 +650,8 @@ static int ur_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
   bd->retry_ts.tv_nsec = UR_RETRY_NS;
   bd->wait_in_poll = UR_ON_VALGRIND();
   bd->has_msg_ring = ur_op_supported(&bd->ring, IORING_OP_MSG_RING);
+  bd->has_shutdown = ur_op_supported(&bd->ring, IORING_OP_SHUTDOWN);
+  bd->has_close = ur_op_supported(&bd->ring, IORING_OP_CLOSE);
   loop->bl = bd;
   return 0;
 
@@ -815,6 +826,9 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
     sqe->buf_group = UR_BUF_GROUP;
     if (ur_flags(op) & UR_F_POLL)
       sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    break;
+  case IOC__OP_SHUTDOWN:
+    io_uring_prep_shutdown(sqe, fd, SHUT_WR);
     break;
   case IOC__OP_SEND:
     if (op->u.send.iovcnt == 1) {
@@ -1330,7 +1344,7 @@ static int ur_reap(ur_backend_t *bd, ioc__cqe_t *out, int max, bool *woke) {
       *woke = efd_fired = true;
       continue;
     }
-    if (cqe->user_data == UR_UD(&ur_cancel_marker))
+    if (cqe->user_data == UR_UD(&ur_cancel_marker) || cqe->user_data == UR_UD(&ur_close_marker))
       continue;
     if (cqe->flags & IORING_CQE_F_BUFFER)
       atomic_fetch_add_explicit(&bd->bufs_out, 1, memory_order_acq_rel);
@@ -1711,6 +1725,18 @@ static int ur_loop_own(ioc_core_t *core, ioc__loop_t *loop, bool own) {
   return !bd->owned ? 0 : mode == UR_MODE_DEFER ? 1 : 2;
 }
 
+/* How many shutdowns and closes went through the core's rings (tests). */
+void ioc__uring_counts(ioc_core_t *core, uint64_t *shutdowns, uint64_t *closes) {
+  *shutdowns = *closes = 0;
+  if (core->backend != &ioc__backend_uring)
+    return;
+  for (int i = 0; i < atomic_load_explicit(&core->nloops, memory_order_acquire); i++) {
+    ur_backend_t *bd = core->loops[i]->bl;
+    *shutdowns += atomic_load(&bd->n_shutdown);
+    *closes += atomic_load(&bd->n_close);
+  }
+}
+
 /* The mode loop's ring runs in (tests, logs). */
 const char *ioc__uring_mode(ioc_core_t *core, int loop) {
   if (core->backend != &ioc__backend_uring || loop < 0 ||
@@ -1741,6 +1767,40 @@ static void ur_run_deferred(ioc_core_t *core, ioc__op_t *op) {
   IOC__UNUSED(op);
 }
 
+/* backend->shutdown: shutdown(SHUT_WR) as an SQE in the batch, with
+ * submit's contract (so the session's FIN costs no syscall of its own).
+ * IOC_ENOSYS on a kernel without IORING_OP_SHUTDOWN: the caller makes the
+ * syscall. */
+static int ur_shutdown(ioc_core_t *core, ioc__op_t *op) {
+  ur_backend_t *bd = ur_of(core, op);
+  if (!bd->has_shutdown)
+    return IOC_ENOSYS;
+  atomic_fetch_add_explicit(&bd->n_shutdown, 1, memory_order_relaxed);
+  return ur_submit(core, op);
+}
+
+/* backend->close: the socket is closed by an IORING_OP_CLOSE in the batch,
+ * fire-and-forget (its CQE is ignored), when the calling thread may submit
+ * to the handle's ring now; else false and the caller closes it. The SQE
+ * goes out with the batch, or at the latest when the ring is torn down
+ * (ur_ring_close submits what is left). Nothing else refers to the socket:
+ * no op on it is in flight and none will be. */
+static bool ur_close(ioc_core_t *core, ioc__handle_t *h) {
+  ur_backend_t *bd = (ur_backend_t *)core->loops[h->loop]->bl;
+  if (!bd->has_close || !ioc__core_driving(bd->loop) || !ur_may_submit(bd))
+    return false;
+  ur_sq_lock(bd);
+  struct io_uring_sqe *sqe = bd->swapping ? NULL : ur_get_sqe_locked(bd);
+  if (sqe) {
+    io_uring_prep_close(sqe, h->fd);
+    io_uring_sqe_set_data64(sqe, UR_UD(&ur_close_marker));
+    atomic_fetch_add_explicit(&bd->n_close, 1, memory_order_relaxed);
+    ur_commit_locked(core, bd);
+  }
+  ur_sq_unlock(bd);
+  return sqe != NULL;
+}
+
 const ioc__backend_t ioc__backend_uring = {
     .name = "io_uring",
     .kind = IOC_BACKEND_IO_URING,
@@ -1761,6 +1821,8 @@ const ioc__backend_t ioc__backend_uring = {
     .wake = ur_wake,
     .flush = ur_flush,
     .loop_own = ur_loop_own,
+    .shutdown = ur_shutdown,
+    .close = ur_close,
 };
 
 #endif /* __linux__ */

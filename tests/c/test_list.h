@@ -24,6 +24,7 @@
   X(uring_rings_handed_over_mid_send_lose_no_byte, 60000)      \
   X(uring_foreign_thread_sends_cancels_and_wakes_reach_owner_rings, 60000) \
   X(uring_accepts_spread_over_worker_rings, 60000)             \
+  X(uring_graceful_close_shuts_down_and_closes_on_the_ring, 60000) \
   /* test_timer.c */                                           \
   X(timers_fire_in_order, 0)                                   \
   X(repeating_timer_repeats_and_cancel_stops_it, 0)            \
@@ -69,6 +70,11 @@
   X(peer_reset_during_large_send_closes_once, 0)               \
   X(send_to_closed_peer_does_not_raise_sigpipe, 0)             \
   X(close_sessions_with_ops_in_flight_frees_everything, 60000) \
+  /* test_close_path.c */                                      \
+  X(close_goes_through_the_backends_async_shutdown_and_close, 0) \
+  X(half_close_goes_through_the_backends_async_shutdown, 0)   \
+  X(close_falls_back_to_syscalls_when_the_backend_refuses, 0) \
+  X(async_shutdown_enotconn_ends_the_session_cleanly, 0)      \
   /* test_echo.c */                                            \
   X(echo_large_stream_single_thread, 0)                        \
   X(echo_integrity_100_sessions_4_workers, 120000)             \
@@ -155,4 +161,12 @@
   X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
   X(resolve_never_calls_back_inside_the_call, 0) \
   X(resolve_results_are_deduplicated_and_capped, 0) \
-  X(protocols_doc_states_the_constants, 0)
+  X(protocols_doc_states_the_constants, 0) \
+  /* test_buffer.c */                                          \
+  X(buffer_is_one_allocation_with_counts_in_stats, 0)          \
+  X(buffer_counts_are_exact_under_4_threads, 60000)            \
+  X(buffer_to_many_sessions_arrives_byte_exact_through_partial_writes, 90000) \
+  X(buffer_references_are_released_on_every_end_path, 120000) \
+  X(send_buffer_follows_the_rules_of_send, 60000)              \
+  X(broadcast_reaches_sessions_of_every_worker_and_skips_closing_ones, 60000) \
+  X(broadcasts_from_4_threads_at_once_arrive_whole_and_in_order, 90000)

@@ -342,6 +342,53 @@ void test_uring_accepts_spread_over_worker_rings(void) {
   ASSERT_CORE_CLEAN(core);
 }
 
+/* ---- the new-connection path on the ring ---------------------------------------- */
+
+static void reply_and_close(ioc_session_t *s, const char *data, size_t len) {
+  (void)data;
+  (void)len;
+  ASSERT_OK(ioc_session_send(s, "bye", 3));
+  ioc_session_close(s);
+}
+static void rc_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
+  (void)l;
+  (void)ud;
+  ioc_session_callbacks_t cb = callbacks(NULL, reply_and_close, NULL, ur_close);
+  ioc_session_set_callbacks(s, &cb, NULL);
+}
+
+/* 40 connections on a pool of 2, each answered and closed gracefully by the
+ * server from its handler: every client gets the reply then EOF, and the
+ * sessions' FINs and closes went to the kernel as SQEs in the workers'
+ * batches (IORING_OP_SHUTDOWN / IORING_OP_CLOSE), not as syscalls of their
+ * own; nothing is left open (the runner counts fds). */
+void test_uring_graceful_close_shuts_down_and_closes_on_the_ring(void) {
+  need_uring();
+  ioc_core_t *core;
+  make_core(&core);
+  ur_srv_init();
+  ASSERT_OK(test_pool_start(core, 2));
+  ioc_listener_t *l = listen_loopback(core, NULL, rc_accept, NULL);
+  enum { N = 40 };
+  for (int i = 0; i < N; i++) {
+    sock_t c = tcp_connect(ioc_listener_address(l));
+    sock_set_timeouts(c, scaled_ms(10000));
+    ASSERT_OK(sock_send_all(c, "hi", 2));
+    char buf[8];
+    size_t got = 0;
+    ASSERT_MSG(sock_recv_until_eof(c, buf, sizeof buf, &got) == 0 && got == 3 && memcmp(buf, "bye", 3) == 0,
+               "client %d: expected \"bye\" then EOF, got %zu bytes", i, got);
+    sock_close(c);
+  }
+  WAIT_UNTIL(core, atomic_load(&g_ur.closes) == N, 10000);
+  uint64_t shutdowns, closes;
+  ioc__uring_counts(core, &shutdowns, &closes);
+  ASSERT_MSG(closes >= N, "%llu of %d sockets closed on the ring", (unsigned long long)closes, N);
+  ASSERT_MSG(shutdowns + closes >= N, "no FIN went through the ring (%llu)", (unsigned long long)shutdowns);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+}
+
 #else /* !__linux__ */
 
 #define UR_SKIP(name) \
@@ -353,5 +400,6 @@ UR_SKIP(uring_mode_falls_back_to_plain_rings)
 UR_SKIP(uring_rings_handed_over_mid_send_lose_no_byte)
 UR_SKIP(uring_foreign_thread_sends_cancels_and_wakes_reach_owner_rings)
 UR_SKIP(uring_accepts_spread_over_worker_rings)
+UR_SKIP(uring_graceful_close_shuts_down_and_closes_on_the_ring)
 
 #endif
