@@ -15,73 +15,70 @@ static const char active_key = 'a';
 
 /* ---- the event queue ------------------------------------------------------------- */
 
-/* Appends first..last (n events) at the tail, or at the head with front. */
-static void enqueue(lcore *lc, lev *first, lev *last, int n, bool front) {
+static int chain_len(const lev *first, const lev *last) {
+  int n = 1;
+  for (const lev *e = first; e != last; e = e->next) n++;
+  return n;
+}
+
+/* Puts the chain first..last at the head of the queue (order kept). */
+static void enqueue_front(lcore *lc, lev *first, lev *last) {
+  int n = chain_len(first, last);
   lp_mutex_lock(lc->q_lock);
-  if (front) {
-    last->next = lc->q_head;
-    lc->q_head = first;
-    if (!lc->q_tail) lc->q_tail = last;
-  } else {
-    last->next = NULL;
-    if (lc->q_tail)
-      lc->q_tail->next = first;
-    else
-      lc->q_head = first;
-    lc->q_tail = last;
-  }
+  lb_fifo_push_front(&lc->queue, first, last);
   atomic_fetch_add(&lc->q_len, n);
   lp_mutex_unlock(lc->q_lock);
 }
 
-void lb_queue_event(lcore *lc, lev *e) { enqueue(lc, e, e, 1, false); }
+void lb_queue_event(lcore *lc, lev *e) {
+  lp_mutex_lock(lc->q_lock);
+  lb_fifo_push(&lc->queue, e);
+  atomic_fetch_add(&lc->q_len, 1);
+  lp_mutex_unlock(lc->q_lock);
+}
 
 void lb_requeue_first(lcore *lc, lev *first, lev *last) {
   if (lc->processing) {
     /* from a handler: next in the batch, before the later events it holds */
-    last->next = lc->batch;
-    lc->batch = first;
+    lb_fifo_push_front(&lc->batch, first, last);
     return;
   }
-  int n = 1;
-  for (lev *e = first; e != last; e = e->next) n++;
-  enqueue(lc, first, last, n, true);
+  enqueue_front(lc, first, last);
 }
 
 void lb_push_event(lcore *lc, lev *e) {
-  enqueue(lc, e, e, 1, false);
+  lb_queue_event(lc, e);
   /* Inside dispatch the batch hook drains once the thread's batch is done,
    * so a long handler never holds the rest of the batch back. */
   if (!ioc_core_in_dispatch(lc->core)) lb_drain(lc);
 }
 
-static lev *take_all(lcore *lc) {
+/* Moves everything queued into the (empty) batch; false if nothing was. */
+static bool take_all(lcore *lc) {
   lp_mutex_lock(lc->q_lock);
-  lev *e = lc->q_head;
-  lc->q_head = lc->q_tail = NULL;
+  lb_fifo_take(&lc->queue, &lc->batch);
   atomic_store(&lc->q_len, 0);
   lp_mutex_unlock(lc->q_lock);
-  return e;
+  return !lb_fifo_empty(&lc->batch);
 }
 
 /* Events drained but not run (run()'s thread wants the lock) go back to the
  * head of the queue, ahead of anything queued since: order is kept. */
 static void put_back_batch(lcore *lc) {
-  lev *first = lc->batch, *last = first;
-  if (!first) return;
-  int n = 1;
-  while (last->next) {
-    last = last->next;
-    n++;
-  }
-  lc->batch = NULL;
-  enqueue(lc, first, last, n, true);
+  if (lb_fifo_empty(&lc->batch)) return;
+  lb_fifo b;
+  lb_fifo_take(&lc->batch, &b);
+  enqueue_front(lc, b.head, b.tail);
 }
 
 /* Drops every queued event without running it (core close, main thread). */
 void lb_discard_events(lua_State *L, lcore *lc) {
-  for (lev *e = take_all(lc), *next; e; e = next) {
-    next = e->next;
+  lp_mutex_lock(lc->q_lock);
+  lb_fifo all;
+  lb_fifo_take(&lc->queue, &all);
+  atomic_store(&lc->q_len, 0);
+  lp_mutex_unlock(lc->q_lock);
+  for (lev *e; (e = lb_fifo_pop(&all)) != NULL;) {
     if (L) lb_event_forget(L, e);
     lb_free_event(e);
   }
@@ -116,9 +113,8 @@ static int drain_protected(lua_State *T) {
   }
   for (;;) {
     if (atomic_load(&lc->want_lock)) break;
-    if (!lc->batch && !(lc->batch = take_all(lc))) break;
-    lev *e = lc->batch;
-    lc->batch = e->next;
+    if (lb_fifo_empty(&lc->batch) && !take_all(lc)) break;
+    lev *e = lb_fifo_pop(&lc->batch);
     lc->cur = e;
     lc->cur_session = e->s;
     lc->stack_top = lua_gettop(T);
