@@ -25,6 +25,8 @@
   X(timer_cancel_from_another_thread_stops_it, 0)              \
   X(timer_ids_are_never_reused, 0)                             \
   X(timer_started_from_callback_fires, 0)              \
+  X(slow_repeating_timers_leave_sockets_served, 0)      \
+  X(reposting_post_leaves_sockets_served, 0)           \
   /* test_address.c */                                         \
   X(address_parse_rejects_malformed_forms, 0)                  \
   X(address_parse_and_format_round_trip, 0)                    \
