@@ -148,8 +148,11 @@ typedef struct lcore {
   lp_mutex_t *lua_lock;
   lp_mutex_t *q_lock;
   lp_waiter_t *waiter; /* run() sleeps on it; stop() and signals wake it */
-  lb_fifo queue;        /* under q_lock */
-  atomic_int q_len;
+  lb_fifo queue;        /* session events, posts, the stop's flush; under q_lock */
+  lb_fifo timers;       /* timer events, in firing order; under q_lock */
+  int queue_n;          /* events in `queue`; under q_lock */
+  atomic_int q_len;     /* events in both */
+  atomic_int kick_posted; /* a drain that left timer events posted a kick, not run yet */
   atomic_int want_lock; /* run()'s thread wants lua_lock: drainers give it back */
 
   /* Under lua_lock: the drained events not processed yet, the event (or
