@@ -35,6 +35,15 @@ static void order_cb(ioc_timer_t *t, void *ud) {
   mutex_unlock(&orec.lock);
 }
 
+/* Read under the lock: the fired list is complete and visible once this
+ * says ORDER_N (the callbacks run on worker threads with --threads). */
+static int order_count(void) {
+  mutex_lock(&orec.lock);
+  int n = orec.nfired;
+  mutex_unlock(&orec.lock);
+  return n;
+}
+
 void test_timers_fire_in_order(void) {
   ioc_core_t *core;
   make_core(&core);
@@ -52,7 +61,7 @@ void test_timers_fire_in_order(void) {
     started[i] = now_ms() - orec.t0;
     ASSERT_OK(ioc_timer_start(core, delays[i], 0, order_cb, &ot[i], NULL));
   }
-  WAIT_UNTIL(core, orec.nfired == ORDER_N, 5000);
+  WAIT_UNTIL(core, order_count() == ORDER_N, 5000);
   /* Every pair in firing order must respect: equal delays fire in start
    * order (a later start means an equal or later deadline); otherwise the
    * earlier deadline (start + delay) first. Deadlines within 1 ms of each
@@ -89,15 +98,20 @@ void test_timers_fire_in_order(void) {
 typedef struct rep {
   atomic_int count;
   int cancel_at; /* > 0: the callback cancels its own timer at this count */
-  ioc_timer_t *self;
-  uint64_t first_ms, last_ms, t0;
+  _Atomic(ioc_timer_t *) self;
+  /* written by the callback on a worker while the test reads them */
+  _Atomic uint64_t first_ms, last_ms;
+  uint64_t t0;
 } rep_t;
 
 static void rep_cb(ioc_timer_t *t, void *ud) {
   rep_t *r = (rep_t *)ud;
+  /* the times before the count: a test that sees count n sees run n's time
+   * (one runner at a time: the runs of one timer never overlap) */
+  uint64_t at = now_ms() - r->t0;
+  if (atomic_load(&r->count) == 0) r->first_ms = at;
+  r->last_ms = at;
   int n = atomic_fetch_add(&r->count, 1) + 1;
-  if (n == 1) r->first_ms = now_ms() - r->t0;
-  r->last_ms = now_ms() - r->t0;
   if (r->cancel_at > 0 && n == r->cancel_at) {
     ASSERT(t == r->self);
     ioc_timer_cancel(t);
@@ -117,7 +131,9 @@ void test_repeating_timer_repeats_and_cancel_stops_it(void) {
   /* b cancels itself from its own callback on the 3rd run */
   b.cancel_at = 3;
   b.t0 = now_ms();
-  ASSERT_OK(ioc_timer_start(core, 5, 5, rep_cb, &b, &b.self));
+  ioc_timer_t *bt = NULL;
+  ASSERT_OK(ioc_timer_start(core, 5, 5, rep_cb, &b, &bt));
+  atomic_store(&b.self, bt);
   WAIT_UNTIL(core, atomic_load(&a.count) >= 6, 5000);
   ASSERT_MSG(a.first_ms + 1 >= 30, "first run after %llu ms, delay 30", (unsigned long long)a.first_ms);
   /* 6 runs: at least 30 + 5 * 10 ms */
