@@ -254,7 +254,7 @@ load_table("conn", "2. A new connection per request",
 load_table("resp", "3. RESP: PING, SET, GET",
   "`redis-benchmark " .. (meta.redis or "") .. "` (four tests: PING inline, PING bulk, SET, GET; " ..
   "requests/s = all requests ÷ the sum of the tests' times; p99 = the worst test's). " ..
-  "iocore: `examples/resp_server.lua`; luv: `peers/luv_redis.lua`; redis-server with `--save \"\" --appendonly no`. " ..
+  "iocore: `examples/callback/resp_server.lua`; luv: `peers/luv_redis.lua`; redis-server with `--save \"\" --appendonly no`. " ..
   "The two Lua servers parse differently (resp_server.lua walks the buffer by position, luv_redis.lua copies " ..
   "and re-concatenates it), and in this job the Lua code is most of the server's CPU; so the control row runs " ..
   "luv_redis.lua's own parser and replies on iocore (`bench/resp_luv_parser.lua`): the same Lua per request, " ..

@@ -1,4 +1,4 @@
--- The control for the RESP job: the same server as examples/resp_server.lua,
+-- The control for the RESP job: the same server as examples/callback/resp_server.lua,
 -- but with the parser and replies of ../shared/bench/peers/luv_redis.lua
 -- copied verbatim (from "local db" to the end of reply), so that iocore and
 -- luv run the very same Lua code per request and the difference is the

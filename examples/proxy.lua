@@ -1,135 +1,92 @@
--- A TCP proxy: every client that connects gets its own connection to the
--- upstream server, and bytes flow both ways.
+-- A TCP proxy in stream style: every client gets its own connection to the
+-- upstream server and two light threads (coroutines), one per direction,
+-- each a plain read-and-write loop.
 --
---   lua examples/proxy.lua [listen_address] [upstream_address] [high_water_bytes]
---   (defaults 127.0.0.1:8000, 127.0.0.1:8080, 262144)
+--   lua examples/proxy.lua [listen_address] [upstream_address]
+--   (defaults 127.0.0.1:8000 and localhost:8080; the upstream may be a
+--   host name, looked up without blocking)
 --
--- Backpressure: when the side being written to has more than the high-water
--- mark queued (s:pending()), the proxy pauses the side it reads from, and
--- resumes it from on_drain once the queue is empty again. A fast server and
--- a slow client therefore cost the proxy at most about one high-water mark
--- plus one read per direction, however much is transferred; TCP flow control
--- slows the fast side down.
+-- Backpressure: write() waits while the session written to has more than
+-- its write_hwm (256 KiB) queued, so the loop stops reading and TCP flow
+-- control slows the fast side down: a slow reader costs the proxy about
+-- write_hwm plus one read per direction, however much goes through.
+-- Half-close: a read that returns EOF (that side's FIN) is passed on with
+-- shutdown(); the other direction flows on until its own EOF. The loop that
+-- finishes last closes the pair; a failure on either side (a reset, a
+-- time-out) aborts both. Time-outs: 5 s to connect to the upstream; a
+-- session that receives and sends nothing for 5 minutes, or whose send
+-- queue makes no progress for 30 s, is closed.
 --
--- Half-close: with on_eof set, one side's FIN does not close the pair. It is
--- forwarded with s:shutdown() (after everything queued), and the other
--- direction keeps flowing until its own FIN. A reset on either side resets
--- the other.
---
--- When a pair has closed it prints one line:
---   pair 3 closed: up 52 bytes, down 10485760 bytes, max held up 52 down 327680, pauses 81
--- ("up" is client -> upstream; "max held" is the largest s:pending() seen
--- right after a send, i.e. the most the proxy had queued in that direction.)
+-- When a pair is done it prints one line ("up" is client -> upstream; "max
+-- held" is the most that was queued towards that side at once):
+--   pair 3 closed: up 52 bytes, down 10485760 bytes, max held up 52 down 327680
 local iocore = require "iocore"
 
-local listen_address = arg and arg[1] or "127.0.0.1:8000"
-local upstream_address = arg and arg[2] or "127.0.0.1:8080"
-local HWM = tonumber(arg and arg[3]) or 256 * 1024
+local listen_address = arg[1] or "127.0.0.1:8000"
+local upstream_address = arg[2] or "localhost:8080"
+local IDLE, STALL = 300000, 30000 -- ms: idle_timeout and write_timeout of every session
 
 local core = assert(iocore.core { threads = 2 })
-local pairs_made = 0
+local count = 0
 
--- Each session has s.other (the session it forwards to), s.pair (the
--- pair's counters) and s.dir ("up" for the client side: what it receives
--- goes up).
-local function report(pair)
-  if pair.reported then return end
-  pair.reported = true
-  print(("pair %d closed: up %d bytes, down %d bytes, max held up %d down %d, pauses %d"):format(
-    pair.id, pair.bytes.up, pair.bytes.down, pair.held.up, pair.held.down, pair.pauses))
-end
-
-local function on_recv(from, data)
-  local to, pair = from.other, from.pair
-  if not to:send(data) then
-    -- the other side is gone (closed or reset): nothing can be forwarded
-    from:abort()
-    return
+-- One direction's loop is over (err: why it failed, nil after an EOF).
+local function finish(pair, err)
+  if err then
+    pair.client:abort()
+    pair.upstream:abort()
   end
-  pair.bytes[from.dir] = pair.bytes[from.dir] + #data
-  local held = to:pending()
-  if held > pair.held[from.dir] then pair.held[from.dir] = held end
-  if held > HWM and not to.holding_back then
-    -- let the kernel's buffers and TCP flow control hold the rest
-    from:pause()
-    to.holding_back = true
-    pair.pauses = pair.pauses + 1
-  end
+  pair.running = pair.running - 1
+  if pair.running > 0 then return end
+  pair.client:close()
+  pair.upstream:close()
+  print(("pair %d closed: up %d bytes, down %d bytes, max held up %d down %d"):format(
+    pair.id, pair.bytes.up, pair.bytes.down, pair.held.up, pair.held.down))
 end
 
--- The queue towards `to` is empty: let its source read again.
-local function on_drain(to)
-  if to.holding_back then
-    to.holding_back = false
-    to.other:resume()
-  end
-end
-
--- One side finished sending: pass the FIN on after what is queued.
-local function on_eof(from)
-  from.other:shutdown()
-end
-
-local function on_close(s, err)
-  local other = s.other
-  if other and not other:closed() then
-    if err then other:abort() else other:close() end
-  end
-  s.done = true
-  if other == nil or other.done then report(s.pair) end
-end
-
-local function wire(a, b, pair)
-  a.other, b.other, a.pair, b.pair = b, a, pair, pair
-  for _, s in ipairs({ a, b }) do
-    s:on_recv(on_recv)
-    s:on_drain(on_drain)
-    s:on_eof(on_eof)
-    s:on_close(on_close)
-  end
-end
-
-local server = assert(core:listen(listen_address, {
-  on_accept = function(client)
-    -- read nothing until the upstream connection is there
-    client:pause()
-    pairs_made = pairs_made + 1
-    local pair = { id = pairs_made, bytes = { up = 0, down = 0 }, held = { up = 0, down = 0 }, pauses = 0 }
-    client.dir, client.pair = "up", pair
-    client:on_close(function(s, err)
-      -- closed before the upstream connection was made
-      if s.other then return on_close(s, err) end
-      s.done = true
-      if s.upstream then s.upstream:abort() end
-      report(pair)
-    end)
-    local upstream, msg = core:connect(upstream_address, {
-      connect_timeout = 5000,
-      on_connect = function(u, err)
-        if err then
-          io.stderr:write(("proxy: upstream %s: %s\n"):format(upstream_address, err))
-          client:abort()
-          return
-        end
-        if client:closed() then
-          u:abort()
-          return
-        end
-        u.dir = "down"
-        wire(client, u, pair)
-        client:resume()
-      end,
-    })
-    if not upstream then
-      io.stderr:write(("proxy: upstream %s: %s\n"):format(upstream_address, msg))
-      client:abort()
-      return
+-- Copies what `from` sends to `to` until from's EOF, then passes it on.
+local function pump(pair, from, to, dir)
+  while true do
+    local data, msg, code = from:read()
+    if not data then
+      if code ~= "EOF" then return finish(pair, msg) end
+      to:shutdown()
+      return finish(pair, nil)
     end
-    client.upstream = upstream
+    local held = to:pending() + #data
+    if held > pair.held[dir] then pair.held[dir] = held end
+    local ok, err = to:write(data) -- waits while `to` holds more than write_hwm
+    if not ok then return finish(pair, err) end
+    pair.bytes[dir] = pair.bytes[dir] + #data
+  end
+end
+
+local function serve(client)
+  local upstream, err = core:dial(upstream_address,
+    { connect_timeout = 5000, idle_timeout = IDLE, write_timeout = STALL })
+  if not upstream then
+    print(("no upstream for a client: %s: %s"):format(upstream_address, err))
+    return client:close()
+  end
+  client:resume()
+  count = count + 1
+  local pair = { id = count, client = client, upstream = upstream, running = 2,
+                 bytes = { up = 0, down = 0 }, held = { up = 0, down = 0 } }
+  core:spawn(pump, pair, upstream, client, "down")
+  pump(pair, client, upstream, "up")
+end
+
+-- The pumps close the pair, not the end of a handler (a listener's
+-- `handler` closes its session when it returns, while the other direction
+-- may still be flowing): so the client's light thread is spawned here, and
+-- the client is not read from (not even its FIN) until the upstream is there.
+local server = assert(core:listen(listen_address, {
+  idle_timeout = IDLE, write_timeout = STALL,
+  on_accept = function(client)
+    client:pause()
+    core:spawn(serve, client)
   end,
 }))
-
 io.stdout:setvbuf("line")
-print(("proxy on %s -> %s (high-water mark %d bytes)"):format(server:address(), upstream_address, HWM))
+print(("proxy on %s -> %s"):format(server:address(), upstream_address))
 core:run()
 print("proxy stopped")

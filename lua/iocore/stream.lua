@@ -772,6 +772,7 @@ function M.install(iocore, methods)
   })
 
   iocore.sleep = sleep
+  require("iocore.names").install(iocore, { wake = wake, core_of = function(co) return owners[co] and core_of(owners[co]) end })
   return iocore
 end
 

@@ -277,6 +277,7 @@ void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out) {
   LOAD(accepts_posted); LOAD(completions); LOAD(rejected); LOAD(objects); LOAD(ops_inflight);
   LOAD(sockets); LOAD(proxy_rejected);
 #undef LOAD
+  ioc__buffer_stats(&out->buffers, &out->buffer_bytes);
 }
 
 /* ---- loops: who drives, wake-ups ------------------------------------------------ */

@@ -397,6 +397,10 @@ void ioc__timers_destroy(ioc_core_t *core);
  * started (true), or the callback has run or is running (false). */
 bool ioc__timer_cancel(ioc_timer_t *timer);
 
+/* net/buffer.c: the shared buffers alive in the process and their bytes
+ * (for ioc_core_stats). */
+void ioc__buffer_stats(uint64_t *buffers, uint64_t *bytes);
+
 /* ---- sockets (net/socket.c) ---------------------------------------------- */
 
 /* Every socket the core opens or adopts is counted in stats.sockets, so a

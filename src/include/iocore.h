@@ -177,6 +177,10 @@ typedef struct ioc_stats {
    * missing, malformed or over-long PROXY header, or none within
    * IOC_PROXY_HEADER_TIMEOUT_MS */
   uint64_t proxy_rejected;
+  /* shared buffers (ioc_buffer_new) alive now in the whole process, and
+   * their payload bytes: a message sent to many sessions counts once */
+  uint64_t buffers;
+  uint64_t buffer_bytes;
 } ioc_stats_t;
 
 /* Returns the names of the backends usable on this machine, best first,
@@ -393,6 +397,46 @@ IOC_API int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n)
  * framing, IOC_EMSGSIZE when len does not fit the prefix (above 65535 for
  * LEN2); else what ioc_session_sendv returns. */
 IOC_API int ioc_session_send_frame(ioc_session_t *s, const void *data, size_t len);
+
+/* ---- shared buffers and broadcast ------------------------------------------
+ * An ioc_buffer_t is an immutable byte string with a reference count, made
+ * with one allocation (header and payload together). Sending it queues a
+ * reference instead of a copy, so one message sent to many sessions is held
+ * in memory once; each session's queue keeps its reference until those bytes
+ * are written or the session ends (on every path: close, abort, reset,
+ * time-out, ioc_core_close_all), whatever the creator does with its own.
+ * Counts are atomic: retain, release and sends of one buffer are safe from
+ * any threads at once. Buffers belong to no core; ioc_stats_t.buffers and
+ * buffer_bytes count the live ones of the whole process. */
+typedef struct ioc_buffer ioc_buffer_t;
+
+/* Copies len bytes of data into a new buffer holding one reference (the
+ * caller's). NULL when out of memory (or len too large to allocate). */
+IOC_API ioc_buffer_t *ioc_buffer_new(const void *data, size_t len);
+/* Adds a reference; returns b. */
+IOC_API ioc_buffer_t *ioc_buffer_retain(ioc_buffer_t *b);
+/* Drops a reference; the last one frees the buffer. NULL is ignored. */
+IOC_API void ioc_buffer_release(ioc_buffer_t *b);
+IOC_API const void *ioc_buffer_data(const ioc_buffer_t *b);
+IOC_API size_t ioc_buffer_len(const ioc_buffer_t *b);
+/* Queues a reference to b on s, without copying: the same rules and
+ * results as ioc_session_send of its bytes (IOC_ECLOSED, IOC_ENOBUFS: the
+ * whole length counts against max_pending, as each session holds it). The
+ * caller keeps its own reference. */
+IOC_API int ioc_session_send_buffer(ioc_session_t *s, ioc_buffer_t *b);
+/* ioc_session_sendv where item i is a reference to refs[i] when refs is
+ * not NULL and refs[i] is not NULL (bufs[i] is then ignored), else the
+ * bytes of bufs[i], copied. All items are taken as one write, or none. */
+IOC_API int ioc_session_sendv_buffers(ioc_session_t *s, const ioc_buf_t *bufs,
+                                      ioc_buffer_t *const *refs, size_t n);
+/* Queues b on each of the n sessions of core (ss[i] NULL, or a session of
+ * another core, is skipped) as ioc_session_send_buffer does, and returns how
+ * many took it; sessions that are closing, closed or refuse it (IOC_ENOBUFS)
+ * are skipped. Any thread; the sessions may belong to different workers
+ * (each send goes to the loop its session is pinned to). The caller keeps
+ * a reference on every session for the call. */
+IOC_API size_t ioc_core_broadcast(ioc_core_t *core, ioc_session_t *const *ss, size_t n,
+                                  ioc_buffer_t *b);
 /* Bytes queued and not yet written to the socket. */
 IOC_API size_t ioc_session_pending(ioc_session_t *s);
 /* Graceful: queued data is written, then FIN; the session then reads (and

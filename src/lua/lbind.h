@@ -336,6 +336,13 @@ extern const ioc_session_callbacks_t lb_session_cbs;  /* outbound sessions */
 extern const ioc_session_callbacks_t lb_accepted_cbs; /* accepted sessions */
 extern const char *const lb_handler_names[];
 
+/* lbuffer.c: iocore.buffer objects and core:broadcast */
+void lb_open_buffer(lua_State *L);
+int lb_buffer_new(lua_State *L);    /* iocore.buffer(str) */
+int lb_core_broadcast(lua_State *L); /* core:broadcast(sessions, data) */
+/* The C buffer of the iocore.buffer object at idx, or NULL if it is not one. */
+ioc_buffer_t *lb_tobuffer(lua_State *L, int idx);
+
 /* lstream.c: loads the pure-Lua part (iocore.stream) into the module table on top, if installed */
 void lb_open_lua_part(lua_State *L);
 

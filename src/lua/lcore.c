@@ -235,7 +235,7 @@ static int l_core_stats(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   ioc_stats_t st;
   ioc_core_stats(lc->core, &st);
-  lua_createtable(L, 0, 19);
+  lua_createtable(L, 0, 21);
 #define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
   F("accepted", st.accepted);
   F("connected", st.connected);
@@ -252,6 +252,8 @@ static int l_core_stats(lua_State *L) {
   F("objects", st.objects);
   F("ops_inflight", st.ops_inflight);
   F("sockets", st.sockets);
+  F("buffers", st.buffers);
+  F("buffer_bytes", st.buffer_bytes);
   F("queued", atomic_load(&lc->q_len));
   F("memory", lc->memory_limit ? lc->memory_used : (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024);
   /* Values left on the handler thread's stack between events: constant (0)
@@ -402,7 +404,7 @@ static const luaL_Reg core_methods[] = {
     {"backend", l_core_backend}, {"threads", l_core_threads}, {"listen", lb_core_listen},
     {"connect", lb_core_connect}, {"after", lb_core_after},   {"every", lb_core_every},
     {"post", l_core_post},       {"run", lb_core_run},        {"stop", lb_core_stop},
-    {"resolve", lb_core_resolve},
+    {"resolve", lb_core_resolve}, {"broadcast", lb_core_broadcast},
     {"stats", l_core_stats},     {"on_error", l_core_on_error}, {"close", l_core_close},
     {"now", l_core_now},         {"stopping", l_core_stopping},
     {NULL, NULL}};
@@ -410,7 +412,8 @@ static const luaL_Reg core_methods[] = {
 static const luaL_Reg core_meta[] = {
     {"__gc", l_core_gc}, {"__close", l_core_gc}, {"__tostring", l_core_tostring}, {NULL, NULL}};
 
-static const luaL_Reg module_functions[] = {{"backends", l_backends}, {"core", l_core_new}, {NULL, NULL}};
+static const luaL_Reg module_functions[] = {{"backends", l_backends}, {"core", l_core_new},
+                                                      {"buffer", lb_buffer_new}, {NULL, NULL}};
 
 /* The numbers docs/lua-api.md states about the binding, for programs (and
  * the test that keeps the page true). */
@@ -436,6 +439,7 @@ int luaopen_iocore(lua_State *L) {
   lb_open_session(L);
   lb_open_listener(L);
   lb_open_timer(L);
+  lb_open_buffer(L);
   lb_open_coroutine_guard(L);
 
   luaL_newlib(L, module_functions);

@@ -453,20 +453,32 @@ static int send_array(lua_State *L, lsession *ls) {
                                                  (lua_Integer)n));
   }
   ioc_buf_t stackbufs[LB_SEND_STACK_ITEMS];
+  ioc_buffer_t *stackrefs[LB_SEND_STACK_ITEMS];
   ioc_buf_t *bufs = stackbufs;
+  ioc_buffer_t **refs = stackrefs;
+  bool any_ref = false;
   if (n > LB_SEND_STACK_ITEMS) {
-    if (n > (size_t)-1 / sizeof *bufs) return luaL_argerror(L, 2, "array too long");
-    bufs = lua_newuserdatauv(L, sizeof *bufs * n, 0);
+    if (n > (size_t)-1 / (sizeof *bufs + sizeof *refs)) return luaL_argerror(L, 2, "array too long");
+    bufs = lua_newuserdatauv(L, (sizeof *bufs + sizeof *refs) * n, 0);
+    refs = (ioc_buffer_t **)(void *)(bufs + n);
   }
   for (size_t i = 0; i < n; i++) {
-    if (lua_rawgeti(L, 2, (lua_Integer)i + 1) != LUA_TSTRING)
-      return luaL_argerror(L, 2, lua_pushfstring(L, "array of strings expected, item %I is %s", (lua_Integer)i + 1,
-                                                 luaL_typename(L, -1)));
-    bufs[i].base = lua_tolstring(L, -1, &bufs[i].len);
+    int t = lua_rawgeti(L, 2, (lua_Integer)i + 1);
+    refs[i] = t == LUA_TUSERDATA ? lb_tobuffer(L, -1) : NULL; /* iocore.buffer: by reference */
+    if (refs[i]) {
+      bufs[i].base = NULL;
+      bufs[i].len = 0;
+      any_ref = true;
+    } else if (t == LUA_TSTRING) {
+      bufs[i].base = lua_tolstring(L, -1, &bufs[i].len);
+    } else {
+      return luaL_argerror(L, 2, lua_pushfstring(L, "array of strings and buffers expected, item %I is %s",
+                                                 (lua_Integer)i + 1, luaL_typename(L, -1)));
+    }
     lua_pop(L, 1); /* still referenced by the table, which is on the stack */
   }
   ioc_session_t *s = open_session(ls);
-  return s ? ioc_session_sendv(s, bufs, n) : IOC_ECLOSED;
+  return s ? ioc_session_sendv_buffers(s, bufs, any_ref ? refs : NULL, n) : IOC_ECLOSED;
 }
 
 static int l_session_send(lua_State *L) {
@@ -479,8 +491,11 @@ static int l_session_send(lua_State *L) {
     rc = s ? ioc_session_send(s, p, len) : IOC_ECLOSED;
   } else if (lua_type(L, 2) == LUA_TTABLE) {
     rc = send_array(L, ls);
+  } else if (lua_type(L, 2) == LUA_TUSERDATA && lb_tobuffer(L, 2)) {
+    ioc_session_t *s = open_session(ls); /* a shared buffer: queued by reference */
+    rc = s ? ioc_session_send_buffer(s, lb_tobuffer(L, 2)) : IOC_ECLOSED;
   } else {
-    return luaL_typeerror(L, 2, "string or array of strings");
+    return luaL_typeerror(L, 2, "string, iocore.buffer or array of them");
   }
   if (rc < 0) return lb_fail(L, rc);
   lua_pushboolean(L, 1);

@@ -33,8 +33,14 @@ struct ioc_listener {
   ioc_listener_t *prev, *next;    /* core->listeners, under objects_lock */
 };
 
+/* One piece of a send queue: bytes copied into data[] (ref NULL; cap is
+ * data's size, and later small sends fill its free room), or a reference
+ * to a shared buffer (ref set, cap 0: nothing is ever appended to it; base
+ * points into the buffer, which the chunk holds until it is freed). */
 typedef struct ioc__chunk {
-  struct ioc__chunk *next;
+  ioc__qnode_t qn;
+  ioc_buffer_t *ref;
+  const char *base; /* the bytes: data, or into ref */
   uint32_t off, len, cap;
   char data[];
 } ioc__chunk_t;
@@ -52,7 +58,7 @@ typedef struct ioc__sendq {
 #ifndef _WIN32
   struct msghdr msg;
 #endif
-  ioc__chunk_t *head, *tail;
+  ioc__queue_t chunks; /* of ioc__chunk_t, through qn */
   ioc__iov_t iov[IOC__SEND_IOV_MAX];
 } ioc__sendq_t;
 
@@ -129,9 +135,13 @@ struct ioc_session {
 
 /* net/sendq.c (under s->lock) */
 void ioc__sendq_free_chunks(ioc_session_t *s);
-/* Copies the bufs to the end of the queue (made if needed); on failure
- * (IOC_ENOMEM) nothing of them stays queued. */
-int ioc__sendq_append(ioc_session_t *s, const ioc_buf_t *bufs, size_t n);
+/* Appends the n items to the queue (made if needed): item i is a reference
+ * to refs[i] when refs and refs[i] are set, else bufs[i]'s bytes, copied.
+ * On failure (IOC_ENOMEM) nothing of them stays queued. */
+int ioc__sendq_append(ioc_session_t *s, const ioc_buf_t *bufs, ioc_buffer_t *const *refs, size_t n);
+/* Fills iov[0..max) with the unwritten bytes of the first chunks; returns
+ * the count. */
+int ioc__sendq_gather(ioc__sendq_t *q, ioc__iov_t *iov, int max);
 /* Drops n written bytes from the head of the queue. */
 void ioc__sendq_consume(ioc__sendq_t *q, size_t n);
 bool ioc__sendq_empty(const ioc__sendq_t *q);

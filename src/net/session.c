@@ -40,12 +40,7 @@ static void enter_closing(ioc_session_t *s, int err);
 /* Starts one gathered write of the queue's head. Under s->lock. */
 static void post_send(ioc_session_t *s) {
   ioc__sendq_t *q = s->sq;
-  int n = 0;
-  for (ioc__chunk_t *c = q->head; c && n < IOC__SEND_IOV_MAX; c = c->next) {
-    if (c->len == c->off) continue;
-    IOC__IOV_SET(&q->iov[n], c->data + c->off, c->len - c->off);
-    n++;
-  }
+  int n = ioc__sendq_gather(q, q->iov, IOC__SEND_IOV_MAX);
   if (n == 0) return;
   ioc__op_init(&q->op, IOC__OP_SEND, &s->obj, &s->h);
   q->op.u.send.iov = q->iov;
@@ -834,9 +829,14 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
 
 /* ---- the public session calls ------------------------------------------------------------ */
 
-int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n) {
+int ioc_session_sendv_buffers(ioc_session_t *s, const ioc_buf_t *bufs, ioc_buffer_t *const *refs,
+                              size_t n) {
   size_t total = 0;
-  for (size_t i = 0; i < n; i++) total += bufs[i].len;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = refs && refs[i] ? ioc_buffer_len(refs[i]) : bufs[i].len;
+    if (total + len < total) return IOC_ENOBUFS; /* can never fit */
+    total += len;
+  }
   ioc__spin_lock(&s->lock);
   int rc = 0;
   if (s->state >= IOC__S_DRAINING || s->half) {
@@ -849,7 +849,7 @@ int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n) {
      * goes, so a reply larger than max_pending cannot wait forever. */
     s->want_drain = true;
     rc = IOC_ENOBUFS;
-  } else if ((rc = ioc__sendq_append(s, bufs, n)) == 0) {
+  } else if ((rc = ioc__sendq_append(s, bufs, refs, n)) == 0) {
     if (s->pending > 0)
       s->want_drain = true; /* queued behind earlier data */
     else
@@ -859,6 +859,27 @@ int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n) {
   }
   ioc__spin_unlock(&s->lock);
   return rc;
+}
+
+int ioc_session_sendv(ioc_session_t *s, const ioc_buf_t *bufs, size_t n) {
+  return ioc_session_sendv_buffers(s, bufs, NULL, n);
+}
+
+int ioc_session_send_buffer(ioc_session_t *s, ioc_buffer_t *b) {
+  ioc_buf_t none = {NULL, 0};
+  return ioc_session_sendv_buffers(s, &none, &b, 1);
+}
+
+/* One reference per session, queued through each session's own send
+ * path: a session pinned to another worker's loop gets its write started
+ * through that loop's inbox (ioc__op_submit), and a busy session just
+ * queues the chunk behind the send in flight. */
+size_t ioc_core_broadcast(ioc_core_t *core, ioc_session_t *const *ss, size_t n, ioc_buffer_t *b) {
+  size_t count = 0;
+  if (!b) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (ss[i] && ss[i]->obj.core == core && ioc_session_send_buffer(ss[i], b) == 0) count++;
+  return count;
 }
 
 int ioc_session_send_frame(ioc_session_t *s, const void *data, size_t len) {

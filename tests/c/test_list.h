@@ -150,4 +150,12 @@
   X(resolve_destroy_with_a_lookup_in_flight_waits_for_it, 0)   \
   X(resolve_never_calls_back_inside_the_call, 0) \
   X(resolve_results_are_deduplicated_and_capped, 0) \
-  X(protocols_doc_states_the_constants, 0)
+  X(protocols_doc_states_the_constants, 0) \
+  /* test_buffer.c */                                          \
+  X(buffer_is_one_allocation_with_counts_in_stats, 0)          \
+  X(buffer_counts_are_exact_under_4_threads, 60000)            \
+  X(buffer_to_many_sessions_arrives_byte_exact_through_partial_writes, 90000) \
+  X(buffer_references_are_released_on_every_end_path, 120000) \
+  X(send_buffer_follows_the_rules_of_send, 60000)              \
+  X(broadcast_reaches_sessions_of_every_worker_and_skips_closing_ones, 60000) \
+  X(broadcasts_from_4_threads_at_once_arrive_whole_and_in_order, 90000)

@@ -38,7 +38,7 @@ end
 
 function TestExamples:test_chat_example_relays_lines_between_clients()
   H.with_core(function(core)
-    local p, address = start(core, "chat", "chat on (127%.0%.0%.1:%d+)")
+    local p, address = start(core, "callback/chat", "chat on (127%.0%.0%.1:%d+)")
     local a = H.client(core, address)
     H.wait_for(core, function() return a.connected end, "A connects")
     local b = H.client(core, address)
@@ -122,8 +122,9 @@ end
 
 function TestExamples:test_examples_exit_cleanly_on_sigterm_with_idle_clients()
   H.with_core(function(core)
-    for _, ex in ipairs({ { "server", "listening on (%S+)" }, { "chat", "chat on (%S+)" },
-                          { "http_hello", "http_hello on (%S+)" } }) do
+    for _, ex in ipairs({ { "server", "listening on (%S+)" }, { "callback/chat", "chat on (%S+)" },
+                          { "http_hello", "http_hello on (%S+)" }, { "http_server", "http_server on (%S+)" },
+                          { "resp_server", "resp_server on (%S+)" } }) do
       local p, address = start(core, ex[1], ex[2])
       local clients = {}
       for i = 1, 3 do clients[i] = H.client(core, address) end

@@ -1,4 +1,4 @@
--- examples/proxy.lua and examples/stream_pump.lua, run as a user would, with
+-- examples/callback/proxy.lua and examples/stream_pump.lua, run as a user would, with
 -- real clients in other processes (tests/lua/peer.lua). The upstream server
 -- behind the proxy is a listener of the test's own core.
 local H = require "helpers"
@@ -27,7 +27,7 @@ local HWM = 256 * KiB
 -- Starts the proxy in front of `upstream` (a listener); returns the process
 -- and its port.
 local function start_proxy(core, upstream)
-  local p = start(core, "proxy", "127.0.0.1:0", upstream:address(), tostring(HWM))
+  local p = start(core, "callback/proxy", "127.0.0.1:0", upstream:address(), tostring(HWM))
   local port = tonumber(H.wait_output(core, p, "proxy on 127%.0%.0%.1:(%d+)"))
   return p, port
 end

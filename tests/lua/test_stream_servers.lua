@@ -2,7 +2,7 @@
 -- protocol) server, driven by redis-cli and redis-benchmark when they are
 -- installed and by hand-split pipelined requests always, and a line echo.
 -- They are also the measure of how much shorter stream style is than the
--- callback style of examples/resp_server.lua (the lines between the
+-- callback style of examples/callback/resp_server.lua (the lines between the
 -- "-- server:" markers are what the comparison counts).
 local H = require "helpers"
 local lu = H.lu
@@ -166,10 +166,10 @@ function TestStreamServers:test_stream_style_is_shorter_than_the_callback_resp_s
   for name, style, body in me:gmatch("\n%-%- server: ([%w ]-) %((%a+) style%)\n(.-)\n%-%- server: end") do
     servers[name .. " " .. style] = code_lines(body)
   end
-  local callback = assert(H.read_file(H.root .. "/examples/resp_server.lua"))
+  local callback = assert(H.read_file(H.root .. "/examples/callback/resp_server.lua"))
   -- the callback example's protocol part: from its first local to core:listen
   local cb_resp = code_lines(callback:match("(local find, sub.-)\nlocal server = ") or callback)
-  print(("    code lines: RESP stream style %d, callback style (examples/resp_server.lua) %d; "
+  print(("    code lines: RESP stream style %d, callback style (examples/callback/resp_server.lua) %d; "
     .. "line echo stream style %d, callback style %d"):format(servers["resp stream"], cb_resp,
       servers["line echo stream"], servers["line echo callback"]))
   lu.assertTrue(servers["resp stream"] < cb_resp)

@@ -1,7 +1,7 @@
 -- The edges of a connection's life at scale: slow readers behind a lossless
 -- graceful close, and half-closing clients through a proxy. The servers
 -- under test are other processes (examples/stream_pump.lua,
--- examples/proxy.lua); the clients are sessions of this process's own core
+-- examples/callback/proxy.lua); the clients are sessions of this process's own core
 -- (a slow reader paces itself with pause()/resume(), which holds the server
 -- back through TCP flow control).
 local lu = require "luaunit"
@@ -102,7 +102,7 @@ function TestFlowEdges:test_slow_readers_get_every_byte_then_a_clean_close()
 end
 
 -- 50 clients (long: 400) each send a 64 KiB request through
--- examples/proxy.lua and half-close (shutdown()); the upstream answers
+-- examples/callback/proxy.lua and half-close (shutdown()); the upstream answers
 -- only after the FIN reached it (on_eof), 0..50 ms later, with 1 MiB, then
 -- closes. Every client must get its own reply byte for byte, then a clean
 -- close; the upstream must see every request whole, then the FIN; the
@@ -142,7 +142,7 @@ function TestFlowEdges:test_half_closing_clients_through_the_proxy_get_every_rep
         end)
       end,
     }))
-    local proxy, paddr = start("examples/proxy.lua", { "127.0.0.1:0", upstream:address(), tostring(HWM) },
+    local proxy, paddr = start("examples/callback/proxy.lua", { "127.0.0.1:0", upstream:address(), tostring(HWM) },
       "proxy on (127%.0%.0%.1:%d+)")
     local clients, closed = {}, 0
     for id = 1, K do
