@@ -295,6 +295,9 @@ void lb_call(lcore *lc, int nargs, ioc_session_t *s);
 /* Reports the error message on top of T (popped) like a handler's: counted,
  * then on_error(msg, session) or stderr. */
 void lb_report(lcore *lc, ioc_session_t *s);
+/* lchild.c: os.execute / io.popen from a handler start children with the
+ * process's usual signal mask, not the worker's. */
+void lb_open_child_guard(lua_State *L);
 /* Makes a coroutine honour handler_timeout while a handler runs. */
 void lb_hook_thread(lua_State *L, lua_State *co);
 void lb_open_coroutine_guard(lua_State *L);
