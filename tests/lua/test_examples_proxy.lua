@@ -194,3 +194,19 @@ function TestProxyExample:test_proxy_example_closes_the_client_cleanly_when_the_
     end
   end)
 end
+
+-- An upstream whose connects hang (its accept queue is full): the proxy's
+-- connect time-out (5 s) ends the wait, and the client is closed cleanly.
+function TestProxyExample:test_proxy_example_connect_timeout_closes_the_client_cleanly()
+  Y.require()
+  P.require()
+  H.with_core(function(core)
+    local _, hole = P.blackhole(core)
+    local proxy, port = start_proxy(core, "127.0.0.1:" .. hole)
+    local c = Y.client(port, { send = "hello" })
+    Y.event(core, c, "eof %d+", 30000)
+    lu.assertEquals(c:eof(), 0)
+    lu.assertStrContains(H.wait_output(core, proxy, "(no upstream for a client: .-)\n"), "ETIMEDOUT")
+    Y.stop(core, proxy)
+  end)
+end
