@@ -336,3 +336,33 @@ function TestBroadcast:test_session_over_max_pending_is_skipped_then_drains()
     no_buffers(core)
   end)
 end
+
+-- Buffers queued on sessions that a stop (then core:close()) ends are
+-- released: a peer that reads nothing holds 8 MiB of a buffer until the
+-- stop resets it.
+function TestBroadcast:test_stop_and_close_release_queued_buffers()
+  local core = assert(iocore.core({ threads = 2, signals = false, close_timeout = 200 }))
+  no_buffers(core)
+  local list = {}
+  local l = assert(core:listen("127.0.0.1:0", { on_accept = function(s) list[#list + 1] = s end }))
+  local silent = {}
+  for i = 1, 3 do silent[i] = H.slow_reader(l:port(), 10) end -- reads nothing while the test runs
+  H.wait(core, function() return #list == 3 end, 10000)
+  lu.assertEquals(#list, 3)
+  do
+    local b = iocore.buffer(("z"):rep(8 * 1024 * KiB))
+    for _, s in ipairs(list) do lu.assertTrue(s:send(b)) end
+    lu.assertEquals(core:broadcast(list, "and a string"), 3)
+  end
+  collectgarbage()
+  collectgarbage()
+  lu.assertEquals(core:stats().buffers, 2, "the big buffer and the string's")
+  core:stop(100)
+  lu.assertTrue(core:run(30000), "the stop did not finish")
+  lu.assertEquals(core:stats().active, 0)
+  lu.assertEquals(core:stats().buffers, 0, "a buffer outlived its sessions' stop")
+  lu.assertEquals(core:stats().buffer_bytes, 0)
+  for _, p in ipairs(silent) do p:kill() end
+  list, l = nil, nil
+  H.assert_closed_cleanly(core)
+end
