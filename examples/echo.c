@@ -35,7 +35,7 @@ static void echo_close(ioc_session_t *s, int err) {
   printf("client left %s%s%s\n", peer, err ? ": " : "", err ? ioc_strerror(err) : "");
 }
 
-static const ioc_session_callbacks_t echo_cbs = {NULL, echo_recv, NULL, echo_close};
+static const ioc_session_callbacks_t echo_cbs = {.on_recv = echo_recv, .on_close = echo_close};
 
 static void on_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   (void)l;

@@ -64,7 +64,7 @@ local function serve(client)
   local upstream, err = core:dial(upstream_address,
     { connect_timeout = 5000, idle_timeout = IDLE, write_timeout = STALL })
   if not upstream then
-    io.stderr:write(("proxy: upstream %s: %s\n"):format(upstream_address, err))
+    print(("no upstream for a client: %s: %s"):format(upstream_address, err))
     return client:close()
   end
   client:resume()

@@ -78,7 +78,7 @@ function TestProxyExample:test_proxy_example_holds_bounded_memory_for_a_slow_rea
     local down = H.payload(32 * MiB, 93)
     local u = upstream(core, down)
     local proxy, port = start_proxy(core, "localhost:" .. u.l:port())
-    local rss0 = Y.rss_kib(proxy)
+    local rss0 = not H.windows and Y.rss_kib(proxy) -- (under wine the pid is the loader's)
     local c = Y.client(port, { rcvbuf = 64 * KiB, read_delay = 3, shut_wr = true })
     Y.event(core, c, "connected")
     H.wait(core, function() return false end, 2500) -- the client is not reading yet
@@ -185,7 +185,7 @@ function TestProxyExample:test_proxy_example_closes_the_client_cleanly_when_the_
         lu.assertEquals(c:eof(), 0, ("client %d of a proxy to %s"):format(i, case[1]))
         lu.assertNil(c:output():match("error"), c:output())
       end
-      lu.assertStrContains(H.wait_output(core, proxy, "(proxy: upstream .-)\n"), case[2])
+      lu.assertStrContains(H.wait_output(core, proxy, "(no upstream for a client: .-)\n"), case[2])
       Y.stop(core, proxy)
     end
   end)

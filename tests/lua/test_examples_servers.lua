@@ -117,6 +117,12 @@ end
 
 -- ---- HTTP ---------------------------------------------------------------------------
 
+-- A file name for a Linux program (the suite may run under wine, where
+-- os.tmpname() gives Z:\... names; H.spawn_argv converts whole arguments only).
+local function unix_path(name)
+  return (name:gsub("^[Zz]:", ""):gsub("\\", "/"))
+end
+
 -- curl fetches several URLs over one kept-alive connection (--next keeps
 -- the connection pool): a GET, a POST whose body is echoed byte for byte, a
 -- GET with the request's headers, an unknown path.
@@ -133,7 +139,7 @@ function TestServerExamples:test_http_server_example_keeps_curl_connection_alive
     f:close()
     local status, out = run_client(core, { "curl", "-sS", "-v", "--max-time", "30",
       "-o", files[2], base .. "/",
-      "--next", "--data-binary", "@" .. files[1], "-o", files[3], base .. "/echo",
+      "--next", "--data-binary", "@" .. unix_path(files[1]), "-o", files[3], base .. "/echo",
       "--next", "-H", "X-Test: yes", "-o", files[4], base .. "/headers?x=1",
       "--next", "-o", files[5], base .. "/nope" })
     local got = {}
