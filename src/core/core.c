@@ -354,6 +354,14 @@ int ioc__core_loop_for_new(ioc_core_t *core) {
 
 /* ---- operations ---------------------------------------------------------------- */
 
+/* Hands op to the backend: its submit, or, for an asynchronous shutdown,
+ * its optional shutdown entry (net/ only submits one when it exists). */
+static int backend_start(ioc_core_t *core, ioc__op_t *op) {
+  if (op->type == IOC__OP_SHUTDOWN)
+    return core->backend->shutdown ? core->backend->shutdown(core, op) : IOC_ENOSYS;
+  return core->backend->submit(core, op);
+}
+
 int ioc__op_submit_on(ioc_core_t *core, ioc__op_t *op, int loop) {
   /* Injected: the backend refuses the op for lack of memory, as the
    * contract allows ("< 0 = nothing started"); the owner's error path. */
@@ -376,7 +384,7 @@ int ioc__op_submit_on(ioc_core_t *core, ioc__op_t *op, int loop) {
     loop_kick(core, l);
     return 0;
   }
-  int rc = core->backend->submit(core, op);
+  int rc = backend_start(core, op);
   loop_release(core, l, how);
   if (rc < 0) {
     IOC__STAT_SUB(core, ops_inflight, 1);
@@ -492,7 +500,7 @@ static int run_loop_queues(ioc_core_t *core, ioc__loop_t *l) {
   ioc__qnode_t *node;
   while ((node = ioc__queue_pop(&inbox)) != NULL) {
     ioc__op_t *op = IOC__QUEUE_DATA(node, ioc__op_t, qn);
-    int rc = core->backend->submit(core, op);
+    int rc = backend_start(core, op);
     if (rc < 0) {
       /* Accepted by ioc__op_submit, so a completion is owed: the failure. */
       op->res = rc;

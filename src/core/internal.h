@@ -63,7 +63,9 @@ typedef enum ioc__op_type {
   IOC__OP_SEND,    /* handle = session socket; u.send.iov/iovcnt; res = bytes written */
   IOC__OP_POST,    /* ioc_core_post job; no handle, no owner */
   IOC__OP_TIMER,   /* timer fired; owner = the timer */
-  IOC__OP_JOB      /* owner-internal job queued with ioc__core_defer (e.g. a close) */
+  IOC__OP_JOB,     /* owner-internal job queued with ioc__core_defer (e.g. a close) */
+  IOC__OP_SHUTDOWN /* handle = session socket; shutdown(SHUT_WR); res = 0 or a negative
+                      IOC_E* code. Only through backend->shutdown (below). */
 } ioc__op_type_t;
 
 /* The IocpEvent of a classic IOCP core: one in-flight request. On Windows the
@@ -295,6 +297,43 @@ struct ioc__backend {
   void (*wake)(ioc_core_t *core, ioc__loop_t *loop);
   /* Pushes submissions batched on loop to the kernel. May be NULL. */
   void (*flush)(ioc_core_t *core, ioc__loop_t *loop);
+
+  /* Optional asynchronous socket calls, for a backend that can batch them
+   * with its other submissions (io_uring: IORING_OP_SHUTDOWN and
+   * IORING_OP_CLOSE). NULL: net/ makes the plain syscall itself, inline,
+   * and nothing else changes. epoll and IOCP leave them NULL: there the
+   * call would be the same syscall, made later.
+   *
+   * shutdown: starts shutdown(SHUT_WR) of op->handle's socket; op->type is
+   * IOC__OP_SHUTDOWN. It is an operation with submit's contract (the core
+   * routes it exactly like submit: same loop, same inbox for pinned_submit,
+   * reference and in-flight count taken by ioc__op_submit; 0 = one
+   * completion will come, < 0 = nothing started, and the caller then makes
+   * the syscall itself), and cancel works on it. It needs a completion
+   * because its result decides what comes next: ENOTCONN (the peer is
+   * gone) ends the session; any other error resets it; 0 starts the wait
+   * for the peer's FIN and acknowledgements, which must not begin before
+   * the FIN is queued. The session uses its send operation for it (no
+   * send is in flight or possible then: the queue is empty and further
+   * sends are refused), so a session never grows for it.
+   *
+   * close: forgets h as del() does and closes its socket, in one call, so
+   * a backend can spare work: io_uring closes fire-and-forget (no op, no
+   * completion), epoll skips EPOLL_CTL_DEL (the kernel drops a
+   * registration when its socket closes; a late event from before is
+   * dropped by the generation check). Called with no operation on h in
+   * flight and none to come, and nothing waits for the result (a failed
+   * close of a socket is not actionable; Linux releases the descriptor
+   * either way). Returns true when it did both: the fd is the backend's
+   * now (closed before the loop next waits for completions, at the latest
+   * in loop_destroy) and the caller never touches it again. Returns false
+   * when it did nothing (the calling thread may not submit to h's loop, no
+   * room): the caller calls del() and closes the socket itself. Only for
+   * sockets nobody else can hold (sessions): a listener's socket may live
+   * on in a forked child, so listeners use del() and a plain close. Any
+   * thread. */
+  int (*shutdown)(ioc_core_t *core, ioc__op_t *op);
+  bool (*close)(ioc_core_t *core, ioc__handle_t *h);
 };
 
 extern const ioc__backend_t ioc__backend_uring;
@@ -408,6 +447,10 @@ void ioc__buffer_stats(uint64_t *buffers, uint64_t *bytes);
 int ioc__socket_open(ioc_core_t *core, int family, ioc_fd_t *out); /* non-blocking, close-on-exec */
 void ioc__socket_adopt(ioc_core_t *core, ioc_fd_t fd);             /* count an fd made by accept */
 int ioc__socket_close(ioc_core_t *core, ioc_fd_t fd);
+/* Forgets a session's handle (backend del) and closes its counted socket,
+ * once no operation on it is in flight: through backend->close when the
+ * backend offers it and takes it, else del() and ioc__socket_close. */
+void ioc__socket_close_handle(ioc_core_t *core, ioc__handle_t *h);
 int ioc__socket_set_nonblock(ioc_fd_t fd);
 int ioc__socket_set_reuseaddr(ioc_fd_t fd);
 int ioc__socket_set_reuseport(ioc_fd_t fd);

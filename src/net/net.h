@@ -72,6 +72,8 @@ typedef enum ioc__session_state {
   IOC__S_CLOSED      /* on_close delivered */
 } ioc__session_state_t;
 
+enum { IOC__FIN_NONE, IOC__FIN_POSTED, IOC__FIN_SENT };
+
 struct ioc_session {
   ioc__object_t obj;
   ioc__handle_t h;
@@ -87,7 +89,7 @@ struct ioc_session {
   bool in_drain;    /* on_drain is running (on some worker) */
   bool drain_again; /* ...and another one was due meanwhile */
   bool half;        /* the owner called ioc_session_shutdown */
-  bool fin_sent;    /* our FIN is out */
+  uint8_t fin;      /* our FIN: IOC__FIN_NONE, _POSTED (asynchronous shutdown in flight, on sq->op), _SENT */
   bool paused;      /* ioc_session_pause */
   bool has_held;    /* a receive completed while paused: held_len bytes, or the FIN (held_len 0) */
   bool resume_queued; /* the job delivering the held bytes is queued (it uses rop) */

@@ -7,7 +7,9 @@
  *     the final close job; recv_wanted()/kick_recv() only reuse it when all
  *     of those are done;
  *   - at most one send in flight (sq->op), written as one gathered write of
- *     the queue's first IOC__SEND_IOV_MAX chunks;
+ *     the queue's first IOC__SEND_IOV_MAX chunks. Once the queue is empty
+ *     for good (closing or half-closed), sq->op is also the asynchronous
+ *     shutdown where the backend offers one (fin == IOC__FIN_POSTED);
  *   - `inflight` counts this session's operations; the session is finalized
  *     (socket closed, on_close called, the core's reference dropped) by
  *     whichever completion brings it to zero in state CLOSING. Every path to
@@ -108,7 +110,7 @@ static void enter_closing(ioc_session_t *s, int err) {
   s->pending = 0;
   ioc_core_t *core = s->obj.core;
   if (s->recv_posted || s->connect_posted) ioc__op_cancel(core, &s->rop);
-  if (s->send_posted) ioc__op_cancel(core, &s->sq->op);
+  if (s->send_posted || s->fin == IOC__FIN_POSTED) ioc__op_cancel(core, &s->sq->op);
   if (s->inflight == 0) {
     s->inflight++;
     ioc__core_queue_job(core, &s->rop, &s->obj, close_job);
@@ -136,22 +138,48 @@ void ioc__session_finish_graceful(ioc_session_t *s) {
   }
 }
 
+/* The result of our shutdown(SHUT_WR): true when the FIN is queued. On
+ * ENOTCONN the peer is gone already and nothing is left to send: the
+ * session ends cleanly; any other error ends it with that error. Under
+ * s->lock. */
+static bool fin_result(ioc_session_t *s, int rc) {
+  if (rc < 0) {
+    s->fin = IOC__FIN_NONE;
+    enter_closing(s, rc == IOC_ENOTCONN ? 0 : rc);
+    return false;
+  }
+  s->fin = IOC__FIN_SENT;
+  s->progress_ms = ioc__now32();
+  return true;
+}
+
+/* Starts the FIN: through the backend's asynchronous shutdown on sq->op
+ * when it has one (returns false: the completion carries on, in
+ * on_shutdown_done), else (or when that cannot start) with the syscall
+ * (returns fin_result's answer). The queue is empty and no send is in
+ * flight. Under s->lock. */
+static bool send_fin(ioc_session_t *s) {
+  ioc_core_t *core = s->obj.core;
+  if (core->backend->shutdown && (s->sq || (s->sq = calloc(1, sizeof *s->sq)))) {
+    ioc__op_init(&s->sq->op, IOC__OP_SHUTDOWN, &s->obj, &s->h);
+    s->inflight++;
+    s->fin = IOC__FIN_POSTED;
+    if (ioc__op_submit(core, &s->sq->op) == 0) return false;
+    s->inflight--;
+    s->fin = IOC__FIN_NONE;
+  }
+  return fin_result(s, ioc__socket_shutdown_write(s->h.fd));
+}
+
 /* Moves on a session whose owner is done writing (close: DRAINING or
  * SHUTDOWN; half-close: `half` while OPEN): FIN once the queue is empty,
  * then the end once the peer's FIN is in too. Under s->lock. */
 static void advance_close(ioc_session_t *s) {
   bool closing = s->state == IOC__S_DRAINING || s->state == IOC__S_SHUTDOWN;
   if (!closing && !(s->half && s->state == IOC__S_OPEN)) return;
-  if (!s->fin_sent) {
-    if (s->send_posted || !ioc__sendq_empty(s->sq)) return;
-    int rc = ioc__socket_shutdown_write(s->h.fd);
-    if (rc < 0) {
-      /* ENOTCONN: the peer is gone already; nothing is left to send. */
-      enter_closing(s, rc == IOC_ENOTCONN ? 0 : rc);
-      return;
-    }
-    s->fin_sent = true;
-    s->progress_ms = ioc__now32();
+  if (s->fin != IOC__FIN_SENT) {
+    if (s->fin == IOC__FIN_POSTED || s->send_posted || !ioc__sendq_empty(s->sq)) return;
+    if (!send_fin(s)) return;
   }
   if (s->peer_eof) {
     ioc__session_finish_graceful(s);
@@ -186,9 +214,8 @@ static void finalize(ioc_session_t *s) {
   /* session:address() stays answerable in and after on_close. */
   if (!s->local) ioc_session_local(s);
   if (s->h.fd != IOC_BAD_FD) { /* none when a host name never resolved */
-    core->backend->del(core, &s->h);
     if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
-    ioc__socket_close(core, s->h.fd);
+    ioc__socket_close_handle(core, &s->h); /* nothing refers to it any more */
   }
   s->h.fd = IOC_BAD_FD;
   ioc__sendq_free_chunks(s);
@@ -452,7 +479,8 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
         drain = s->in_drain = true;
     }
   }
-  if (s->state < IOC__S_CLOSING) ioc__sendq_release_if_idle(s); /* op is gone after this */
+  /* op is gone after this, unless advance_close made it the shutdown */
+  if (s->state < IOC__S_CLOSING && s->fin != IOC__FIN_POSTED) ioc__sendq_release_if_idle(s);
   ioc__spin_unlock(&s->lock);
   while (drain) {
     if (s->cbs.on_drain) s->cbs.on_drain(s);
@@ -462,6 +490,24 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
     s->in_drain = drain;
     ioc__spin_unlock(&s->lock);
   }
+  op_done(s);
+}
+
+/* The backend's asynchronous shutdown is done. A failure to start it
+ * from a loop's inbox (not a result of shutdown(2) itself) comes here as
+ * an error too, so any error but ENOTCONN is retried once with the
+ * syscall. Then the close moves on as after a synchronous shutdown. */
+static void on_shutdown_done(ioc_session_t *s, ioc__op_t *op) {
+  int res = op->res;
+  ioc__spin_lock(&s->lock);
+  if (s->state < IOC__S_CLOSING) {
+    if (res < 0 && res != IOC_ENOTCONN) res = ioc__socket_shutdown_write(s->h.fd);
+    if (fin_result(s, res)) advance_close(s);
+    if (s->state < IOC__S_CLOSING) ioc__sendq_release_if_idle(s); /* op is gone after this */
+  } else {
+    s->fin = IOC__FIN_NONE; /* cancelled or not: the session is ending */
+  }
+  ioc__spin_unlock(&s->lock);
   op_done(s);
 }
 
@@ -507,6 +553,7 @@ static void session_dispatch(ioc__object_t *obj, ioc__op_t *op) {
   case IOC__OP_RECV: on_recv_done(s, op); break;
   case IOC__OP_SEND: on_send_done(s, op); break;
   case IOC__OP_CONNECT: on_connect_done(s, op); break;
+  case IOC__OP_SHUTDOWN: on_shutdown_done(s, op); break;
   default: op_done(s); break;
   }
 }

@@ -261,6 +261,15 @@ int ioc__socket_close(ioc_core_t *core, ioc_fd_t fd) {
   return rc;
 }
 
+void ioc__socket_close_handle(ioc_core_t *core, ioc__handle_t *h) {
+  if (core->backend->close && core->backend->close(core, h)) {
+    IOC__STAT_SUB(core, sockets, 1); /* the backend closes it: no longer ours */
+    return;
+  }
+  core->backend->del(core, h);
+  ioc__socket_close(core, h->fd);
+}
+
 /* ---- options --------------------------------------------------------------------- */
 
 static int ioc__setsockopt_int(ioc_fd_t fd, int level, int name, int value) {

@@ -61,6 +61,11 @@
   X(peer_reset_during_large_send_closes_once, 0)               \
   X(send_to_closed_peer_does_not_raise_sigpipe, 0)             \
   X(close_sessions_with_ops_in_flight_frees_everything, 60000) \
+  /* test_close_path.c */                                      \
+  X(close_goes_through_the_backends_async_shutdown_and_close, 0) \
+  X(half_close_goes_through_the_backends_async_shutdown, 0)   \
+  X(close_falls_back_to_syscalls_when_the_backend_refuses, 0) \
+  X(async_shutdown_enotconn_ends_the_session_cleanly, 0)      \
   /* test_echo.c */                                            \
   X(echo_large_stream_single_thread, 0)                        \
   X(echo_integrity_100_sessions_4_workers, 120000)             \
