@@ -104,6 +104,10 @@ local function ratio(a, b)
 end
 
 local SYSTEMS = {
+  stream = "iocore, stream style", callback = "iocore, callback style",
+  stream_min = "iocore, stream style doing the callback server's work (control)",
+  c_framing = "callback style, framing = \"line\" (C)", lua_lines = "callback style, lines found in Lua",
+  stream_lines = "stream style, s:read_line()",
   iocore = "iocore (Lua)", luv = "luv (Lua)", nginx_c = "nginx C", nginx_lua = "nginx Lua",
   floor = "floor: io_uring C, 1 thread", redis = "redis-server",
   iocore_luvparse = "iocore running luv_redis.lua's parser (control)",
@@ -114,13 +118,19 @@ local SYSTEMS = {
   iocore_quiet = "iocore (default threads), alone", iocore_busy = "iocore (default threads), neighbour spinning",
   luv_quiet = "luv, alone", luv_busy = "luv, neighbour spinning",
 }
-local JOBS = { http = "HTTP keep-alive", conn = "new connection per request", resp = "RESP", idle = "idle connection",
+local JOBS = { sresp = "RESP -P16, stream vs callback", shttp = "HTTP keep-alive, stream vs callback",
+               sline = "line echo", sidle = "idle session, stream vs callback",
+               http = "HTTP keep-alive", conn = "new connection per request", resp = "RESP", idle = "idle connection",
                nb = "HTTP keep-alive beside a CPU-bound neighbour", http1 = "HTTP keep-alive, client on one core" }
 local ORDER = {
   http = { "iocore", "luv", "nginx_c", "nginx_lua", "floor" },
   conn = { "iocore", "luv", "nginx_c" },
   resp = { "iocore", "iocore_luvparse", "luv", "redis" },
   idle = { "iocore", "luv", "nginx_c" },
+  sresp = { "stream", "callback", "stream_min", "luv" },
+  shttp = { "stream", "callback", "stream_min" },
+  sline = { "c_framing", "lua_lines", "stream_lines" },
+  sidle = { "stream", "callback" },
 }
 local VARIANTS = { "uring_1t", "uring_2t", "epoll_1t", "epoll_2t", "uring_4t", "uring_8t", "epoll_4t", "epoll_8t" }
 
@@ -151,6 +161,26 @@ local targets = {
   { what = "idle connection: server RSS ≤ 400 bytes each",
     value = (stat("cmp", "idle", "iocore", "bytes_conn")), limit = 400, le = true, bytes = true },
 }
+-- Jobs 9-12 (group "st"): the stream style beside the callback style.
+local function st_cpu(job, sys) return (stat("st", job, sys, "cpu_us")) end
+for _, t in ipairs({
+  { what = "RESP -P16: stream-style server CPU per request ≤ 1.15 × the callback-style one",
+    value = ratio(st_cpu("sresp", "stream"), st_cpu("sresp", "callback")), limit = 1.15, le = true,
+    control = ratio(st_cpu("sresp", "stream_min"), st_cpu("sresp", "callback")),
+    control_what = "stream style doing the callback server's work" },
+  { what = "RESP -P16: stream-style server CPU per request ≤ 0.6 × luv",
+    value = ratio(st_cpu("sresp", "stream"), st_cpu("sresp", "luv")), limit = 0.6, le = true },
+  { what = "HTTP keep-alive: stream-style server CPU per request ≤ 1.15 × the callback-style one",
+    value = ratio(st_cpu("shttp", "stream"), st_cpu("shttp", "callback")), limit = 1.15, le = true,
+    control = ratio(st_cpu("shttp", "stream_min"), st_cpu("shttp", "callback")),
+    control_what = "stream style doing the callback server's work" },
+  { what = "line echo: CPU per line with framing = \"line\" (C) < the same server finding lines in Lua",
+    value = ratio(st_cpu("sline", "c_framing"), st_cpu("sline", "lua_lines")), limit = 1.0, le = true },
+  { what = "idle stream-style session (parked in read_line): server RSS ≤ 1.5 KiB each",
+    value = (stat("st", "sidle", "stream", "bytes_conn")), limit = 1536, le = true, bytes = true,
+    beside = (stat("st", "sidle", "callback", "bytes_conn")) },
+}) do targets[#targets + 1] = t end
+
 local met_count = 0
 for _, t in ipairs(targets) do
   if t.value ~= nil then
@@ -160,7 +190,10 @@ for _, t in ipairs(targets) do
   t.shown = t.value == nil and "—" or (t.bytes and (fmt(t.value, "bytes") .. " B") or fmt(t.value, "ratio"))
   t.verdict = t.value == nil and "not measured" or (t.met and "**met**" or "not met")
   t.short = t.shown
-  if t.control then t.shown = t.shown .. " (control, the same parser as luv: " .. fmt(t.control, "ratio") .. ")" end
+  if t.control then
+    t.shown = t.shown .. " (control, " .. (t.control_what or "the same parser as luv") .. ": " .. fmt(t.control, "ratio") .. ")"
+  end
+  if t.beside then t.shown = t.shown .. " (callback style: " .. fmt(t.beside, "bytes") .. " B)" end
 end
 
 -- ---- markdown -------------------------------------------------------------------------
@@ -368,6 +401,73 @@ do -- 8. one client core
   end
 end
 
+-- ---- jobs 9-12: the stream style (group "st") ----------------------------------------------
+-- A table of one job: each system's median (and range) of `field`, and its
+-- ratio to the first system of ORDER[job] that has a number.
+local function st_table(job, title, how, field, unit, per)
+  local any = rows.st and rows.st[job]
+  for _, s in ipairs(status) do if s.job == job then any = true end end
+  if not any then return end
+  local kind = field == "bytes_conn" and "bytes" or "cpu"
+  local base_sys = ORDER[job][1]
+  local base = stat("st", job, base_sys, field)
+  w("## ", title)
+  w("")
+  w(how)
+  w("")
+  if field == "bytes_conn" then
+    w("| system | bytes per connection, median (min–max) | RSS before → after (kB, median) | ", base_sys, " ÷ this |")
+    w("| --- | --- | --- | --- |")
+  else
+    w("| system | ", unit, ", median (min–max) | ", per, "/s | ", SYSTEMS[base_sys], " ÷ this: CPU |")
+    w("| --- | --- | --- | --- |")
+  end
+  for _, sys in ipairs(ORDER[job]) do
+    local v = stat("st", job, sys, field)
+    local errs = errors("st", job, sys)
+    local name = SYSTEMS[sys] .. (errs > 0 and string.format(" (%d errors)", errs) or "")
+    if v then
+      local r = sys == base_sys and "" or fmt(ratio(base, v), "ratio")
+      if field == "bytes_conn" then
+        w("| ", name, " | ", range("st", job, sys, field, kind), " | ",
+          fmt((stat("st", job, sys, "rss_before_kb")), "bytes"), " → ", fmt((stat("st", job, sys, "rss_after_kb")), "bytes"),
+          " | ", r, " |")
+      else
+        w("| ", name, " | ", range("st", job, sys, field, kind), " | ", fmt((stat("st", job, sys, "rps")), "rps"), " | ", r, " |")
+      end
+    elseif state_of(job, sys) then
+      w("| ", SYSTEMS[sys], " | ", missing_note(job, sys), " | | |")
+    end
+  end
+  w("")
+end
+
+st_table("sresp", "9. RESP -P16: stream style against callback style",
+  "`redis-benchmark " .. (meta.redis or "") .. "` as in job 3. Stream style: `" .. (meta.resp_stream or "?") ..
+  "` (a handler coroutine per connection reading with `s:read_line()` / `s:read(n)` and answering with `s:write()`); " ..
+  "callback style: `" .. (meta.resp_callback or "?") .. "` (on_recv parsing by position); luv: `peers/luv_redis.lua`. " ..
+  "The example does more per request than the callback server (a command table, argument checks); the control row " ..
+  "runs `bench/resp_stream.lua`, stream style doing the callback server's work, so the two rows separate the cost " ..
+  "of the style from the cost of the script.",
+  "cpu_us", "CPU µs/request", "requests")
+st_table("shttp", "10. HTTP keep-alive: stream style against callback style",
+  "`wrk " .. (meta.wrk or "") .. "` as in job 1. Stream style: `" .. (meta.http_stream or "?") ..
+  "`; callback style: `examples/http_hello.lua`, which only looks for the end of each request's head. The example " ..
+  "parses the request line and every header; the control row runs `bench/http_stream.lua`, stream style doing " ..
+  "http_hello.lua's work.", "cpu_us", "CPU µs/request", "requests")
+st_table("sline", "11. Line echo: lines framed in C against lines found in Lua",
+  "`bench/line_load.c`: " .. (meta.line_load or "?") .. ", each connection sending batches of lines and waiting for their echo. " ..
+  "`bench/line_echo_c.lua` (`framing = \"line\"`: one `on_recv` per line), `bench/line_echo_lua.lua` (the same server " ..
+  "finding the lines in Lua, the unfinished one kept in the session), and `bench/line_echo_stream.lua` (stream style).",
+  "cpu_us", "CPU µs/line", "lines")
+st_table("sidle", "12. Memory per idle session: stream style against callback style",
+  "As job 4 (" .. (tonumber(meta.idle) and thousands(tonumber(meta.idle)) or "?") ..
+  " connections held idle by `bench/idle_conns.c`), with the servers of job 9: in stream style every connection has " ..
+  "its handler coroutine parked in `s:read_line()`; in callback style it has no Lua object at all until data comes.",
+  "bytes_conn")
+
+-- (job 13 goes here)
+
 local problems = {}
 for _, s in ipairs(status) do
   if s.state ~= "pass" then problems[#problems + 1] = s end
@@ -454,6 +554,17 @@ do
     end
   end
 end
+for _, job in ipairs({ "sresp", "shttp", "sline", "sidle" }) do
+  local field = job == "sidle" and "bytes_conn" or "cpu_us"
+  local base = stat("st", job, ORDER[job][1], field)
+  for _, sys in ipairs(ORDER[job]) do
+    local v = stat("st", job, sys, field)
+    if v then
+      p(string.format("%-28s %-16s %10s %12s %9s %11s", JOBS[job], sys, fmt(v, field == "bytes_conn" and "bytes" or "cpu"),
+        fmt((stat("st", job, sys, "rps")), "rps"), "", sys == ORDER[job][1] and "" or fmt(ratio(base, v), "ratio")))
+    end
+  end
+end
 for _, v in ipairs(VARIANTS) do
   local c = {}
   for _, job in ipairs({ "http", "conn", "resp" }) do c[#c + 1] = fmt((stat("var", job, v, "cpu_us")), "cpu") end
@@ -464,5 +575,5 @@ end
 p(string.format("targets met: %d of %d", met_count, #targets))
 for _, t in ipairs(targets) do
   p(string.format("  %-68s %8s  %-7s%s", t.what, t.short, t.value == nil and "not measured" or (t.met and "met" or "NOT MET"),
-    t.control and ("  (control, luv's parser: " .. fmt(t.control, "ratio") .. ")") or ""))
+    t.control and ("  (control" .. (t.control_what and "" or ", luv's parser") .. ": " .. fmt(t.control, "ratio") .. ")") or ""))
 end

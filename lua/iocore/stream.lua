@@ -5,14 +5,19 @@
 --   core:spawn(fn, ...)       core:dial(addr[, opts])       iocore.sleep(ms)
 --   s:read(n)  s:read()  s:read_line([max])  s:read_until(delim[, max])  s:write(data)
 --
--- How it works. A stream session is an ordinary session whose on_recv,
--- on_close and on_drain (and on_eof where the binding has it) are the
--- shared functions of this file: they append what arrives to the session's
--- buffer and resume the coroutine parked on it. Every resume therefore
--- happens inside a handler the binding runs, under the Lua lock, in the
--- session's own event order, and within that handler's handler_timeout (the
--- binding's coroutine.resume hooks the coroutine it resumes). A parked
--- coroutine is only a Lua object: no worker waits for it.
+-- How it works. A stream session is an ordinary session with a receive
+-- buffer in C (src/lua/lrbuf.c): what arrives is appended there, without a
+-- Lua string, and Lua hears of it only when the coroutine parked on the
+-- session can go on (the buffer knows what the parked read waits for): then
+-- the session's on_recv, which is on_ready here, resumes it. The reader
+-- methods read, read_line and read_until are C functions that return at
+-- once when their data is buffered; otherwise they call the slow paths
+-- below, which park the coroutine and keep the failure rules. on_close,
+-- on_drain and on_eof of a stream session are the shared functions of this
+-- file. Every resume happens inside a handler the binding runs, under the
+-- Lua lock, in the session's own event order, and within that handler's
+-- handler_timeout (the binding's coroutine.resume hooks the coroutine it
+-- resumes). A parked coroutine is only a Lua object: no worker waits for it.
 --
 -- The wrappers of the binding's own methods (close, on_close, listen...)
 -- are in stream_wrap.lua.
@@ -21,30 +26,14 @@
 --   * One coroutine at a time may read a session; writers may be several.
 --   * A parked coroutine is woken exactly once per park, by whoever clears
 --     its slot first (data, close, read time-out, drain); a read time-out's
---     timer is cancelled by every other wake.
---   * The buffer is `buf` (a string) from `pos` on, then the chunks in
---     `parts` (not yet joined); `len` counts the unread bytes of both.
---
--- Why the buffer is Lua and not C (measured on this machine with a RESP
--- server under redis-benchmark -P16 on one worker, and with the layer
--- driven from Lua without sockets): a read that finds its data buffered
--- costs about 0.45 us here, most of it the calls every read makes anyway
--- (the method lookup, the string made for the result); a C buffer would
--- replace find + sub + a few table fields with one C call, an estimated
--- 0.15 us per read, while the whole request costs several us of VM work
--- (the handler's own parsing, and the count hook that handler_timeout puts
--- on every resumed coroutine: about a quarter of the total). So it stays in
--- Lua, with fast paths in read(n) and read_line for data already buffered.
--- Lines are found by string.find from an offset, never by re-joining the
--- buffer per chunk: while a reader waits for a delimiter only each new
--- chunk is searched, so a long line arriving in many small pieces costs
--- O(length), not O(length^2).
+--     timer is cancelled by every other wake. The C buffer's record of the
+--     parked read (B.park) is cleared with the slot (B.unpark).
+--   * The buffer's memory comes from the Lua allocator (memory_limit covers
+--     it) and is freed whenever it is empty.
 local M = {}
 
 local co_running, co_yield, co_status, co_create = coroutine.running, coroutine.yield, coroutine.status,
     coroutine.create
-local find, sub, byte = string.find, string.sub, string.byte
-local concat = table.concat
 local type, select, error, tostring = type, select, error, tostring
 local math_type = math.type
 
@@ -53,15 +42,16 @@ local ECLOSED_MSG = "ECLOSED: session is closing or closed"
 local ETIMEDOUT_READ_MSG = "ETIMEDOUT: read timed out"
 local EMSGSIZE_MSG = "EMSGSIZE: message too long"
 
-local DEFAULT_MAX = 65536                -- read_line / read_until
 local DEFAULT_HWM = 256 * 1024           -- write_hwm
--- Read-ahead while no coroutine is reading: past this many buffered bytes
--- the session is paused (where the binding can pause), so a peer that sends
--- faster than the handler reads is slowed down by TCP, not buffered here.
-local READ_AHEAD = 64 * 1024
+-- The C buffer's primitives (lrbuf.c), from install. B.max is read_line /
+-- read_until's default max; B.read_ahead the bytes buffered while no
+-- coroutine reads before the session is paused (so a peer that sends
+-- faster than the handler reads is slowed down by TCP, not buffered here).
+local B
+local DEFAULT_MAX
 
 -- The numbers above, for programs and for the test that keeps the docs true.
-M.limits = { max = DEFAULT_MAX, write_hwm = DEFAULT_HWM, read_ahead = READ_AHEAD }
+M.limits = { write_hwm = DEFAULT_HWM } -- max and read_ahead: set by install
 
 local TIMEOUT = {} -- resume value of a read time-out
 
@@ -112,6 +102,7 @@ local function wake(co, ...)
         local s = st.s
         if not st.closed and not S.closed(s) then
           st.local_closed = true
+          B.closing(s)
           S.close(s)
         end
       end
@@ -124,6 +115,7 @@ local function wake(co, ...)
   local st = type(owner) == "table" and owner or nil
   if st and not st.closed then
     st.local_closed = true
+    B.closing(st.s)
     S.abort(st.s)
   end
   report(core_of(owner), msg, st and st.s)
@@ -139,80 +131,10 @@ local function current(what, level)
   return co
 end
 
--- ---- the buffer -------------------------------------------------------------------
+-- ---- the buffer (in C) ---------------------------------------------------------------
 
--- Joins buf[pos..] and parts into buf (pos = 1).
-local function flatten(st)
-  local parts = st.parts
-  if not parts then return end
-  if st.pos > 1 or #st.buf > 0 then
-    table.insert(parts, 1, st.pos > 1 and sub(st.buf, st.pos) or st.buf)
-  end
-  st.buf, st.pos, st.parts = concat(parts), 1, nil
-end
-
--- Removes and returns the next n unread bytes (n <= len).
-local function take(st, n)
-  local buf, pos = st.buf, st.pos
-  if #buf - pos + 1 < n then
-    flatten(st)
-    buf, pos = st.buf, 1
-  end
-  local out
-  if pos == 1 and n == #buf then
-    out, st.buf, st.pos = buf, "", 1
-  else
-    out, st.pos = sub(buf, pos, pos + n - 1), pos + n
-  end
-  st.len = st.len - n
-  st.scan = nil
-  if st.paused and st.len < READ_AHEAD then
-    st.paused = nil
-    S.resume(st.s)
-  end
-  return out
-end
-
-local function take_all(st) return take(st, st.len) end
-
--- Appends a received chunk.
-local function append(st, data)
-  if st.len == 0 then
-    st.buf, st.pos, st.parts = data, 1, nil
-  else
-    local parts = st.parts
-    if parts then parts[#parts + 1] = data else st.parts = { data } end
-  end
-  st.len = st.len + #data
-end
-
--- Whether the chunk just appended (data) can end the wait of a reader
--- looking for `delim`: it holds the delimiter (also across the boundary
--- with what came before), or the limit is passed. Advances st.scan (bytes
--- known to hold no delimiter) otherwise.
-local function delim_ready(st, data)
-  local delim = st.rdelim
-  local dl = #delim
-  local before = st.len - #data
-  local hay = data
-  if dl > 1 and before > 0 then
-    -- the last dl-1 bytes before this chunk, for a delimiter split across it
-    local prev
-    local parts = st.parts
-    if parts and #parts >= 2 then prev = parts[#parts - 1] else prev = sub(st.buf, st.pos) end
-    if #prev >= dl - 1 then
-      hay = sub(prev, -(dl - 1)) .. data
-    else
-      return true -- short pieces: let the reader look at the whole buffer
-    end
-  end
-  if find(hay, delim, 1, true) then return true end
-  if st.len > (st.rmax or DEFAULT_MAX) then return true end
-  local scan = st.len - dl + 1
-  if scan > 0 then st.scan = scan end
-  return false
-end
-
+-- Removes and returns every buffered byte ("" when none).
+local function take_all(st) return B.take(st.s) end
 -- ---- state --------------------------------------------------------------------------
 
 local function close_code(msg)
@@ -231,6 +153,7 @@ local function wake_reader(st, ...)
   local co = st.reader
   if co then
     st.reader = nil
+    B.unpark(st.s)
     local t = st.rtimer
     if t then
       st.rtimer = nil
@@ -250,21 +173,11 @@ end
 
 -- ---- the handlers every stream session has ---------------------------------------------
 
-local function on_recv(s, data)
+-- The session's on_recv: called by the C buffer, without data, when the
+-- parked reader can go on.
+local function on_ready(s)
   local st = streams[s]
-  if not st then return end
-  append(st, data)
-  if st.reader then
-    local delim = st.rdelim
-    if delim then
-      if delim_ready(st, data) then wake_reader(st) end
-    elseif st.len >= st.rneed then
-      wake_reader(st)
-    end
-  elseif st.len >= READ_AHEAD and not st.paused and S.pause then
-    st.paused = true
-    S.pause(s)
-  end
+  if st then wake_reader(st) end
 end
 
 local function on_eof(s)
@@ -319,12 +232,12 @@ end
 
 
 local function new_state(core, s, opts)
-  -- (few fields: a parked read_line adds reader and rdelim (and rmax when
-  -- not the default), a writer wbound, and the
-  -- table still fits its first 8 slots; defaults are nil)
-  local st = { core = core, s = s, buf = "", pos = 1, len = 0 }
+  -- (few fields: a parked read adds reader; defaults are nil)
+  local st = { core = core, s = s }
+  local hwm = opts and opts.write_hwm
+  B.attach(s, hwm or DEFAULT_HWM)
   if opts then
-    local rt, hwm = opts.read_timeout, opts.write_hwm
+    local rt = opts.read_timeout
     if rt and rt > 0 then st.read_timeout = rt end
     if hwm then st.hwm = hwm end
     if opts.on_close then st.user_on_close = opts.on_close end
@@ -344,11 +257,11 @@ end
 -- The stream state of s for a read or write. A session that is not a stream
 -- session yet becomes one unless it has an on_recv of its own (it is then in
 -- callback style and the call raises).
-local function stream_of(s, what, co)
+local function stream_of(s, what, co, level)
   local st = streams[s]
   if st then return st end
-  local level = 4
-  check_session(s, what, level)
+  level = level + 1 -- the script, seen from here
+  check_session(s, what, level + 1)
   local h = debug.getuservalue(s, 2)
   if type(h) == "table" and h.on_recv then
     error(("%s: the session has an on_recv handler (callback style); read it there, or not at all")
@@ -367,7 +280,7 @@ local function stream_of(s, what, co)
   S.on_close(s, on_close)
   S.on_drain(s, on_drain)
   if HAS_EOF then S.on_eof(s, on_eof) end
-  S.on_recv(s, on_recv)
+  S.on_recv(s, on_ready)
   if S.closed(s) then
     st.closed = true
     st.msg, st.code = ECLOSED_MSG, "ECLOSED"
@@ -376,172 +289,120 @@ local function stream_of(s, what, co)
 end
 
 -- Makes the calling coroutine the session's reader, to be woken by data
--- that may satisfy it, the end of the stream or the read time-out (which
--- resumes it with TIMEOUT). The caller yields right after: the yield is not
--- in here so that a parked coroutine's stack stays small (a few frames fit
--- the stack a coroutine starts with; see the measurement in the docs).
-local function park_reader(st, co, what)
-  if st.reader then
-    error(what .. ": another coroutine is already reading this session", 3)
-  end
+-- that may satisfy it (`need`: a byte count, a delimiter within `max`
+-- bytes, or nil for any byte; the C buffer checks it at each receive), the
+-- end of the stream or the read time-out (which resumes it with TIMEOUT).
+local function park_reader(st, co, need, max)
   st.reader = co
-  if st.paused then
-    st.paused = nil
-    S.resume(st.s)
-  end
+  B.park(st.s, need, max)
   local rt = st.read_timeout
   if rt then
     st.rtimer = C.after(st.core, rt, function()
       st.rtimer = nil
       if st.reader == co then
         st.reader = nil
+        B.unpark(st.s)
         wake(co, TIMEOUT)
       end
     end)
   end
 end
 
+-- The slow paths of the reader methods. The methods are C functions
+-- (lrbuf.c) that return buffered data at once and call these for the rest
+-- as slow(wake, s, ...): `wake` is nil at first, then the value the parked
+-- coroutine was resumed with. A slow path returns the method's results, or
+-- PARK after parking the coroutine: the C method yields then, and calls it
+-- again when resumed. The script calling the method is at level 3 here.
+local PARK = {}
+local SCRIPT = 3
+
 local function check_max(max, arg, what)
   if max == nil then return DEFAULT_MAX end
-  if math.type(max) ~= "integer" or max < 1 then
-    error(("bad argument #%d to '%s' (max must be a positive integer)"):format(arg, what), 3)
+  if math_type(max) ~= "integer" or max < 1 then
+    error(("bad argument #%d to '%s' (max must be a positive integer)"):format(arg, what), SCRIPT + 1)
   end
   return max
 end
 
--- s:read(n) / s:read()
-local function read(s, n)
-  local st = streams[s]
-  -- fast path: n bytes already in `buf` (the common case, many reads per
-  -- chunk received), in one of our coroutines; anything else goes the long way
-  if st and math_type(n) == "integer" and n > 0 and st.len >= n and not st.local_closed and not st.reader
-      and owners[co_running()] then
-    local buf, pos = st.buf, st.pos
-    local stop = pos + n - 1
-    if stop <= #buf then
-      local len = st.len - n
-      st.len = len
-      if len == 0 then st.buf, st.pos = "", 1 else st.pos = stop + 1 end
-      if st.scan then st.scan = nil end
-      if st.paused and len < READ_AHEAD then
-        st.paused = nil
-        S.resume(s)
-      end
-      return sub(buf, pos, stop)
-    end
-  end
-  local co = current("read")
-  local st = stream_of(s, "read", co)
-  if st.reader then error("read: another coroutine is already reading this session", 2) end
-  if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
-    error("bad argument #1 to 'read' (non-negative integer expected, got " ..
-      (math.type(n) or type(n)) .. ")", 2)
-  end
-  while true do
-    if st.local_closed then return nil, ECLOSED_MSG, "ECLOSED", take_all(st) end
-    local len = st.len
-    if n then
-      if len >= n then return take(st, n) end
-    elseif len > 0 then
-      return take_all(st)
-    end
-    local msg, code = ended(st)
-    if msg then return nil, msg, code, take_all(st) end
-    st.rdelim, st.rneed = nil, n or 1
-    park_reader(st, co, "read")
-    if co_yield() == TIMEOUT then
-      return nil, ETIMEDOUT_READ_MSG, "ETIMEDOUT", take_all(st)
-    end
-  end
+local function a_reader(st, what)
+  if st.reader then error(what .. ": another coroutine is already reading this session", SCRIPT + 1) end
 end
 
-local WAIT = {} -- find_delim: nothing to return yet
+-- The C methods' quick park (no data yet, nothing else to do but wait):
+-- co becomes the reader unless the slow path must handle the read (not a
+-- stream session yet, another reader, the stream has ended, a read
+-- time-out to arm). Only table accesses: it must not grow the stack of
+-- the coroutine about to park (a C function call would).
+local function try_park(s, co)
+  local st = streams[s]
+  if not st or st.reader or st.local_closed or st.eof or st.closed or st.read_timeout then return false end
+  st.reader = co
+  return true
+end
 
--- The next piece up to delim (not included) within max bytes from the
--- buffer, an EMSGSIZE failure, or WAIT. `line` drops a "\r" before the "\n".
-local function find_delim(st, s, delim, max, line)
-  flatten(st)
-  local buf, pos = st.buf, st.pos
-  local dl = #delim
-  local e = find(buf, delim, pos + (st.scan or 0), true)
-  if e and e - pos <= max then
-    local stop = e - 1
-    if line and stop >= pos and byte(buf, stop) == 13 then stop = stop - 1 end
-    local out = sub(buf, pos, stop)
-    st.pos = e + dl
-    st.len = st.len - (e - pos) - dl
-    st.scan = nil
-    if st.len == 0 then st.buf, st.pos = "", 1 end
-    if st.paused and st.len < READ_AHEAD then
-      st.paused = nil
-      S.resume(s)
-    end
-    return out
+local function timed_out(s)
+  return nil, ETIMEDOUT_READ_MSG, "ETIMEDOUT", B.take(s)
+end
+
+-- s:read(n) / s:read()
+local function read(wake_value, s, n)
+  if wake_value == TIMEOUT then return timed_out(s) end
+  local co = current("read", SCRIPT + 1)
+  local st = stream_of(s, "read", co, SCRIPT)
+  a_reader(st, "read")
+  if n ~= nil and (math_type(n) ~= "integer" or n < 0) then
+    error("bad argument #1 to 'read' (non-negative integer expected, got " ..
+      (math_type(n) or type(n)) .. ")", SCRIPT)
   end
-  if e or st.len > max then
+  if st.local_closed then return nil, ECLOSED_MSG, "ECLOSED", take_all(st) end
+  local len = B.len(s)
+  if n then
+    if len >= n then return B.take(s, n) end
+  elseif len > 0 then
+    return B.take(s)
+  end
+  local msg, code = ended(st)
+  if msg then return nil, msg, code, take_all(st) end
+  park_reader(st, co, n)
+  return PARK
+end
+
+-- read_line / read_until: the piece up to delim, within max bytes. A last
+-- unterminated line is returned at EOF when `line`.
+local function read_delim(s, delim, max, what, line)
+  local co = current(what, SCRIPT + 1)
+  local st = stream_of(s, what, co, SCRIPT)
+  a_reader(st, what)
+  if st.local_closed then return nil, ECLOSED_MSG, "ECLOSED", take_all(st) end
+  local piece = B.find(s, delim, max, line)
+  if piece then return piece end
+  if piece == false then
     -- the oversized message is dropped with the session
-    st.buf, st.pos, st.len, st.scan = "", 1, 0, nil
     st.local_closed = true
+    B.closing(s)
     if not st.closed then S.close(s) end
     return nil, EMSGSIZE_MSG .. (" (no %q within %d bytes)"):format(delim, max), "EMSGSIZE"
   end
-  local scan = st.len - dl + 1
-  if scan > 0 then st.scan = scan end
-  return WAIT
+  local msg, code = ended(st)
+  if msg then
+    if line and code == "EOF" and B.len(s) > 0 then return take_all(st) end
+    return nil, msg, code, take_all(st)
+  end
+  park_reader(st, co, delim, max)
+  return PARK
 end
 
--- read_line / read_until (tail-called by both, so level 2 is the script's
--- caller). A last unterminated line is returned at EOF when `line`.
-local function read_delim(s, delim, max, what, line)
-  local co = current(what)
-  local st = stream_of(s, what, co)
-  if st.reader then error(what .. ": another coroutine is already reading this session", 2) end
-  while true do
-    if st.local_closed then return nil, ECLOSED_MSG, "ECLOSED", take_all(st) end
-    if st.len > 0 then
-      local a, b, c = find_delim(st, s, delim, max, line)
-      if a ~= WAIT then return a, b, c end
-    end
-    local msg, code = ended(st)
-    if msg then
-      if line and code == "EOF" and st.len > 0 then return take_all(st) end
-      return nil, msg, code, take_all(st)
-    end
-    st.rdelim = delim
-    if max ~= DEFAULT_MAX or st.rmax then st.rmax = max end
-    park_reader(st, co, what)
-    if co_yield() == TIMEOUT then
-      return nil, ETIMEDOUT_READ_MSG, "ETIMEDOUT", take_all(st)
-    end
-  end
-end
-
-local function read_line(s, max)
-  local st = streams[s]
-  -- fast path: a whole line already in `buf`, as for read(n)
-  if st and max == nil and not st.local_closed and not st.reader and owners[co_running()] then
-    local buf, pos = st.buf, st.pos
-    local e = find(buf, "\n", pos, true)
-    if e and e - pos <= DEFAULT_MAX then
-      local len = st.len - (e - pos + 1)
-      st.len = len
-      if len == 0 then st.buf, st.pos = "", 1 else st.pos = e + 1 end
-      if st.scan then st.scan = nil end
-      if st.paused and len < READ_AHEAD then
-        st.paused = nil
-        S.resume(s)
-      end
-      if e > pos and byte(buf, e - 1) == 13 then e = e - 1 end
-      return sub(buf, pos, e - 1)
-    end
-  end
+local function read_line(wake_value, s, max)
+  if wake_value == TIMEOUT then return timed_out(s) end
   return read_delim(s, "\n", check_max(max, 1, "read_line"), "read_line", true)
 end
 
-local function read_until(s, delim, max)
+local function read_until(wake_value, s, delim, max)
+  if wake_value == TIMEOUT then return timed_out(s) end
   if type(delim) ~= "string" or delim == "" then
     error("bad argument #1 to 'read_until' (non-empty string expected, got " ..
-      (delim == "" and "empty string" or type(delim)) .. ")", 2)
+      (delim == "" and "empty string" or type(delim)) .. ")", SCRIPT)
   end
   return read_delim(s, delim, check_max(max, 2, "read_until"), "read_until", false)
 end
@@ -554,10 +415,13 @@ local function write_failure(st)
   return nil, m, c
 end
 
--- s:write(data): send, then wait while more than write_hwm is pending.
+-- s:write(data)'s slow path: send, then wait while more than write_hwm is
+-- pending. The method is a C function (lrbuf.c) that sends a string at
+-- once when that cannot pass the mark, and calls this for the rest (so
+-- the script is at level 3 here).
 local function write(s, data)
-  local co = current("write")
-  local st = stream_of(s, "write", co)
+  local co = current("write", SCRIPT + 1)
+  local st = stream_of(s, "write", co, SCRIPT)
   local ok, msg, code = S.send(s, data)
   if not ok and code == "ENOBUFS" then
     -- the queue is full: wait until it has drained, then the send is taken
@@ -572,15 +436,7 @@ local function write(s, data)
   if not ok then return nil, msg, code end
   local hwm = st.hwm or DEFAULT_HWM
   if hwm == 0 then return true end
-  -- pending() only grows by sends: while what was pending at the last look
-  -- plus what was written since stays under the mark, no need to ask
-  local bound = (st.wbound or 0) + (type(data) == "string" and #data or hwm + 1)
-  if bound <= hwm then
-    st.wbound = bound
-    return true
-  end
   local pending = S.pending(s)
-  st.wbound = pending
   if pending > hwm then
     local low = hwm // 2
     repeat
@@ -590,7 +446,6 @@ local function write(s, data)
       if st.closed then return write_failure(st) end
       pending = S.pending(s)
     until pending <= low
-    st.wbound = pending
   end
   return true
 end
@@ -624,7 +479,7 @@ local function dial(core, address, opts)
       if not STREAM_KEYS[k] then copts[k] = v end
     end
   end
-  copts.on_connect, copts.on_recv, copts.on_close, copts.on_drain = on_connect, on_recv, on_close, on_drain
+  copts.on_connect, copts.on_recv, copts.on_close, copts.on_drain = on_connect, on_ready, on_close, on_drain
   if HAS_EOF then copts.on_eof = on_eof end
   local s, msg, code = C.connect(core, address, copts)
   if not s then return nil, msg, code end
@@ -681,7 +536,7 @@ local function listen(core, address, opts)
     if not STREAM_KEYS[k] then copts[k] = v end
   end
   copts.on_accept, copts.on_recv, copts.on_close, copts.on_drain =
-      accept_with_handler(rec), on_recv, on_close, on_drain
+      accept_with_handler(rec), on_ready, on_close, on_drain
   if HAS_EOF then copts.on_eof = on_eof end
   local l, msg, code = C.listen(core, address, copts)
   if not l then return nil, msg, code end
@@ -755,10 +610,12 @@ function M.install(iocore, methods)
     report = report_by_post
   end
 
-  sm.read = read
-  sm.read_line = read_line
-  sm.read_until = read_until
-  sm.write = write
+  B = methods.rbuf or reg["iocore.rbuf"]
+  if type(B) ~= "table" then error("iocore.stream: this iocore module has no stream receive buffer (rebuild it)") end
+  DEFAULT_MAX = B.max
+  M.limits.max, M.limits.read_ahead = B.max, B.read_ahead
+  sm.read, sm.read_line, sm.read_until = B.make_readers(owners, PARK, try_park, read, read_line, read_until)
+  sm.write = B.make_writer(owners, write)
 
   cm.spawn = spawn
   cm.dial = dial
@@ -768,7 +625,7 @@ function M.install(iocore, methods)
     streams = streams, stream_listeners = stream_listeners,
     pending_read_timeouts = pending_read_timeouts, wake_reader = wake_reader,
     wake_writers = wake_writers, listen = listen, typename = typename,
-    ECLOSED_MSG = ECLOSED_MSG, HAS_EOF = HAS_EOF,
+    ECLOSED_MSG = ECLOSED_MSG, HAS_EOF = HAS_EOF, B = B,
   })
 
   iocore.sleep = sleep

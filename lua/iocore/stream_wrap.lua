@@ -16,7 +16,7 @@ return function(ctx)
   local streams, stream_listeners, pending_read_timeouts = ctx.streams, ctx.stream_listeners,
       ctx.pending_read_timeouts
   local wake_reader, wake_writers, listen, typename = ctx.wake_reader, ctx.wake_writers, ctx.listen, ctx.typename
-  local ECLOSED_MSG, HAS_EOF = ctx.ECLOSED_MSG, ctx.HAS_EOF
+  local ECLOSED_MSG, HAS_EOF, B = ctx.ECLOSED_MSG, ctx.HAS_EOF, ctx.B
 
   local function self_check(obj, mt, method)
     if getmetatable(obj) ~= mt then
@@ -67,6 +67,7 @@ return function(ctx)
       local st = streams[s]
       if st and not st.local_closed then
         st.local_closed = true
+        B.closing(s)
         if st.reader or st.writers then
           C.post(st.core, function()
             wake_reader(st)

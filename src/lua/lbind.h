@@ -169,6 +169,11 @@ typedef struct lb_sess {
 lb_sess *lb_sess_new(lcore *lc); /* counted in lc->bound_sessions */
 void lb_sess_free(lb_sess *st);
 
+/* lrbuf.c: the receive buffer of a stream-style session (see there). */
+typedef struct lb_rbuf lb_rbuf;
+#define LB_RBUF_READ_AHEAD (64 * 1024) /* buffered with no reader parked before the session pauses */
+#define LB_RBUF_MAX 65536              /* read_line / read_until's default max */
+
 /* Userdata payloads. Each holds one reference on its C object from creation
  * to __gc (the only place that drops it), so methods keep working on a
  * closed object; the pointer is NULL only after __gc. */
@@ -187,6 +192,7 @@ typedef struct lsession {
   bool hold_paused;
   lev *held_head, *held_tail;
   uint64_t read_timeout_ms; /* kept for the stream style */
+  lb_rbuf *rb;              /* a stream-style session's receive buffer (lrbuf.c), else NULL */
 } lsession;
 
 typedef struct llistener {
@@ -287,6 +293,11 @@ extern const ioc_session_callbacks_t lb_session_cbs;  /* outbound sessions */
 extern const ioc_session_callbacks_t lb_accepted_cbs; /* accepted sessions */
 extern const char *const lb_handler_names[];
 
+/* lrbuf.c: a received chunk of a stream session (the object at idx) goes
+ * into its buffer; its on_recv(s) runs only if the parked reader can go on. */
+void lb_rbuf_deliver(lcore *lc, lsession *ls, int idx, const char *data, size_t len);
+void lb_rbuf_free(lua_State *L, lsession *ls);       /* the object goes */
+void lb_rbuf_push_primitives(lua_State *L);           /* the table stream.lua builds on */
 /* lbuffer.c: iocore.buffer objects and core:broadcast */
 void lb_open_buffer(lua_State *L);
 int lb_buffer_new(lua_State *L);    /* iocore.buffer(str) */

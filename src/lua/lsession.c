@@ -165,6 +165,7 @@ void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   ls->closed = false;
   ls->paused = ls->hold_paused = false;
   ls->held_head = ls->held_tail = NULL;
+  ls->rb = NULL;
   lua_getfield(L, htab, READ_TIMEOUT_KEY);
   ls->read_timeout_ms = (uint64_t)lua_tointeger(L, -1);
   lua_pop(L, 1);
@@ -232,6 +233,11 @@ static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t l
   /* A worker that found no on_recv paused the session (cb_recv); if the
    * script set one just before that pause took effect, nobody resumed it. */
   lb_flow_sync(ls);
+  if (ls->rb) { /* stream style: into its buffer, no string made */
+    lb_rbuf_deliver(lc, ls, -1, data, len);
+    lua_pop(T, 1);
+    return;
+  }
   lb_push_handler(T, -1, "on_recv");
   if (!lua_isfunction(T, -1)) { /* the stop's end: nobody left to take it */
     lua_pop(T, 2);
@@ -592,9 +598,14 @@ static const luaL_Reg session_methods[] = {
     {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain}, {"on_connect", l_session_on_connect},
     {"on_eof", l_session_on_eof},     {NULL, NULL}};
 
-/* session.x: methods first, then the user's fields */
+/* session.x: methods first, then the user's fields. Called for every
+ * method call on a session: self is checked against the metatable in
+ * upvalue 2 (luaL_checkudata would look its name up in the registry). */
 static int l_session_index(lua_State *L) {
-  check_session(L, 1);
+  int has_mt = lua_getmetatable(L, 1);
+  bool ours = has_mt && lua_rawequal(L, -1, lua_upvalueindex(2));
+  if (has_mt) lua_pop(L, 1);
+  if (!ours) check_session(L, 1);
   lua_pushvalue(L, 2);
   lua_rawget(L, lua_upvalueindex(1));
   if (!lua_isnil(L, -1)) return 1;
@@ -625,6 +636,7 @@ static int l_session_newindex(lua_State *L) {
 static int l_session_gc(lua_State *L) {
   lsession *ls = check_session(L, 1);
   lb_flow_free(ls);
+  lb_rbuf_free(L, ls);
   if (ls->s) {
     ioc_session_release(ls->s);
     ls->s = NULL;
@@ -723,7 +735,8 @@ void lb_open_session(lua_State *L) {
   luaL_newlib(L, session_methods);
   luaL_setfuncs(L, lb_flow_methods, 0);
   luaL_setfuncs(L, lb_framing_methods, 0);
-  lua_pushcclosure(L, l_session_index, 1);
+  lua_pushvalue(L, -2); /* the metatable */
+  lua_pushcclosure(L, l_session_index, 2);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }

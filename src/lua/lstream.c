@@ -50,6 +50,9 @@ static void push_methods(lua_State *L, const char *name) {
 
 void lb_open_lua_part(lua_State *L) {
   int mod = lua_gettop(L); /* the module table */
+  /* the receive buffer's primitives, also for a stream.lua installed later by hand */
+  lb_rbuf_push_primitives(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "iocore.rbuf");
   /* found on package.path? (package.searchpath, so nothing is loaded when not) */
   if (lua_getglobal(L, "package") != LUA_TTABLE || lua_getfield(L, -1, "searchpath") != LUA_TFUNCTION) {
     lua_settop(L, mod);
@@ -71,7 +74,7 @@ void lb_open_lua_part(lua_State *L) {
   if (!lua_istable(L, -1) || lua_getfield(L, -1, "install") != LUA_TFUNCTION)
     luaL_error(L, "iocore: %s has no install function", LUA_PART);
   lua_pushvalue(L, mod);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   push_methods(L, LCORE_MT);
   lua_setfield(L, -2, "core");
   push_methods(L, LSESSION_MT);
@@ -80,6 +83,8 @@ void lb_open_lua_part(lua_State *L) {
   lua_setfield(L, -2, "listener");
   lua_pushcfunction(L, l_report);
   lua_setfield(L, -2, "report");
+  lua_getfield(L, LUA_REGISTRYINDEX, "iocore.rbuf");
+  lua_setfield(L, -2, "rbuf");
   lua_call(L, 2, 0);
   lua_settop(L, mod);
 }
