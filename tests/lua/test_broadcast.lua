@@ -147,7 +147,7 @@ function TestBroadcast:test_closing_and_closed_sessions_are_skipped_array_and_se
     local set = {}
     for _, s in ipairs(list) do set[s] = true end
     lu.assertEquals(core:broadcast(set, iocore.buffer("set\n")), 5)
-    -- any value marks a member of a set; a key that is a session wins over its value
+    -- any value marks a member of a set (a session as a value too: only the keys count)
     lu.assertEquals(core:broadcast({ [by_client[6]] = "yes", [by_client[7]] = by_client[8] }, "pair\n"), 2)
     H.wait_for(core, function()
       for i = 6, 10 do
@@ -237,7 +237,8 @@ function TestBroadcast:test_broadcast_misuse_raises_and_queues_nothing()
     lu.assertErrorMsgContains("string or iocore.buffer expected", core.broadcast, core, { s }, 42)
     lu.assertErrorMsgContains("string or iocore.buffer expected", core.broadcast, core, { s })
     lu.assertErrorMsgContains("sessions expected, found number", core.broadcast, core, { s, 42 }, "x")
-    lu.assertErrorMsgContains("sessions expected, found string", core.broadcast, core, { x = "y" }, "x")
+    lu.assertErrorMsgContains("sessions expected, found string as a key", core.broadcast, core, { x = s }, "x")
+    lu.assertErrorMsgContains("sessions expected, found number at index 2", core.broadcast, core, { s, 42 }, "x")
     local other = iocore.core({ threads = 1, signals = false })
     local ol = assert(other:listen("127.0.0.1:0", { on_accept = function() end }))
     local oc = assert(other:connect(ol:address(), {}))
