@@ -245,10 +245,12 @@ static void finalize(ioc_session_t *s) {
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = NULL;
   ioc__mutex_unlock(&core->objects_lock);
-  IOC__STAT_SUB(core, active, 1);
-  IOC__STAT_ADD(core, closed, 1);
   if (s->listener) atomic_fetch_sub(&s->listener->nsessions, 1);
   if (s->cbs.on_close) s->cbs.on_close(s, s->close_err);
+  /* Counted closed once on_close has returned: a stop that waits for
+   * `active` to reach 0 then knows no callback of it runs any more. */
+  IOC__STAT_SUB(core, active, 1);
+  IOC__STAT_ADD(core, closed, 1);
   ioc__object_unref(&s->obj); /* the core's reference */
 }
 
