@@ -45,11 +45,13 @@ local server = assert(core:listen(address, {
     if s.name then return say(("%s: %s\n"):format(s.name, line)) end
     s.name = line:match("^[%w_.-]+$") and line:sub(1, 32) or s:peer()
     members[s], count = s.name, count + 1
+    print("joined " .. s.name)
     say(("* %s joined\n"):format(s.name))
   end,
   on_close = function(s, err)
     if not members[s] then return end
     members[s], count = nil, count - 1
+    print("left " .. s.name, err)
     say(("* %s left%s\n"):format(s.name, err and " (" .. err .. ")" or ""))
   end,
 }))

@@ -3,7 +3,7 @@
 -- other: HTTP/1.1 connections are kept alive (until "Connection: close"),
 -- HTTP/1.0 ones are answered and closed (unless "Connection: keep-alive").
 -- Request bodies come with Content-Length. A malformed request gets a 400
--- and the connection is closed.
+-- and the connection is closed; a head over MAX_HEAD bytes closes it.
 --
 --   lua examples/http_server.lua [address] [threads]   (default 127.0.0.1:8080, 2)
 --
@@ -15,7 +15,7 @@ local address = arg[1] or "127.0.0.1:8080"
 local threads = tonumber(arg[2]) or 2
 local core = assert(iocore.core { threads = threads })
 
-local MAX_LINE, MAX_HEADERS, MAX_BODY = 8192, 100, 1024 * 1024
+local MAX_HEAD, MAX_BODY = 16384, 1024 * 1024
 
 -- path -> method -> function(request) returning status, body
 local routes = {
@@ -27,6 +27,7 @@ local routes = {
     table.sort(lines)
     return 200, table.concat(lines)
   end },
+  ["/fail"] = { GET = function() error("a route that fails") end }, -- answered with a 500
 }
 
 local REASONS = { [200] = "OK", [400] = "Bad Request", [404] = "Not Found", [405] = "Method Not Allowed",
@@ -35,32 +36,29 @@ local REASONS = { [200] = "OK", [400] = "Bad Request", [404] = "Not Found", [405
 local function respond(s, status, body, keep_alive, version)
   local connection = not keep_alive and "Connection: close\r\n"
       or version == "1.0" and "Connection: keep-alive\r\n" or ""
-  return s:write(("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s")
-    :format(status, REASONS[status], #body, connection, body))
+  return s:write("HTTP/1.1 " .. status .. " " .. REASONS[status] .. "\r\nContent-Type: text/plain\r\n" ..
+    "Content-Length: " .. #body .. "\r\n" .. connection .. "\r\n" .. body)
 end
 
 -- One request: { method, path, version, headers (names in lower case), body,
 -- keep_alive }; nil at the end of the stream; nil, status for a request
 -- that cannot be served.
 local function read_request(s)
-  local line = s:read_line(MAX_LINE)
-  if not line then return nil end
-  local method, path, version = line:match("^(%u+) (/%S*) HTTP/(1%.[01])$")
+  local head = s:read_until("\r\n\r\n", MAX_HEAD) -- a longer head closes the connection
+  if not head then return nil end
+  local method, path, version, pos = head:match("^(%u+) (/%S*) HTTP/(1%.[01])()")
   if not method then return nil, 400 end
-  local headers, count = {}, 0
-  while true do
-    line = s:read_line(MAX_LINE)
-    if not line then return nil end
-    if line == "" then break end
-    local name, value = line:match("^([%w!#$%%&'*+.^_`|~-]+):[ \t]*(.-)[ \t]*$")
-    count = count + 1
-    if not name or count > MAX_HEADERS then return nil, 400 end
+  local headers = {}
+  while pos <= #head do -- one "\r\nName: value" at a time
+    local name, value, after = head:match("^\r\n([%w!#$%%&'*+.^_`|~-]+):[ \t]*([^\r\n]*)()", pos)
+    if not name then return nil, 400 end
     headers[name:lower()] = value
+    pos = after
   end
   if headers["transfer-encoding"] then return nil, 501 end
   local body, length = "", headers["content-length"]
   if length then
-    length = tonumber(length:match("^%d+$"))
+    length = tonumber(length:match("^(%d+)[ \t]*$"))
     if not length then return nil, 400 end
     if length > MAX_BODY then return nil, 413 end
     if headers.expect == "100-continue" then s:write("HTTP/1.1 100 Continue\r\n\r\n") end

@@ -48,6 +48,7 @@ static int post_accept(ioc_listener_t *l, int i) {
 }
 
 static void backoff_fire(ioc_timer_t *t, void *ud);
+static void arm_backoff(ioc_listener_t *l);
 
 /* A closed listener gives its port back as soon as no accept is in flight,
  * not when the object is freed (its sessions keep it alive). Under l->lock. */
@@ -73,14 +74,7 @@ static void repost_missing(ioc_listener_t *l) {
       break; /* the back-off below retries */
     }
   }
-  if (!l->closing && l->nposted < l->naccepts && !l->backoff_armed) {
-    l->backoff_armed = true;
-    ioc__object_ref(&l->obj);
-    if (ioc_timer_start(l->obj.core, IOC__ACCEPT_BACKOFF_MS, 0, backoff_fire, l, NULL) < 0) {
-      l->backoff_armed = false;
-      ioc__object_unref(&l->obj);
-    }
-  }
+  if (!l->closing && l->nposted < l->naccepts) arm_backoff(l);
 }
 
 static void backoff_fire(ioc_timer_t *t, void *ud) {
@@ -137,80 +131,100 @@ static bool reclaim_reserve(ioc_listener_t *l, int fd) {
 }
 #endif
 
+/* Arms the one-shot back-off that re-posts the missing accepts later.
+ * Under l->lock. */
+static void arm_backoff(ioc_listener_t *l) {
+  if (l->backoff_armed) return;
+  l->backoff_armed = true;
+  ioc__object_ref(&l->obj);
+  if (ioc_timer_start(l->obj.core, IOC__ACCEPT_BACKOFF_MS, 0, backoff_fire, l, NULL) < 0) {
+    l->backoff_armed = false;
+    ioc__object_unref(&l->obj);
+  }
+}
+
+/* A connection came in on accept op: it becomes a session, announced and
+ * started; or, when the listener is closing or at max_connections, it is
+ * closed at once (the client sees a close, not a hang). The socket is
+ * counted from here on. */
+static void take_connection(ioc_listener_t *l, ioc__op_t *op, ioc_fd_t fd, bool closing) {
+  ioc_core_t *core = l->obj.core;
+  ioc__socket_adopt(core, fd);
+  if (closing) {
+    ioc__socket_close(core, fd);
+    return;
+  }
+  if (l->opts.max_connections && atomic_load(&l->nsessions) >= l->opts.max_connections) {
+    IOC__STAT_ADD(core, rejected, 1);
+    ioc__socket_close(core, fd);
+    return;
+  }
+  ioc_session_t *s = NULL;
+  int rc = ioc__session_new_accepted(core, l, fd, &op->u.accept.addr, &s);
+  if (rc < 0) {
+    ioc__log(core, "listener: dropping a connection: %s", ioc_strerror(rc));
+    ioc__socket_close(core, fd);
+    return;
+  }
+  if (l->opts.proxy_protocol) {
+    ioc__session_start_proxy(s); /* announced once its header is in */
+    return;
+  }
+  if (l->on_accept) l->on_accept(l, s, l->ud);
+  ioc__session_start(s);
+}
+
+/* An accept failed with res. Returns true when the listener should back
+ * off before posting again: out of descriptors or memory (the backlog is
+ * shed first, so waiting clients see a close instead of a hang), or an
+ * error not known to be about one connection only (logged). A connection
+ * that died in the backlog, a cancel or an interruption: post again now. */
+static bool accept_failed(ioc_listener_t *l, int res, bool closing) {
+  if (closing) return false;
+  if (res == IOC_EMFILE || res == IOC_ENFILE || res == IOC_ENOBUFS || res == IOC_ENOMEM) {
+#ifndef _WIN32
+    ioc__spin_lock(&l->lock);
+    shed_backlog(l);
+    ioc__spin_unlock(&l->lock);
+#endif
+    return true;
+  }
+  if (res == IOC_ECANCELED || res == IOC_ECONNABORTED || res == IOC_EAGAIN || res == IOC_EINTR ||
+      res == IOC_ECONNRESET || res == IOC_EPERM)
+    return false;
+  ioc__log(l->obj.core, "listener: accept failed: %s", ioc_strerror(res));
+  return true;
+}
+
+/* One accept completed: its connection is taken (or its failure weighed),
+ * then accept i is posted again, or the back-off armed, unless the
+ * listener is closing (then its socket closes once no accept is left). */
 static void listener_dispatch(ioc__object_t *obj, ioc__op_t *op) {
   ioc_listener_t *l = IOC__CONTAINER_OF(obj, ioc_listener_t, obj);
-  ioc_core_t *core = obj->core;
   int i = (int)(op - l->ops);
   int res = op->res;
-  ioc_fd_t fd = op->u.accept.fd;
 
   ioc__spin_lock(&l->lock);
   l->posted[i] = 0;
   l->nposted--;
-  IOC__STAT_SUB(core, accepts_posted, 1);
+  IOC__STAT_SUB(obj->core, accepts_posted, 1);
   bool closing = l->closing;
+#ifndef _WIN32
+  if (res >= 0 && reclaim_reserve(l, op->u.accept.fd))
+    res = IOC_ECONNABORTED; /* re-posted below like a dropped connection */
+#endif
   ioc__spin_unlock(&l->lock);
 
   bool backoff = false;
-#ifndef _WIN32
-  if (res >= 0) {
-    ioc__spin_lock(&l->lock);
-    bool reclaimed = reclaim_reserve(l, fd);
-    ioc__spin_unlock(&l->lock);
-    if (reclaimed) res = IOC_ECONNABORTED; /* re-posted below like a dropped connection */
-  }
-#endif
-  if (res >= 0) {
-    ioc__socket_adopt(core, fd);
-    ioc_session_t *s = NULL;
-    if (closing) {
-      ioc__socket_close(core, fd);
-    } else if (l->opts.max_connections &&
-               atomic_load(&l->nsessions) >= l->opts.max_connections) {
-      /* Over the cap: accept and close, so the client sees a close, not a hang. */
-      IOC__STAT_ADD(core, rejected, 1);
-      ioc__socket_close(core, fd);
-    } else {
-      int rc = ioc__session_new_accepted(core, l, fd, &op->u.accept.addr, &s);
-      if (rc < 0) {
-        ioc__log(core, "listener: dropping a connection: %s", ioc_strerror(rc));
-        ioc__socket_close(core, fd);
-      }
-    }
-    if (s && l->opts.proxy_protocol) {
-      ioc__session_start_proxy(s); /* announced once its header is in */
-    } else if (s) {
-      if (l->on_accept) l->on_accept(l, s, l->ud);
-      ioc__session_start(s);
-    }
-  } else if (res == IOC_EMFILE || res == IOC_ENFILE || res == IOC_ENOBUFS || res == IOC_ENOMEM) {
-    if (!closing) {
-      ioc__spin_lock(&l->lock);
-#ifndef _WIN32
-      shed_backlog(l);
-#endif
-      ioc__spin_unlock(&l->lock);
-      backoff = true;
-    }
-  } else if (res != IOC_ECANCELED && res != IOC_ECONNABORTED && res != IOC_EAGAIN &&
-             res != IOC_EINTR && res != IOC_ECONNRESET && res != IOC_EPERM) {
-    if (!closing) {
-      ioc__log(core, "listener: accept failed: %s", ioc_strerror(res));
-      backoff = true;
-    }
-  }
+  if (res >= 0)
+    take_connection(l, op, op->u.accept.fd, closing);
+  else
+    backoff = accept_failed(l, res, closing);
 
   ioc__spin_lock(&l->lock);
   if (!l->closing) {
     if (backoff) {
-      if (!l->backoff_armed) {
-        l->backoff_armed = true;
-        ioc__object_ref(&l->obj);
-        if (ioc_timer_start(core, IOC__ACCEPT_BACKOFF_MS, 0, backoff_fire, l, NULL) < 0) {
-          l->backoff_armed = false;
-          ioc__object_unref(&l->obj);
-        }
-      }
+      arm_backoff(l);
     } else if (!l->posted[i] && post_accept(l, i) < 0) {
       /* posted[i] may be set already: a back-off that fired while this
        * completion ran on_accept re-posted every idle op, this one too. */

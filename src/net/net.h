@@ -157,7 +157,8 @@ static inline uint32_t ioc__ms_since(uint32_t now, uint32_t then) { return (uint
 
 /* net/tcpinfo.c: the bytes the kernel still holds for the peer (unsent or
  * unacknowledged; our FIN counts one once shut down), and in *acked the
- * bytes the peer has acknowledged so far (UINT64_MAX: not known).
+ * bytes the peer has acknowledged so far (UINT64_MAX: not known). acked
+ * NULL: only the first (Linux: SIOCOUTQ alone, one syscall instead of two).
  * IOC_ENOSYS where the platform does not tell (Windows). */
 int ioc__socket_send_state(ioc_fd_t fd, uint64_t *acked);
 

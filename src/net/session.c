@@ -125,12 +125,15 @@ void ioc__session_enter_closing(ioc_session_t *s, int err) { enter_closing(s, er
  * else end now: closing the socket does not lose what the kernel still
  * sends. Under s->lock. */
 void ioc__session_finish_graceful(ioc_session_t *s) {
-  uint64_t acked;
-  int q = ioc__socket_send_state(s->h.fd, &acked);
+  /* The common end (the peer has everything) needs only the queue's size;
+   * the acknowledged count is the baseline of a wait, so only then. */
+  int q = ioc__socket_send_state(s->h.fd, NULL);
   if (q > 1) {
+    uint64_t acked;
+    int q2 = ioc__socket_send_state(s->h.fd, &acked);
     s->state = IOC__S_SHUTDOWN;
-    s->last_unacked = q;
-    if (acked != UINT64_MAX) s->last_acked = acked;
+    s->last_unacked = q2 >= 0 ? q2 : q;
+    if (q2 >= 0 && acked != UINT64_MAX) s->last_acked = acked;
     s->progress_ms = ioc__now32();
     ioc__timed_add(s);
   } else {
@@ -179,6 +182,14 @@ static void advance_close(ioc_session_t *s) {
   if (!closing && !(s->half && s->state == IOC__S_OPEN)) return;
   if (s->fin != IOC__FIN_SENT) {
     if (s->fin == IOC__FIN_POSTED || s->send_posted || !ioc__sendq_empty(s->sq)) return;
+    if (s->peer_eof && ioc__socket_send_state(s->h.fd, NULL) == 0) {
+      /* The peer's FIN is in (nothing is unread and nothing more can come,
+       * so closing sends no reset) and the peer has acknowledged every
+       * byte: close() alone sends our FIN and loses nothing, so neither a
+       * separate shutdown nor a wait for acknowledgements is needed. */
+      enter_closing(s, 0);
+      return;
+    }
     if (!send_fin(s)) return;
   }
   if (s->peer_eof) {

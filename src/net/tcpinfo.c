@@ -25,6 +25,7 @@ int ioc__socket_send_state(ioc_fd_t fd, uint64_t *acked) {
 #ifdef __linux__
   int q = 0;
   if (ioctl(fd, SIOCOUTQ, &q) != 0) return ioc__socket_error();
+  if (!acked) return q < 0 ? 0 : q; /* the queue alone: one syscall */
   struct tcp_info ti;
   socklen_t len = sizeof ti;
   *acked = UINT64_MAX; /* unknown */
@@ -48,6 +49,8 @@ int ioc__socket_send_state(ioc_fd_t fd, uint64_t *acked) {
   } ti;
   static atomic_int unsupported; /* asked once in vain: do not ask again */
   DWORD version = 0, got = 0;
+  uint64_t ignored;
+  if (!acked) acked = &ignored;
   *acked = UINT64_MAX;
   if (atomic_load_explicit(&unsupported, memory_order_relaxed)) return IOC_ENOSYS;
   if (WSAIoctl(fd, IOC__SIO_TCP_INFO, &version, sizeof version, &ti, sizeof ti, &got, NULL,
@@ -62,7 +65,7 @@ int ioc__socket_send_state(ioc_fd_t fd, uint64_t *acked) {
   return ti.BytesInFlight > 0x7fffffff ? 0x7fffffff : (int)ti.BytesInFlight;
 #else
   IOC__UNUSED(fd);
-  *acked = UINT64_MAX;
+  if (acked) *acked = UINT64_MAX;
   return IOC_ENOSYS;
 #endif
 }

@@ -30,8 +30,7 @@ end
 
 -- A python3 client of 127.0.0.1:port. o: send (a string), shut_wr,
 -- read_delay (s), rcvbuf, after_eof (a string), chat (a name), lines (an
--- array of lines, chat mode), rate (bytes/s, chat mode), no_read, deadline
--- (s, default 60).
+-- array of lines, chat mode), no_read, deadline (s, default 60).
 -- p:data() is what it read, p:eof() its byte count once it saw EOF.
 function Y.client(port, o)
   o = o or {}
@@ -46,7 +45,6 @@ function Y.client(port, o)
   if o.chat then add("--chat", o.chat) end
   if o.lines then add("--lines", Y.temp(table.concat(o.lines, "\n") .. "\n")) end
   if o.no_read then argv[#argv + 1] = "--no-read" end
-  if o.rate then add("--rate", o.rate) end
   local out = Y.temp()
   add("--out", out)
   local p = H.spawn_argv(argv)
@@ -62,6 +60,20 @@ function Y.client(port, o)
     return t
   end
   function p:eof() return tonumber(self:output():match("eof (%d+)")) end
+  return p
+end
+
+-- Members `names` of a chat at 127.0.0.1:port in one python3 process
+-- (sockpeer.py --group): they join in order, then the last one sends
+-- `lines`, never more than `window` bytes ahead of the slowest member's
+-- reading, and half-closes. p:member(name) is what that member read.
+function Y.group(port, names, lines, window, deadline)
+  local out = Y.temp()
+  local p = H.spawn_argv({ "python3", H.root .. "/tests/lua/scripts/sockpeer.py", "--port", tostring(port),
+    "--group", table.concat(names, ","), "--lines", Y.temp(table.concat(lines, "\n") .. "\n"),
+    "--window", tostring(window), "--out", out, "--deadline", tostring(deadline or 120) })
+  for _, name in ipairs(names) do files[#files + 1] = out .. "." .. name end
+  function p:member(name) return H.read_file(out .. "." .. name) or "" end
   return p
 end
 

@@ -205,7 +205,7 @@ end
 -- HTTP/1.1 pipelined and split requests on one connection; HTTP/1.0 is
 -- closed after one response unless it asks for keep-alive; a malformed
 -- request, a bad Content-Length, a body over the limit and chunked bodies
--- are refused with the status and the close.
+-- are refused with the status and the close; a route that raises gets a 500.
 function TestServerExamples:test_http_server_example_keep_alive_http10_close_and_bad_requests()
   H.with_core(function(core)
     local p, address = start(core, "http_server")
@@ -222,6 +222,8 @@ function TestServerExamples:test_http_server_example_keep_alive_http10_close_and
     end
     c:send("POST / HTTP/1.1\r\n\r\n")
     lu.assertEquals((read_response(c)), "HTTP/1.1 405 Method Not Allowed")
+    c:send("GET /fail HTTP/1.1\r\n\r\n") -- a route that raises: a 500, the connection lives on
+    lu.assertEquals((read_response(c)), "HTTP/1.1 500 Internal Server Error")
     c:send("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
     local status, headers = read_response(c)
     lu.assertEquals(status, "HTTP/1.1 200 OK")
@@ -249,7 +251,8 @@ function TestServerExamples:test_http_server_example_keep_alive_http10_close_and
       { "POST /echo HTTP/1.1\r\nContent-Length: -3\r\n\r\n", "400 Bad Request" },
       { "POST /echo HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", "413 Content Too Large" },
       { "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "501 Not Implemented" },
-      { "GET / HTTP/1.1\r\n" .. ("X: y\r\n"):rep(101) .. "\r\n", "400 Bad Request" },
+      { "GET / HTTP/1.1\r\nHost: x\n\r\n\r\n", "400 Bad Request" }, -- a bare LF in a header
+      { "GET / HTTP/1.1x\r\n\r\n", "400 Bad Request" },
     }
     for _, case in ipairs(bad) do
       c = assert(T.connect(core, address, { timeout = 20000 }))
@@ -259,10 +262,16 @@ function TestServerExamples:test_http_server_example_keep_alive_http10_close_and
       lu.assertEquals(headers.connection, "close")
       lu.assertTrue(c:wait_closed(20000), ("closed after %q"):format(case[1]:sub(1, 60)))
     end
-    -- a request line longer than the limit: the connection is closed
+    -- a head longer than the limit (16 KiB) closes the connection
     c = assert(T.connect(core, address, { timeout = 20000 }))
-    c:send("GET /" .. ("a"):rep(9000))
-    lu.assertTrue(c:wait_closed(20000), "an over-long request line closes the connection")
+    c:send("GET / HTTP/1.1\r\n" .. ("X: y\r\n"):rep(3000))
+    lu.assertTrue(c:wait_closed(20000), "an over-long head closes the connection")
+    -- many headers within the limit are fine
+    c = assert(T.connect(core, address, { timeout = 20000 }))
+    c:send("GET /headers HTTP/1.1\r\n" .. ("X-%d: y\r\n"):rep(500):gsub("%%d", "n") .. "Connection: close\r\n\r\n")
+    status, headers = read_response(c)
+    lu.assertEquals(status, "HTTP/1.1 200 OK")
+    lu.assertTrue(c:wait_closed(20000))
     stop(core, p)
   end)
 end
