@@ -164,7 +164,7 @@ void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   ls->id = ioc_session_id(s);
   ls->closed = false;
   ls->paused = ls->hold_paused = false;
-  ls->held_head = ls->held_tail = NULL;
+  ls->held.head = ls->held.tail = NULL;
   ls->rb = NULL;
   lua_getfield(L, htab, READ_TIMEOUT_KEY);
   ls->read_timeout_ms = (uint64_t)lua_tointeger(L, -1);

@@ -229,9 +229,7 @@ static void finalize(ioc_session_t *s) {
     ioc__socket_close_handle(core, &s->h); /* nothing refers to it any more */
   }
   s->h.fd = IOC_BAD_FD;
-  ioc__sendq_free_chunks(s);
-  free(s->sq);
-  s->sq = NULL;
+  ioc__sendq_release(s);
   free(s->held);
   s->held = NULL;
   free(s->proxy);
@@ -244,10 +242,12 @@ static void finalize(ioc_session_t *s) {
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = NULL;
   ioc__mutex_unlock(&core->objects_lock);
-  IOC__STAT_SUB(core, active, 1);
-  IOC__STAT_ADD(core, closed, 1);
   if (s->listener) atomic_fetch_sub(&s->listener->nsessions, 1);
   if (s->cbs.on_close) s->cbs.on_close(s, s->close_err);
+  /* Counted closed once on_close has returned: a stop that waits for
+   * `active` to reach 0 then knows no callback of it runs any more. */
+  IOC__STAT_SUB(core, active, 1);
+  IOC__STAT_ADD(core, closed, 1);
   ioc__object_unref(&s->obj); /* the core's reference */
 }
 
@@ -573,8 +573,7 @@ static void session_destroy(ioc__object_t *obj) {
   ioc_session_t *s = IOC__CONTAINER_OF(obj, ioc_session_t, obj);
   if (s->local_owned) free((void *)s->local);
   if (s->listener) ioc__listener_unref(s->listener);
-  ioc__sendq_free_chunks(s);
-  free(s->sq);
+  ioc__sendq_release(s);
   free(s->held);
   free(s->proxy);
   if (s->framer) ioc__framer_free(s->framer);

@@ -25,6 +25,8 @@
   X(timer_cancel_from_another_thread_stops_it, 0)              \
   X(timer_ids_are_never_reused, 0)                             \
   X(timer_started_from_callback_fires, 0)              \
+  X(slow_repeating_timers_leave_sockets_served, 0)      \
+  X(reposting_post_leaves_sockets_served, 0)           \
   /* test_address.c */                                         \
   X(address_parse_rejects_malformed_forms, 0)                  \
   X(address_parse_and_format_round_trip, 0)                    \
@@ -51,6 +53,7 @@
   X(max_pending_rejects_send_with_enobufs, 0)                  \
   X(idle_timeout_closes_silent_session, 0)                     \
   X(retained_session_outlives_on_close, 0)                     \
+  X(active_count_covers_an_on_close_still_running, 0)  \
   X(sends_from_4_threads_stay_whole_and_ordered_per_thread, 0) \
   /* test_close.c */                                           \
   X(peer_fin_closes_with_zero_after_all_data, 0)               \
