@@ -243,6 +243,13 @@ struct ioc__loop {
   ioc__queue_t ready;      /* ops of this loop whose result is known (ioc__core_defer) */
   ioc__queue_t inbox;      /* ops other threads submitted (pinned_submit backends) */
   atomic_int pending;      /* ready or inbox may be non-empty */
+  /* Send states of this loop's sessions kept for reuse (net/sendq.c): one
+   * is made when a queue starts and freed when it drains, and a broadcast
+   * starts and drains thousands at once, far more than malloc's per-thread
+   * cache holds. A list through each state's first word, under sq_lock. */
+  ioc__spin_t sq_lock;
+  void *sq_free;
+  uint32_t sq_nfree;
 };
 
 #define IOC__MAX_LOOPS 256
@@ -435,6 +442,10 @@ void ioc__timers_destroy(ioc_core_t *core);
 /* ioc_timer_cancel that also says whether it stopped the callback before it
  * started (true), or the callback has run or is running (false). */
 bool ioc__timer_cancel(ioc_timer_t *timer);
+
+/* net/sendq.c: frees the send states a loop keeps for reuse (the loop is
+ * being freed). */
+void ioc__sendq_cache_free(ioc__loop_t *l);
 
 /* net/buffer.c: the shared buffers alive in the process and their bytes
  * (for ioc_core_stats). */

@@ -230,9 +230,7 @@ static void finalize(ioc_session_t *s) {
     ioc__socket_close_handle(core, &s->h); /* nothing refers to it any more */
   }
   s->h.fd = IOC_BAD_FD;
-  ioc__sendq_free_chunks(s);
-  free(s->sq);
-  s->sq = NULL;
+  ioc__sendq_release(s);
   free(s->held);
   s->held = NULL;
   free(s->proxy);
@@ -576,8 +574,7 @@ static void session_destroy(ioc__object_t *obj) {
   ioc_session_t *s = IOC__CONTAINER_OF(obj, ioc_session_t, obj);
   if (s->local_owned) free((void *)s->local);
   if (s->listener) ioc__listener_unref(s->listener);
-  ioc__sendq_free_chunks(s);
-  free(s->sq);
+  ioc__sendq_release(s);
   free(s->held);
   free(s->proxy);
   if (s->framer) ioc__framer_free(s->framer);
