@@ -132,7 +132,7 @@ local ORDER = {
   sresp = { "stream", "callback", "stream_min", "luv" },
   shttp = { "stream", "callback", "stream_min" },
   sline = { "c_framing", "lua_lines", "stream_lines" },
-  sidle = { "stream", "callback" },
+  sidle = { "stream", "callback", "stream_min" },
   bcast = { "bc_broadcast", "bc_loop", "bc_floor" },
 }
 local VARIANTS = { "uring_1t", "uring_2t", "epoll_1t", "epoll_2t", "uring_4t", "uring_8t", "epoll_4t", "epoll_8t" }
@@ -473,7 +473,9 @@ st_table("sline", "11. Line echo: lines framed in C against lines found in Lua",
 st_table("sidle", "12. Memory per idle session: stream style against callback style",
   "As job 4 (" .. (tonumber(meta.idle) and thousands(tonumber(meta.idle)) or "?") ..
   " connections held idle by `bench/idle_conns.c`), with the servers of job 9: in stream style every connection has " ..
-  "its handler coroutine parked in `s:read_line()`; in callback style it has no Lua object at all until data comes.",
+  "its handler coroutine parked in `s:read_line()`; in callback style it has no Lua object at all until data comes. " ..
+  "A parked coroutine keeps the stack it grew to: the example parks from inside a function called by its handler, " ..
+  "the control (`bench/resp_stream.lua`) from the handler itself.",
   "bytes_conn")
 
 -- ---- job 13: broadcast (group "bc") ----------------------------------------------------

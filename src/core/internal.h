@@ -494,6 +494,7 @@ int ioc__socket_set_linger_rst(ioc_fd_t fd);  /* SO_LINGER {1,0}: close sends RS
 int ioc__socket_bind(ioc_fd_t fd, const ioc_addr_t *addr);
 int ioc__socket_listen(ioc_fd_t fd, int backlog);
 int ioc__socket_shutdown_write(ioc_fd_t fd);
+int ioc__socket_connect_now(ioc_fd_t fd, const ioc_addr_t *addr); /* unix-domain: no op needed */
 int ioc__socket_local_addr(ioc_fd_t fd, ioc_addr_t *out);
 int ioc__socket_peer_addr(ioc_fd_t fd, ioc_addr_t *out);
 /* The last socket error of this thread as an IOC_E* code. */
