@@ -171,6 +171,7 @@ static _Thread_local const ioc__worker_t *tls_worker;
 
 static void loop_free(ioc_core_t *core, ioc__loop_t *l) {
   if (l->bl) core->backend->loop_destroy(core, l);
+  ioc__sendq_cache_free(l);
   ioc__mutex_destroy(&l->drive_lock);
   free(l);
 }

@@ -69,6 +69,18 @@
   X(half_close_goes_through_the_backends_async_shutdown, 0)   \
   X(close_falls_back_to_syscalls_when_the_backend_refuses, 0) \
   X(async_shutdown_enotconn_ends_the_session_cleanly, 0)      \
+  X(close_after_the_peers_fin_with_nothing_unacked_needs_no_shutdown, 0) \
+  /* test_unix.c */                                            \
+  X(unix_address_parse_and_format, 0)                          \
+  X(unix_echo_and_the_address_strings_of_both_ends, 0)        \
+  X(unix_listener_removes_its_socket_file_on_close, 0)         \
+  X(unix_listener_leaves_a_newer_socket_file_alone, 0)         \
+  X(unix_listener_replaces_a_stale_socket_file, 0)             \
+  X(unix_listener_on_a_live_socket_file_is_eaddrinuse, 0)      \
+  X(unix_path_too_long_is_enametoolong, 0)                     \
+  X(unix_connect_to_a_missing_path_a_dead_file_or_a_full_backlog_fails_with_its_code, 0) \
+  X(unix_graceful_close_delivers_everything_to_a_slow_reader, 60000) \
+  X(unix_listen_and_connect_are_eafnosupport_on_windows, 0)   \
   /* test_echo.c */                                            \
   X(echo_large_stream_single_thread, 0)                        \
   X(echo_integrity_100_sessions_4_workers, 120000)             \
