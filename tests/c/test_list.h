@@ -127,6 +127,7 @@
   X(connect_timeout_and_failures_give_one_code_to_on_open_and_on_close, 0) \
   X(set_timeout_changes_a_live_session, 0)                     \
   X(send_on_an_empty_queue_is_taken_whatever_its_size, 60000)  \
+  X(want_drain_brings_on_drain_for_a_send_written_at_once, 60000) \
   X(outbound_local_address_asked_before_the_connect_is_right_after, 0) \
   X(timers_fire_in_deadline_order_on_4_workers, 60000) \
   X(sweep_runs_only_while_a_session_needs_it, 0)               \
