@@ -1,0 +1,191 @@
+-- The Lua API's promises about misuse and about objects that have ended,
+-- checked method by method: a wrong self or a wrong argument raises with the
+-- name and argument number the script used (never a crash, never a name of
+-- the binding's insides), an ended session answers every method with the
+-- documented shape, and the listener option `reuseport` does what it says.
+local H = require "helpers"
+local lu = H.lu
+local iocore = H.iocore
+
+TestContractAudit = H.class()
+
+-- The error a call raises (the test fails if it returns).
+local function raises(f, ...)
+  local ok, err = pcall(f, ...)
+  lu.assertFalse(ok, "did not raise")
+  return tostring(err)
+end
+
+-- The error of `f` called on the line that raises, with its position: the
+-- message must name this file (the script's line, not the library's).
+local function raised_here(f)
+  local ok, err = pcall(f)
+  lu.assertFalse(ok, "did not raise")
+  err = tostring(err)
+  lu.assertStrContains(err, "test_contract_audit.lua:", false, "the script's line: " .. err)
+  lu.assertNotStrContains(err, "iocore/stream", false, "the library's line: " .. err)
+  lu.assertNotStrContains(err, "orig_", false, "a name of the binding's insides: " .. err)
+  return err
+end
+
+-- Option tables are checked field by field; the error names the method and
+-- argument the script wrote, whichever path (callback listener, handler
+-- listener, connect, dial, timeouts) the call takes inside the library.
+function TestContractAudit:test_option_errors_name_the_scripts_method_argument_and_line()
+  H.with_core(function(core)
+    local addr = "127.0.0.1:0"
+    local function has(err, want) lu.assertStrContains(err, want, false, err) end
+    has(raised_here(function() local x = core:listen(addr, { backlog = "x" }) return x end),
+      "bad argument #2 to 'listen' (field 'backlog' must be an integer, got string)")
+    has(raised_here(function() local x = core:listen(addr, { handler = print, idle_timeout = -1 }) return x end),
+      "bad argument #2 to 'listen' (field 'idle_timeout' out of range")
+    has(raised_here(function() local x = core:listen(addr, { framing = "words" }) return x end),
+      "bad argument #2 to 'listen' (field 'framing'")
+    has(raised_here(function() local x = core:connect("127.0.0.1:1", { max_pending = 0 }) return x end),
+      "bad argument #2 to 'connect' (field 'max_pending' out of range")
+    local l = H.listen(core, { on_recv = function() end })
+    local s = assert(core:connect(l:address()))
+    has(raised_here(function() local x = s:timeouts { idle = "soon" } return x end),
+      "bad argument #1 to 'timeouts' (field 'idle' must be an integer, got string)")
+    has(raised_here(function() local x = s:timeouts { write = -5 } return x end),
+      "bad argument #1 to 'timeouts' (field 'write' out of range")
+    local from_dial
+    core:spawn(function()
+      from_dial = {
+        opts = select(2, pcall(function() local x = core:dial("127.0.0.1:1", { connect_timeout = "x" }) return x end)),
+        self = select(2, pcall(function() local x = core.dial(42, "127.0.0.1:1") return x end)),
+      }
+    end)
+    H.wait_for(core, function() return from_dial end, "the dial calls")
+    has(from_dial.opts, "test_contract_audit.lua:")
+    has(from_dial.opts, "bad argument #2 to 'dial' (field 'connect_timeout' must be an integer, got string)")
+    has(from_dial.self, "calling 'dial' on bad self (iocore.core expected, got number)")
+    -- an operational failure after a good option table is still a result
+    H.assert_fail("EINVAL", "listen on a malformed address", core:listen("1.2.3.256:80", { backlog = 8 }))
+    s:close()
+    l:close()
+  end)
+end
+
+-- Every method of every object type, called on something that is not such
+-- an object, raises an error naming what it expected (a stream method
+-- outside a coroutine says that first), never a crash.
+function TestContractAudit:test_every_method_on_a_wrong_self_raises_naming_the_type()
+  H.with_core(function(core)
+    local l = H.listen(core, { on_recv = function() end })
+    local s = assert(core:connect(l:address()))
+    local t = core:after(100000, function() end)
+    local methods = {
+      [s] = { "id", "peer", "address", "send", "send_frame", "pending", "close", "abort", "closed",
+              "shutdown", "pause", "resume", "timeouts", "on_recv", "on_close", "on_drain",
+              "on_connect", "on_eof", "read", "read_line", "read_until", "write" },
+      [l] = { "address", "port", "on_accept", "close" },
+      [core] = { "backend", "threads", "listen", "connect", "after", "every", "post", "run", "stop",
+                 "stats", "on_error", "broadcast", "resolve", "spawn", "dial", "now", "stopping", "close" },
+      [t] = { "cancel" },
+    }
+    local others = { 42, "x", {}, false, print }
+    for obj, names in pairs(methods) do
+      for _, name in ipairs(names) do
+        local m = obj[name]
+        lu.assertIsFunction(m, tostring(obj) .. ":" .. name)
+        for _, bad in ipairs(others) do
+          local err = raises(m, bad)
+          lu.assertTrue(err:find("expected", 1, true) ~= nil or err:find("bad self", 1, true) ~= nil
+            or err:find("not inside an iocore coroutine", 1, true) ~= nil,
+            ("%s called on %s: %s"):format(name, type(bad), err))
+        end
+        for other in pairs(methods) do
+          if rawequal(getmetatable(other), getmetatable(obj)) == false then
+            local err = raises(m, other)
+            lu.assertTrue(err:find("expected", 1, true) ~= nil or err:find("bad self", 1, true) ~= nil
+              or err:find("not inside an iocore coroutine", 1, true) ~= nil,
+              ("%s called on %s: %s"):format(name, tostring(other), err))
+          end
+        end
+      end
+    end
+    lu.assertTrue(t:cancel())
+    s:close()
+    l:close()
+  end)
+end
+
+-- After on_close: id/peer/address/closed/pending answer; everything that
+-- would act returns nil, "ECLOSED: ...", "ECLOSED" (callback and stream
+-- methods alike), and nothing raises.
+function TestContractAudit:test_every_session_method_after_on_close_has_the_documented_shape()
+  H.with_core(function(core)
+    local l = H.listen(core, { on_recv = function() end })
+    local closed = false
+    local s = assert(core:connect(l:address(), { on_close = function() closed = true end }))
+    local id = s:id()
+    s:abort()
+    H.wait_for(core, function() return closed end, "on_close")
+    lu.assertEquals(s:id(), id)
+    lu.assertIsString(s:peer())
+    lu.assertIsString(s:address())
+    lu.assertTrue(s:closed())
+    lu.assertEquals(s:pending(), 0)
+    local buf = iocore.buffer("b")
+    local calls = {
+      send = function() return s:send("x") end,
+      send_array = function() return s:send { "x", buf } end,
+      send_buffer = function() return s:send(buf) end,
+      send_frame = function() return s:send_frame("x") end,
+      close = function() return s:close() end,
+      abort = function() return s:abort() end,
+      shutdown = function() return s:shutdown() end,
+      pause = function() return s:pause() end,
+      resume = function() return s:resume() end,
+      timeouts = function() return s:timeouts { idle = 10 } end,
+      timeouts_read = function() return s:timeouts { read = 10 } end,
+    }
+    for _, name in ipairs { "on_recv", "on_close", "on_drain", "on_connect", "on_eof" } do
+      calls[name] = function() return s[name](s, function() end) end
+    end
+    for name, call in pairs(calls) do H.assert_fail("ECLOSED", name .. " after on_close", call()) end
+    -- the stream methods, from a coroutine: the error triple plus "" read
+    local got
+    core:spawn(function()
+      got = { read = table.pack(s:read(1)), line = table.pack(s:read_line()),
+              write = table.pack(s:write("x")) }
+    end)
+    H.wait_for(core, function() return got end, "the stream calls")
+    for name, r in pairs(got) do
+      lu.assertNil(r[1], name)
+      H.assert_msg(r[2], "ECLOSED", name)
+      lu.assertEquals(r[3], "ECLOSED", name)
+    end
+    lu.assertEquals(got.read[4], "", "read's partial")
+    l:close()
+  end)
+end
+
+-- reuseport = true lets two listeners share one port (each gets some of
+-- the connections, or one gets them all: the kernel decides); a listener
+-- without it on a port in use gets EADDRINUSE as a result, not an error.
+function TestContractAudit:test_reuseport_listeners_share_a_port_and_without_it_eaddrinuse()
+  if H.windows then lu.skip("Windows has no SO_REUSEPORT (a reuseport listener returns EOPNOTSUPP)") end
+  H.with_core(function(core)
+    local accepted = 0
+    local opts = { reuseport = true, on_accept = function() accepted = accepted + 1 end,
+                   on_recv = function(s, d) s:send(d) end }
+    local a = H.listen(core, opts)
+    local b, msg = core:listen(a:address(), opts)
+    lu.assertNotNil(b, msg)
+    lu.assertEquals(b:port(), a:port())
+    H.assert_fail("EADDRINUSE", "a listener without reuseport on the shared port",
+      core:listen(a:address(), { on_recv = function() end }))
+    local clients = {}
+    for i = 1, 4 do clients[i] = H.client(core, a:address()) end
+    H.wait_for(core, function() return accepted == 4 end, "four accepts over the two listeners")
+    for _, c in ipairs(clients) do c.s:close() end
+    H.wait_for(core, function()
+      for _, c in ipairs(clients) do if not c.closed then return false end end
+      return true
+    end, "the clients to close")
+    a:close()
+    b:close()
+  end)
+end
