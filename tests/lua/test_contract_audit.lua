@@ -270,3 +270,20 @@ function TestContractAudit:test_sleep_with_a_number_that_is_no_duration_names_sl
     end
   end)
 end
+
+-- Timer delays are whole milliseconds, as the reference says: 2.0 is taken,
+-- 1.5 raises naming after / every and its argument.
+function TestContractAudit:test_timer_delay_is_whole_milliseconds_and_a_fraction_raises()
+  H.with_core(function(core)
+    local fired = false
+    local t = core:after(2.0, function() fired = true end)
+    H.wait_for(core, function() return fired end, "the 2.0 ms timer")
+    lu.assertTrue(t:cancel())
+    local e1 = raises(function() local x = core:after(1.5, function() end) return x end)
+    lu.assertStrContains(e1, "bad argument #1 to 'after'")
+    local e2 = raises(function() local x = core:every(0.5, function() end) return x end)
+    lu.assertStrContains(e2, "bad argument #1 to 'every'")
+    local doc = H.read_file(H.root .. "/docs/lua-api.md")
+    lu.assertStrContains(doc, "a number with a\n  fraction (`1.5`) or out of the range raises `bad argument #1 to 'after'`")
+  end)
+end
