@@ -287,3 +287,24 @@ function TestContractAudit:test_timer_delay_is_whole_milliseconds_and_a_fraction
     lu.assertStrContains(doc, "a number with a\n  fraction (`1.5`) or out of the range raises `bad argument #1 to 'after'`")
   end)
 end
+
+-- iocore.core's options: an explicit backend is used whatever
+-- IOCORE_BACKEND says (the variable only replaces "auto"), and threads
+-- defaults to the CPU count this process may use.
+function TestContractAudit:test_core_explicit_backend_wins_over_the_environment_and_threads_default()
+  for _, name in ipairs(iocore.backends()) do
+    H.with_core({ backend = name }, function(core)
+      lu.assertEquals(core:backend(), name, "backend = " .. name)
+      lu.assertEquals(core:stats().backend, name)
+    end)
+  end
+  if H.windows then return end -- no nproc there; the C suite checks ioc_cpu_count
+  local p = io.popen("nproc 2>/dev/null")
+  local n = p and tonumber(p:read("l") or "")
+  if p then p:close() end
+  if not n then lu.skip("nproc is not available to compare the default thread count with") end
+  local core = assert(iocore.core { signals = false })
+  local threads = core:threads()
+  lu.assertTrue(core:close())
+  lu.assertEquals(threads, n, "threads defaults to the CPU count (nproc honours the affinity mask too)")
+end
