@@ -308,3 +308,25 @@ function TestContractAudit:test_core_explicit_backend_wins_over_the_environment_
   lu.assertTrue(core:close())
   lu.assertEquals(threads, n, "threads defaults to the CPU count (nproc honours the affinity mask too)")
 end
+
+-- s:send_frame with a 2-byte prefix: 65535 bytes is the largest payload it
+-- can count and goes out whole; one byte more is refused as a result
+-- (EMSGSIZE), queues nothing, and leaves the session usable.
+function TestContractAudit:test_send_frame_payload_the_prefix_cannot_count_is_emsgsize_and_queues_nothing()
+  H.with_core(function(core)
+    local got = {}
+    local l = H.listen(core, { framing = { length = 2, max = 70000 },
+                               on_recv = function(_, m) got[#got + 1] = #m end })
+    local s = assert(core:connect(l:address(), { framing = { length = 2 }, on_recv = function() end }))
+    H.assert_fail("EMSGSIZE", "send_frame of 65536 bytes", s:send_frame(string.rep("x", 65536)))
+    lu.assertEquals(s:pending(), 0, "a refused frame queues nothing")
+    lu.assertTrue(s:send_frame(string.rep("y", 65535)))
+    lu.assertTrue(s:send_frame(""))
+    H.wait_for(core, function() return #got == 2 end, "the two frames")
+    lu.assertEquals(got, { 65535, 0 })
+    local doc = H.read_file(H.root .. "/docs/lua-api.md")
+    lu.assertStrContains(doc, "over 65535 bytes with `length = 2`) queues nothing and returns `nil, \"EMSGSIZE: ...\", \"EMSGSIZE\"`")
+    s:close()
+    l:close()
+  end)
+end
