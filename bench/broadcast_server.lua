@@ -3,8 +3,10 @@
 -- of them, either with one core:broadcast (mode "broadcast": the message is
 -- encoded once, one buffer) or with a loop of s:send(string) (mode "loop").
 -- A "q" answers that session alone with a stats line: the most buffers and
--- buffer bytes alive right after a round's sends were queued, and the
--- rounds so far.
+-- buffer bytes alive right after a round's sends were queued, the rounds
+-- so far, and the process CPU time (os.clock) spent inside the sending
+-- calls per copy queued (on io_uring the kernel's send runs after the
+-- handler, so this is the cost of the call itself).
 --
 --   lua bench/broadcast_server.lua address threads broadcast|loop
 local iocore = require "iocore"
@@ -29,13 +31,19 @@ local function member_list()
   return list
 end
 
+local clock, call_secs, queued = os.clock, 0, 0
+
 local function round()
   local ss = member_list()
+  local t0 = clock()
   if mode == "broadcast" then
-    core:broadcast(ss, MSG)
+    queued = queued + core:broadcast(ss, MSG)
   else
-    for i = 1, #ss do ss[i]:send(MSG) end
+    for i = 1, #ss do
+      if ss[i]:send(MSG) then queued = queued + 1 end
+    end
   end
+  call_secs = call_secs + (clock() - t0)
   local st = core:stats()
   if st.buffers > max_buffers then max_buffers = st.buffers end
   if st.buffer_bytes > max_bytes then max_bytes = st.buffer_bytes end
@@ -53,8 +61,8 @@ assert(core:listen(address, {
       if c == 98 then -- "b"
         round()
       elseif c == 113 then -- "q"
-        s:send(("stats mode=%s rounds=%d max_buffers=%d max_buffer_bytes=%d members=%d\n")
-          :format(mode, rounds, max_buffers, max_bytes, #member_list()))
+        s:send(("stats mode=%s rounds=%d max_buffers=%d max_buffer_bytes=%d members=%d call_us_per_msg=%.4f\n")
+          :format(mode, rounds, max_buffers, max_bytes, #member_list(), queued > 0 and call_secs * 1e6 / queued or 0))
       end
     end
   end,

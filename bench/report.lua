@@ -117,11 +117,13 @@ local SYSTEMS = {
   epoll_4t = "epoll, 4 threads", epoll_8t = "epoll, 8 threads",
   iocore_quiet = "iocore (default threads), alone", iocore_busy = "iocore (default threads), neighbour spinning",
   luv_quiet = "luv, alone", luv_busy = "luv, neighbour spinning",
+  bc_broadcast = "iocore, core:broadcast", bc_loop = "iocore, s:send loop", bc_floor = "C, write(2) per copy",
 }
 local JOBS = { sresp = "RESP -P16, stream vs callback", shttp = "HTTP keep-alive, stream vs callback",
                sline = "line echo", sidle = "idle session, stream vs callback",
                http = "HTTP keep-alive", conn = "new connection per request", resp = "RESP", idle = "idle connection",
-               nb = "HTTP keep-alive beside a CPU-bound neighbour", http1 = "HTTP keep-alive, client on one core" }
+               nb = "HTTP keep-alive beside a CPU-bound neighbour", http1 = "HTTP keep-alive, client on one core",
+               bcast = "broadcast" }
 local ORDER = {
   http = { "iocore", "luv", "nginx_c", "nginx_lua", "floor" },
   conn = { "iocore", "luv", "nginx_c" },
@@ -130,7 +132,8 @@ local ORDER = {
   sresp = { "stream", "callback", "stream_min", "luv" },
   shttp = { "stream", "callback", "stream_min" },
   sline = { "c_framing", "lua_lines", "stream_lines" },
-  sidle = { "stream", "callback" },
+  sidle = { "stream", "callback", "stream_min" },
+  bcast = { "bc_broadcast", "bc_loop", "bc_floor" },
 }
 local VARIANTS = { "uring_1t", "uring_2t", "epoll_1t", "epoll_2t", "uring_4t", "uring_8t", "epoll_4t", "epoll_8t" }
 
@@ -180,6 +183,13 @@ for _, t in ipairs({
     value = (stat("st", "sidle", "stream", "bytes_conn")), limit = 1536, le = true, bytes = true,
     beside = (stat("st", "sidle", "callback", "bytes_conn")) },
 }) do targets[#targets + 1] = t end
+-- Job 13 (group "bc"): broadcast beside a loop of sends.
+local function bc(job, sys) return (stat("bc", job, sys, "cpu_us")) end
+targets[#targets + 1] = {
+  what = "broadcast of 1 KiB to 1,000 sessions: server CPU per delivered message ≤ 0.5 × a loop of s:send(string)",
+  value = ratio(bc("bcast", "bc_broadcast"), bc("bcast", "bc_loop")), limit = 0.5, le = true,
+  control = ratio(bc("bcast_call", "bc_broadcast"), bc("bcast_call", "bc_loop")),
+  control_what = "CPU inside the call alone" }
 
 local met_count = 0
 for _, t in ipairs(targets) do
@@ -463,10 +473,54 @@ st_table("sline", "11. Line echo: lines framed in C against lines found in Lua",
 st_table("sidle", "12. Memory per idle session: stream style against callback style",
   "As job 4 (" .. (tonumber(meta.idle) and thousands(tonumber(meta.idle)) or "?") ..
   " connections held idle by `bench/idle_conns.c`), with the servers of job 9: in stream style every connection has " ..
-  "its handler coroutine parked in `s:read_line()`; in callback style it has no Lua object at all until data comes.",
+  "its handler coroutine parked in `s:read_line()`; in callback style it has no Lua object at all until data comes. " ..
+  "A parked coroutine keeps the stack it grew to: the example parks from inside a function called by its handler, " ..
+  "the control (`bench/resp_stream.lua`) from the handler itself.",
   "bytes_conn")
 
--- (job 13 goes here)
+-- ---- job 13: broadcast (group "bc") ----------------------------------------------------
+do
+  local any = rows.bc and rows.bc.bcast
+  for _, s in ipairs(status) do if s.job == "bcast" then any = true end end
+  if any then
+    w("## 13. Broadcast: one message to ", meta.broadcast or "1,000 sessions", "")
+    w("")
+    w("Each round sends one 1 KiB message to every session and waits until every copy is in ",
+      "(`bench/broadcast_client.c`, closed loop). `bench/broadcast_server.lua` with one worker (io_uring where it runs) ",
+      "sends it with `core:broadcast(sessions, msg)` (encoded once: one shared buffer) or with a Lua loop of ",
+      "`s:send(msg)` (a copy per session); `bench/broadcast_floor.c` writes each copy with write(2) from plain C, ",
+      "which is about what the kernel's TCP send costs alone. CPU is the server's utime + stime per delivered message; ",
+      "user is the part outside the kernel; \"in the call\" is the CPU time spent inside `core:broadcast` or the send ",
+      "loop per copy (on io_uring the kernel's send runs after the handler, so this is the cost of queueing). ",
+      "Buffers: the most alive (and their bytes) right after a round's copies were queued.")
+    w("")
+    w("| system | CPU µs / message, median (min–max) | user µs / message | µs in the call / copy | messages/s | buffers alive | their bytes |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
+    for _, sys in ipairs(ORDER.bcast) do
+      local v = stat("bc", "bcast", sys, "cpu_us")
+      if v then
+        local floor = sys == "bc_floor"
+        w("| ", SYSTEMS[sys], " | ", range("bc", "bcast", sys, "cpu_us", "cpu"), " | ",
+          fmt((stat("bc", "bcast_user", sys, "cpu_us")), "cpu"), " | ",
+          floor and "—" or fmt((stat("bc", "bcast_call", sys, "cpu_us")), "cpu"), " | ",
+          fmt((stat("bc", "bcast", sys, "rps")), "rps"), " | ",
+          floor and "—" or fmt((stat("bc", "bcast_mem", sys, "requests")), "bytes"), " | ",
+          floor and "—" or fmt((stat("bc", "bcast_mem", sys, "bytes_conn")), "bytes"), " |")
+      elseif state_of("bcast", sys) then
+        w("| ", SYSTEMS[sys], " | ", missing_note("bcast", sys), " | | | | | |")
+      end
+    end
+    w("")
+    local r_all = ratio(bc("bcast", "bc_broadcast"), bc("bcast", "bc_loop"))
+    local r_user = ratio(bc("bcast_user", "bc_broadcast"), bc("bcast_user", "bc_loop"))
+    local r_call = ratio(bc("bcast_call", "bc_broadcast"), bc("bcast_call", "bc_loop"))
+    local r_floor = ratio(bc("bcast", "bc_broadcast"), bc("bcast", "bc_floor"))
+    w("core:broadcast ÷ the send loop: ", fmt(r_all, "ratio"), " of the CPU per delivered message, ",
+      fmt(r_user, "ratio"), " of its user part, ", fmt(r_call, "ratio"), " of the time in the call; ",
+      "core:broadcast ÷ plain C write(2): ", fmt(r_floor, "ratio"), ".")
+    w("")
+  end
+end
 
 local problems = {}
 for _, s in ipairs(status) do

@@ -173,11 +173,17 @@ end
 
 -- ---- the handlers every stream session has ---------------------------------------------
 
--- The session's on_recv: called by the C buffer, without data, when the
--- parked reader can go on.
-local function on_ready(s)
+-- The session's on_recv: called by the C buffer when the parked reader can
+-- go on; without data, or with the data itself for a read() that waits on
+-- an empty buffer (its result: no copy into the buffer first). Data that
+-- finds no reader after all goes into the buffer.
+local function on_ready(s, data)
   local st = streams[s]
-  if st then wake_reader(st) end
+  if st and st.reader then
+    wake_reader(st, data)
+  elseif data then
+    B.put(s, data)
+  end
 end
 
 local function on_eof(s)

@@ -171,6 +171,7 @@ static _Thread_local const ioc__worker_t *tls_worker;
 
 static void loop_free(ioc_core_t *core, ioc__loop_t *l) {
   if (l->bl) core->backend->loop_destroy(core, l);
+  ioc__sendq_cache_free(l);
   ioc__mutex_destroy(&l->drive_lock);
   free(l);
 }
@@ -659,6 +660,7 @@ static int drive(ioc_core_t *core, drive_set_t *set, uint64_t deadline) {
       return 0; /* a pool took the loops over: the caller looks again */
     int n = run_shared(core);
     if (set->timers) n += ioc__timers_run(core);
+    bool reap = n > 0;
     for (int i = 0; i < set->n; i++) {
       ioc__loop_t *l = set->loops[i];
       if (!atomic_load_explicit(&l->pending, memory_order_acquire)) continue;
@@ -666,6 +668,17 @@ static int drive(ioc_core_t *core, drive_set_t *set, uint64_t deadline) {
       tls_loop = l;
       n += run_loop_queues(core, l);
       tls_loop = saved;
+    }
+    if (reap) {
+      /* Posts and timers can be due at every round (timers slower than
+       * their interval, a handler that posts again): the loops are looked
+       * at, without waiting, in the same round, or their sockets' completions
+       * would wait until a round found nothing else to do. */
+      for (int i = 0; i < set->n; i++) {
+        bool got;
+        n += loop_wait_run(core, set->loops[i], 0, true, 0, &got, &err);
+        if (err) return err;
+      }
     }
     if (n > 0) return n;
 
@@ -741,9 +754,9 @@ static int dispatch_port(ioc_core_t *core, uint64_t deadline) {
   for (;;) {
     if (atomic_load_explicit(&core->stopping, memory_order_acquire)) return IOC_ECANCELED;
     int n = run_shared(core) + run_loop_queues(core, l) + ioc__timers_run(core);
-    if (n > 0) return n;
+    /* after other work, one look at the port without waiting (see drive) */
     ioc__cqe_t cqes[IOC__CQE_BATCH];
-    int m = be->wait(core, l, cqes, IOC__CQE_BATCH, wait_bound(core, deadline, true, -1));
+    int m = be->wait(core, l, cqes, IOC__CQE_BATCH, n > 0 ? 0 : wait_bound(core, deadline, true, -1));
     if (m < 0 && m != IOC_EINTR) return m;
     for (int i = 0; i < m; i++) {
       tls_batch_left = m - i - 1;

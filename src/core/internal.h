@@ -243,6 +243,13 @@ struct ioc__loop {
   ioc__queue_t ready;      /* ops of this loop whose result is known (ioc__core_defer) */
   ioc__queue_t inbox;      /* ops other threads submitted (pinned_submit backends) */
   atomic_int pending;      /* ready or inbox may be non-empty */
+  /* Send states of this loop's sessions kept for reuse (net/sendq.c): one
+   * is made when a queue starts and freed when it drains, and a broadcast
+   * starts and drains thousands at once, far more than malloc's per-thread
+   * cache holds. A list through each state's first word, under sq_lock. */
+  ioc__spin_t sq_lock;
+  void *sq_free;
+  uint32_t sq_nfree;
 };
 
 #define IOC__MAX_LOOPS 256
@@ -436,6 +443,10 @@ void ioc__timers_destroy(ioc_core_t *core);
  * started (true), or the callback has run or is running (false). */
 bool ioc__timer_cancel(ioc_timer_t *timer);
 
+/* net/sendq.c: frees the send states a loop keeps for reuse (the loop is
+ * being freed). */
+void ioc__sendq_cache_free(ioc__loop_t *l);
+
 /* net/buffer.c: the shared buffers alive in the process and their bytes
  * (for ioc_core_stats). */
 void ioc__buffer_stats(uint64_t *buffers, uint64_t *bytes);
@@ -460,6 +471,7 @@ int ioc__socket_set_linger_rst(ioc_fd_t fd);  /* SO_LINGER {1,0}: close sends RS
 int ioc__socket_bind(ioc_fd_t fd, const ioc_addr_t *addr);
 int ioc__socket_listen(ioc_fd_t fd, int backlog);
 int ioc__socket_shutdown_write(ioc_fd_t fd);
+int ioc__socket_connect_now(ioc_fd_t fd, const ioc_addr_t *addr); /* unix-domain: no op needed */
 int ioc__socket_local_addr(ioc_fd_t fd, ioc_addr_t *out);
 int ioc__socket_peer_addr(ioc_fd_t fd, ioc_addr_t *out);
 /* The last socket error of this thread as an IOC_E* code. */

@@ -87,6 +87,52 @@ typedef struct lev {
   char data[];       /* RECV */
 } lev;
 
+/* The binding's one FIFO of events, linked through lev.next: the core's
+ * queue, the drain's batch, a session's held events. The binding keeps its
+ * own rather than using the core's queue.h: that header is internal to the
+ * C library (its names, its node type), and the binding builds against
+ * iocore.h alone, like any embedder. No locking here: each owner says which
+ * lock guards its FIFO. */
+typedef struct lb_fifo {
+  lev *head, *tail;
+} lb_fifo;
+
+static inline bool lb_fifo_empty(const lb_fifo *q) { return q->head == NULL; }
+
+/* Appends e at the tail. */
+static inline void lb_fifo_push(lb_fifo *q, lev *e) {
+  e->next = NULL;
+  if (q->tail)
+    q->tail->next = e;
+  else
+    q->head = e;
+  q->tail = e;
+}
+
+/* Puts the chain first..last (linked through next) before the head. */
+static inline void lb_fifo_push_front(lb_fifo *q, lev *first, lev *last) {
+  last->next = q->head;
+  q->head = first;
+  if (!q->tail) q->tail = last;
+}
+
+/* Takes the head off, or NULL. */
+static inline lev *lb_fifo_pop(lb_fifo *q) {
+  lev *e = q->head;
+  if (e) {
+    q->head = e->next;
+    if (!q->head) q->tail = NULL;
+    e->next = NULL;
+  }
+  return e;
+}
+
+/* Takes everything: the FIFO is left empty, *out has the events in order. */
+static inline void lb_fifo_take(lb_fifo *q, lb_fifo *out) {
+  *out = *q;
+  q->head = q->tail = NULL;
+}
+
 /* A receive handed to Lua straight from the backend's buffer (no event). */
 typedef struct lb_direct {
   ioc_session_t *s;
@@ -102,13 +148,16 @@ typedef struct lcore {
   lp_mutex_t *lua_lock;
   lp_mutex_t *q_lock;
   lp_waiter_t *waiter; /* run() sleeps on it; stop() and signals wake it */
-  lev *q_head, *q_tail; /* under q_lock */
-  atomic_int q_len;
+  lb_fifo queue;        /* session events, posts, the stop's flush; under q_lock */
+  lb_fifo timers;       /* timer events, in firing order; under q_lock */
+  int queue_n;          /* events in `queue`; under q_lock */
+  atomic_int q_len;     /* events in both */
+  atomic_int kick_posted; /* a drain that left timer events posted a kick, not run yet */
   atomic_int want_lock; /* run()'s thread wants lua_lock: drainers give it back */
 
   /* Under lua_lock: the drained events not processed yet, the event (or
    * direct receive) in progress and its session, for errors outside handlers. */
-  lev *batch;
+  lb_fifo batch;
   lev *cur;
   lb_direct *direct;
   ioc_session_t *cur_session;
@@ -186,11 +235,11 @@ typedef struct lsession {
    * `hold_paused`: paused by the binding because data arrived without an
    * on_recv handler; `c_paused`: what the C session was told. Events that
    * cannot be delivered now (receives while paused or without a handler,
-   * and whatever of the session follows them) wait in held_head..held_tail,
+   * and whatever of the session follows them) wait in `held`,
    * in order. */
   bool paused;
   bool hold_paused;
-  lev *held_head, *held_tail;
+  lb_fifo held;
   uint64_t read_timeout_ms; /* kept for the stream style */
   lb_rbuf *rb;              /* a stream-style session's receive buffer (lrbuf.c), else NULL */
 } lsession;
@@ -252,6 +301,9 @@ void lb_call(lcore *lc, int nargs, ioc_session_t *s);
 /* Reports the error message on top of T (popped) like a handler's: counted,
  * then on_error(msg, session) or stderr. */
 void lb_report(lcore *lc, ioc_session_t *s);
+/* lchild.c: os.execute / io.popen from a handler start children with the
+ * process's usual signal mask, not the worker's. */
+void lb_open_child_guard(lua_State *L);
 /* Makes a coroutine honour handler_timeout while a handler runs. */
 void lb_hook_thread(lua_State *L, lua_State *co);
 void lb_open_coroutine_guard(lua_State *L);

@@ -59,51 +59,70 @@ static int l_buffer_gc(lua_State *L) {
 
 /* ---- core:broadcast -------------------------------------------------------------------- */
 
-/* The C session of the session object at idx if it is open and of core
- * lc; NULL if it is closed; raises for anything else. */
-static ioc_session_t *broadcast_target(lua_State *L, lcore *lc, int idx, int pos) {
-  lsession *ls = luaL_testudata(L, idx, LSESSION_MT);
-  if (!ls)
-    luaL_argerror(L, 2, lua_pushfstring(L, "array or set of sessions expected, found %s at %s",
-                                        luaL_typename(L, idx), pos ? "a value" : "a key"));
-  if (ls->lc != lc) luaL_argerror(L, 2, "a session of another core");
-  return ls->closed ? NULL : ls->s;
+/* The session object at idx (its metatable is the one at mt), or NULL. */
+static lsession *as_session(lua_State *L, int idx, int mt) {
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  bool same = lua_rawequal(L, -1, mt);
+  lua_pop(L, 1);
+  return same ? lua_touserdata(L, idx) : NULL;
 }
 
-/* core:broadcast(sessions, data): `sessions` is an array of sessions or a
- * set (sessions as keys, any values); a pair gives its key when the key is
- * a session, else its value. data is a string (copied into one buffer
- * here) or a buffer. Returns the number of sessions it was queued on:
- * closed and closing sessions, and those over max_pending (ENOBUFS, with
- * on_drain to follow), are skipped. */
+/* Adds the session object ls to ss[0..*n) (grown in the userdata at
+ * stack index 5), unless it is closed. */
+static ioc_session_t **add_target(lua_State *L, lcore *lc, lsession *ls, ioc_session_t **ss, size_t *n,
+                                  size_t *cap) {
+  if (ls->lc != lc) luaL_argerror(L, 2, "a session of another core");
+  if (ls->closed || !ls->s) return ss;
+  if (*n == *cap) {
+    ioc_session_t **bigger = lua_newuserdatauv(L, 2 * *cap * sizeof *ss, 0);
+    memcpy(bigger, ss, *n * sizeof *ss);
+    lua_replace(L, 5);
+    ss = bigger;
+    *cap *= 2;
+  }
+  ss[(*n)++] = ls->s;
+  return ss;
+}
+
+/* core:broadcast(sessions, data): `sessions` is an array of sessions
+ * (items 1 to #sessions) or, when it has no item 1, a set (sessions as
+ * keys, any values). data is a string (copied into one buffer here) or a
+ * buffer. Returns the number of sessions it was queued on: closed and
+ * closing sessions, and those over max_pending (ENOBUFS, with on_drain to
+ * follow), are skipped. */
 int lb_core_broadcast(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   ioc_buffer_t *b = NULL, *own = NULL;
   bool str = lua_type(L, 3) == LUA_TSTRING;
   if (!str && (b = lb_tobuffer(L, 3)) == NULL) return luaL_typeerror(L, 3, "string or iocore.buffer");
+  lua_settop(L, 3);
+  luaL_getmetatable(L, LSESSION_MT); /* 4: fetched once, compared by identity */
   /* Collected first (an error while walking the table leaves nothing
    * queued anywhere), in a userdata so a raise frees it. */
-  size_t cap = 64, n = 0;
-  ioc_session_t **ss = lua_newuserdatauv(L, cap * sizeof *ss, 0);
-  int arr = lua_gettop(L);
-  lua_pushnil(L);
-  while (lua_next(L, 2) != 0) {
-    ioc_session_t *s;
-    if (luaL_testudata(L, -2, LSESSION_MT))
-      s = broadcast_target(L, lc, -2, 0);
-    else
-      s = broadcast_target(L, lc, -1, 1);
-    lua_pop(L, 1);
-    if (!s) continue;
-    if (n == cap) {
-      ioc_session_t **bigger = lua_newuserdatauv(L, 2 * cap * sizeof *ss, 0);
-      memcpy(bigger, ss, n * sizeof *ss);
-      lua_replace(L, arr);
-      ss = bigger;
-      cap *= 2;
+  size_t len = lua_rawlen(L, 2), n = 0;
+  size_t cap = len > ((size_t)1 << 28) ? ((size_t)1 << 28) : len + 16;
+  ioc_session_t **ss = lua_newuserdatauv(L, cap * sizeof *ss, 0); /* 5 */
+  if (len > 0) {
+    for (size_t i = 1; i <= len; i++) {
+      lua_rawgeti(L, 2, (lua_Integer)i);
+      lsession *ls = as_session(L, -1, 4);
+      if (!ls)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "array or set of sessions expected, found %s at index %I",
+                                                   luaL_typename(L, -1), (lua_Integer)i));
+      lua_pop(L, 1);
+      ss = add_target(L, lc, ls, ss, &n, &cap);
     }
-    ss[n++] = s;
+  } else {
+    lua_pushnil(L);
+    while (lua_next(L, 2) != 0) {
+      lsession *ls = as_session(L, -2, 4);
+      if (!ls)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "array or set of sessions expected, found %s as a key",
+                                                   luaL_typename(L, -2)));
+      lua_pop(L, 1);
+      ss = add_target(L, lc, ls, ss, &n, &cap);
+    }
   }
   if (str) { /* encoded once, now that nothing can raise before its release */
     size_t len;

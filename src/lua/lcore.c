@@ -441,6 +441,7 @@ int luaopen_iocore(lua_State *L) {
   lb_open_timer(L);
   lb_open_buffer(L);
   lb_open_coroutine_guard(L);
+  lb_open_child_guard(L);
 
   luaL_newlib(L, module_functions);
   lua_pushliteral(L, IOC_VERSION_STRING);

@@ -15,73 +15,95 @@ static const char active_key = 'a';
 
 /* ---- the event queue ------------------------------------------------------------- */
 
-/* Appends first..last (n events) at the tail, or at the head with front. */
-static void enqueue(lcore *lc, lev *first, lev *last, int n, bool front) {
+static int chain_len(const lev *first, const lev *last) {
+  int n = 1;
+  for (const lev *e = first; e != last; e = e->next) n++;
+  return n;
+}
+
+/* Puts the chain first..last at the head of the queue (order kept). */
+static void enqueue_front(lcore *lc, lev *first, lev *last) {
+  int n = chain_len(first, last);
   lp_mutex_lock(lc->q_lock);
-  if (front) {
-    last->next = lc->q_head;
-    lc->q_head = first;
-    if (!lc->q_tail) lc->q_tail = last;
-  } else {
-    last->next = NULL;
-    if (lc->q_tail)
-      lc->q_tail->next = first;
-    else
-      lc->q_head = first;
-    lc->q_tail = last;
-  }
+  lb_fifo_push_front(&lc->queue, first, last);
+  lc->queue_n += n;
   atomic_fetch_add(&lc->q_len, n);
   lp_mutex_unlock(lc->q_lock);
 }
 
-void lb_queue_event(lcore *lc, lev *e) { enqueue(lc, e, e, 1, false); }
+void lb_queue_event(lcore *lc, lev *e) {
+  lp_mutex_lock(lc->q_lock);
+  if (e->type == LEV_TIMER) {
+    lb_fifo_push(&lc->timers, e);
+  } else {
+    lb_fifo_push(&lc->queue, e);
+    lc->queue_n++;
+  }
+  atomic_fetch_add(&lc->q_len, 1);
+  lp_mutex_unlock(lc->q_lock);
+}
 
 void lb_requeue_first(lcore *lc, lev *first, lev *last) {
   if (lc->processing) {
     /* from a handler: next in the batch, before the later events it holds */
-    last->next = lc->batch;
-    lc->batch = first;
+    lb_fifo_push_front(&lc->batch, first, last);
     return;
   }
-  int n = 1;
-  for (lev *e = first; e != last; e = e->next) n++;
-  enqueue(lc, first, last, n, true);
+  enqueue_front(lc, first, last);
 }
 
 void lb_push_event(lcore *lc, lev *e) {
-  enqueue(lc, e, e, 1, false);
+  lb_queue_event(lc, e);
   /* Inside dispatch the batch hook drains once the thread's batch is done,
    * so a long handler never holds the rest of the batch back. */
   if (!ioc_core_in_dispatch(lc->core)) lb_drain(lc);
 }
 
-static lev *take_all(lcore *lc) {
+/* Moves everything queued into the (empty) batch; false if nothing was. */
+static bool take_all(lcore *lc) {
   lp_mutex_lock(lc->q_lock);
-  lev *e = lc->q_head;
-  lc->q_head = lc->q_tail = NULL;
-  atomic_store(&lc->q_len, 0);
+  lb_fifo_take(&lc->queue, &lc->batch);
+  atomic_fetch_sub(&lc->q_len, lc->queue_n);
+  lc->queue_n = 0;
+  lp_mutex_unlock(lc->q_lock);
+  return !lb_fifo_empty(&lc->batch);
+}
+
+/* The timer event due next, or NULL. */
+static lev *take_timer(lcore *lc) {
+  lp_mutex_lock(lc->q_lock);
+  lev *e = lb_fifo_pop(&lc->timers);
+  if (e) atomic_fetch_sub(&lc->q_len, 1);
   lp_mutex_unlock(lc->q_lock);
   return e;
+}
+
+static bool timers_waiting(lcore *lc) {
+  lp_mutex_lock(lc->q_lock);
+  bool any = !lb_fifo_empty(&lc->timers);
+  lp_mutex_unlock(lc->q_lock);
+  return any;
 }
 
 /* Events drained but not run (run()'s thread wants the lock) go back to the
  * head of the queue, ahead of anything queued since: order is kept. */
 static void put_back_batch(lcore *lc) {
-  lev *first = lc->batch, *last = first;
-  if (!first) return;
-  int n = 1;
-  while (last->next) {
-    last = last->next;
-    n++;
-  }
-  lc->batch = NULL;
-  enqueue(lc, first, last, n, true);
+  if (lb_fifo_empty(&lc->batch)) return;
+  lb_fifo b;
+  lb_fifo_take(&lc->batch, &b);
+  enqueue_front(lc, b.head, b.tail);
 }
 
 /* Drops every queued event without running it (core close, main thread). */
 void lb_discard_events(lua_State *L, lcore *lc) {
-  for (lev *e = take_all(lc), *next; e; e = next) {
-    next = e->next;
+  lp_mutex_lock(lc->q_lock);
+  lb_fifo all, timers;
+  lb_fifo_take(&lc->queue, &all);
+  lb_fifo_take(&lc->timers, &timers);
+  lc->queue_n = 0;
+  atomic_store(&lc->q_len, 0);
+  lp_mutex_unlock(lc->q_lock);
+  for (lev *e; (e = lb_fifo_pop(&all)) != NULL || (e = lb_fifo_pop(&timers)) != NULL;) {
     if (L) lb_event_forget(L, e);
     lb_free_event(e);
   }
@@ -98,9 +120,13 @@ static void set_active(lua_State *T, lcore *lc) {
 }
 
 /* The body of one protected drain: the direct receive if there is one, then
- * the batch, then whatever was queued meanwhile, until the queue is empty or
- * run()'s thread wants the lock. lc->cur / cur_session say what is in
- * progress should an error escape a handler's own protection. */
+ * the batch, then whatever was queued meanwhile, then ONE timer event, then
+ * the session events queued meanwhile; it ends when they are all done (or
+ * run()'s thread wants the lock). Timer events left are run by the next
+ * drain, after the worker has looked at its sockets (lb_drain). So timers,
+ * however many and however slow, never hold a session's event back by more
+ * than one timer handler. lc->cur / cur_session say what is in progress
+ * should an error escape a handler's own protection. */
 static int drain_protected(lua_State *T) {
   lcore *lc = lua_touserdata(T, 1);
   lua_settop(T, 0);
@@ -114,11 +140,16 @@ static int drain_protected(lua_State *T) {
     lc->direct = NULL;
     lc->cur_session = NULL;
   }
+  bool timer_ran = false;
   for (;;) {
     if (atomic_load(&lc->want_lock)) break;
-    if (!lc->batch && !(lc->batch = take_all(lc))) break;
-    lev *e = lc->batch;
-    lc->batch = e->next;
+    lev *e;
+    if (!lb_fifo_empty(&lc->batch) || take_all(lc))
+      e = lb_fifo_pop(&lc->batch);
+    else if (!timer_ran && (e = take_timer(lc)) != NULL)
+      timer_ran = true;
+    else
+      break;
     lc->cur = e;
     lc->cur_session = e->s;
     lc->stack_top = lua_gettop(T);
@@ -172,16 +203,34 @@ static void drain_locked(lcore *lc) {
   put_back_batch(lc);
 }
 
+/* A posted no-op: the dispatch that runs it looks at its loops and ends
+ * with the batch hook, which drains what was queued. */
+static void kick(void *arg) { LB_UNUSED(arg); }
+
+static void kick_after_yield(void *arg) {
+  lcore *lc = arg;
+  atomic_store(&lc->kick_posted, 0);
+}
+
 /* Takes the lock if it is free and drains; whoever holds it drains for us.
  * After unlocking, looks again: an event pushed while we held the lock found
- * it taken and left its event to us. */
+ * it taken and left its event to us. A drain that left timer events (it
+ * runs one) gives the thread back to its loop with a posted kick: that
+ * dispatch round looks at the sockets (queueing what arrived meanwhile,
+ * which runs first), then drains again. */
 void lb_drain(lcore *lc) {
   while (atomic_load(&lc->q_len) > 0 && !atomic_load(&lc->want_lock)) {
     if (!lp_mutex_trylock(lc->lua_lock)) return;
     bool ran = lc->running;
     if (ran) drain_locked(lc);
+    bool yield = ran && !atomic_load(&lc->want_lock) && timers_waiting(lc);
     lp_mutex_unlock(lc->lua_lock);
     if (!ran) return; /* the script owns the state: events wait for run() */
+    if (yield) {
+      if (atomic_exchange(&lc->kick_posted, 1)) return; /* one is on its way */
+      if (ioc_core_post(lc->core, kick_after_yield, lc) == 0) return;
+      atomic_store(&lc->kick_posted, 0); /* no memory for it: drain on */
+    }
   }
 }
 
@@ -445,10 +494,6 @@ static bool wait_events(lcore *lc, int ms) {
 }
 
 /* ---- run and stop ---------------------------------------------------------------------- */
-
-/* A posted no-op: the dispatch that runs it ends with the batch hook, which
- * drains what was queued (before run(), or by run()'s own thread). */
-static void kick(void *arg) { LB_UNUSED(arg); }
 
 int lb_core_stop(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);

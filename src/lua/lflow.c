@@ -43,7 +43,7 @@ void lb_flow_sync(lsession *ls) {
 
 bool lb_flow_must_hold(lcore *lc, lsession *ls, int idx, int type) {
   if (lb_closed_by_script(ls->s)) return false; /* nothing is for the script any more */
-  if (ls->held_head) return true;
+  if (!lb_fifo_empty(&ls->held)) return true;
   if (atomic_load(&lc->stop_closing)) return false;
   if (type == LEV_RECV) return ls->paused || !lb_has_handler(lc->T, idx, "on_recv");
   if (type == LEV_EOF) return ls->paused;
@@ -58,28 +58,19 @@ void lb_flow_hold(lsession *ls, int type, ioc_session_t *s, int err, const char 
   }
   h->err = err;
   if (len) memcpy(h->data, data, len);
-  if (ls->held_tail)
-    ls->held_tail->next = h;
-  else
-    ls->held_head = h;
-  ls->held_tail = h;
+  lb_fifo_push(&ls->held, h);
 }
 
 void lb_flow_keep(lsession *ls, lev *e) {
   e->kept = 1;
-  e->next = NULL;
-  if (ls->held_tail)
-    ls->held_tail->next = e;
-  else
-    ls->held_head = e;
-  ls->held_tail = e;
+  lb_fifo_push(&ls->held, e);
 }
 
 void lb_flow_release(lsession *ls) {
-  if (!ls->held_head || ls->paused) return;
-  lev *first = ls->held_head, *last = ls->held_tail;
-  ls->held_head = ls->held_tail = NULL;
-  lb_requeue_first(ls->lc, first, last);
+  if (lb_fifo_empty(&ls->held) || ls->paused) return;
+  lb_fifo held;
+  lb_fifo_take(&ls->held, &held);
+  lb_requeue_first(ls->lc, held.head, held.tail);
 }
 
 void lb_flow_unhold(lsession *ls) {
@@ -88,11 +79,7 @@ void lb_flow_unhold(lsession *ls) {
 }
 
 void lb_flow_free(lsession *ls) {
-  for (lev *e = ls->held_head, *next; e; e = next) {
-    next = e->next;
-    lb_free_event(e);
-  }
-  ls->held_head = ls->held_tail = NULL;
+  for (lev *e; (e = lb_fifo_pop(&ls->held)) != NULL;) lb_free_event(e);
 }
 
 void lb_process_stop_flush(lcore *lc) {

@@ -5,10 +5,13 @@
  * src/lua/ includes a system header beyond the C library.
  *
  * Every function returns at once unless it says it waits. Objects are
- * opaque and heap-allocated, so this header needs no system header.
+ * opaque and heap-allocated, so this header needs no system header (only
+ * the C library's stdio.h, for io.popen's FILE).
  */
 #ifndef IOC_LPLATFORM_H
 #define IOC_LPLATFORM_H
+
+#include <stdio.h>
 
 /* ---- mutex ------------------------------------------------------------------
  * A plain (non-recursive) mutex. The Lua lock is one: workers only ever
@@ -65,6 +68,29 @@ void lp_waiter_release_signals(lp_waiter_t *w);
  * Signals the process ignores (SIG_IGN) stay ignored. Nothing is inherited
  * by child processes (no signal mask changes). Returns 0, or -1. */
 int lp_waiter_hold_signals(lp_waiter_t *w);
+
+/* ---- child processes ---------------------------------------------------------
+ * Worker threads block signals (the core's workers, and the stop signals
+ * caught for run()), and a process inherits the signal mask of the thread
+ * that starts it: a command a handler started with io.popen or os.execute
+ * would ignore SIGTERM and SIGINT for its whole life. These start
+ * `/bin/sh -c cmd` with the signal mask the process had when the module was
+ * loaded instead. Windows has no signal masks: lp_child_needed is 0 there
+ * and the others fail with -ENOSYS. */
+
+/* Records the calling thread's signal mask as the one children get (once,
+ * at module load, on the loading thread). */
+void lp_child_init(void);
+/* 1 when the calling thread's signal mask differs from that one (a worker),
+ * so the C library's popen/system would hand the child a blocked mask. */
+int lp_child_needed(void);
+/* Starts /bin/sh -c cmd. mode 'r': *file reads its standard output; 'w':
+ * *file writes its standard input; 0: no pipe (file unused). Returns the
+ * child's id (> 0) or -errno (nothing left running). */
+long lp_child_spawn(const char *cmd, int mode, FILE **file);
+/* Waits for the child to end; *status gets its wait status. Returns 0 or
+ * -errno. */
+int lp_child_wait(long pid, int *status);
 
 /* ---- time -------------------------------------------------------------------- */
 

@@ -4,6 +4,7 @@
 #include "lplatform.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -11,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <spawn.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -218,3 +221,74 @@ void lp_sleep_ms(int ms) {
 }
 
 #endif /* !_WIN32 */
+
+/* ---- child processes ------------------------------------------------------------ */
+
+extern char **environ;
+
+static sigset_t child_mask;
+static int child_mask_set;
+
+void lp_child_init(void) {
+  if (child_mask_set) return;
+  pthread_sigmask(SIG_BLOCK, NULL, &child_mask);
+  child_mask_set = 1;
+}
+
+int lp_child_needed(void) {
+  if (!child_mask_set) return 0;
+  sigset_t now;
+  if (pthread_sigmask(SIG_BLOCK, NULL, &now) != 0) return 0;
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sigismember(&now, sig) != sigismember(&child_mask, sig)) return 1;
+  return 0;
+}
+
+long lp_child_spawn(const char *cmd, int mode, FILE **file) {
+  int p[2] = {-1, -1};
+  if (mode) {
+    if (pipe(p) != 0) return -errno;
+    /* not inherited by other children (ours gets its end by dup2) */
+    fcntl(p[0], F_SETFD, FD_CLOEXEC);
+    fcntl(p[1], F_SETFD, FD_CLOEXEC);
+  }
+  /* the child's end and the number it takes: 'r' its stdout, 'w' its stdin */
+  int child_end = mode == 'r' ? p[1] : p[0], parent_end = mode == 'r' ? p[0] : p[1];
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  pid_t pid = -1;
+  int rc = posix_spawn_file_actions_init(&fa);
+  if (rc == 0) {
+    if ((rc = posix_spawnattr_init(&attr)) == 0) {
+      if (mode) rc = posix_spawn_file_actions_adddup2(&fa, child_end, mode == 'r' ? 1 : 0);
+      if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &child_mask);
+      if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+      if (rc == 0) {
+        char *argv[] = {(char *)"sh", (char *)"-c", (char *)cmd, NULL};
+        rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
+      }
+      posix_spawnattr_destroy(&attr);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  if (mode) close(child_end);
+  if (rc != 0) {
+    if (mode) close(parent_end);
+    return -rc;
+  }
+  if (mode && !(*file = fdopen(parent_end, mode == 'r' ? "r" : "w"))) {
+    int e = errno;
+    close(parent_end);
+    int status;
+    lp_child_wait(pid, &status);
+    return -e;
+  }
+  return (long)pid;
+}
+
+int lp_child_wait(long pid, int *status) {
+  for (;;) {
+    if (waitpid((pid_t)pid, status, 0) >= 0) return 0;
+    if (errno != EINTR) return -errno;
+  }
+}

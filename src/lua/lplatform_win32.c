@@ -20,6 +20,7 @@
 #define _WIN32_WINNT 0x0601 /* TryAcquireSRWLockExclusive: Windows 7 and later */
 #include "lplatform.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <windows.h>
@@ -197,3 +198,19 @@ void lp_waiter_release_signals(lp_waiter_t *w) {
 void lp_sleep_ms(int ms) { Sleep(ms < 0 ? 0 : (DWORD)ms); }
 
 #endif /* _WIN32 */
+
+/* ---- child processes: no signal masks here, the C library's are right ---------- */
+
+void lp_child_init(void) {}
+int lp_child_needed(void) { return 0; }
+long lp_child_spawn(const char *cmd, int mode, FILE **file) {
+  (void)cmd;
+  (void)mode;
+  (void)file;
+  return -ENOSYS;
+}
+int lp_child_wait(long pid, int *status) {
+  (void)pid;
+  (void)status;
+  return -ENOSYS;
+}

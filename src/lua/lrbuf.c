@@ -17,8 +17,9 @@
  * coroutine and keeps the failure rules.
  *
  * Memory. The buffer's bytes come from the Lua state's allocator (so the
- * core's memory_limit covers them) and are freed whenever the buffer is
- * empty: an idle session parked in a read holds only the small lb_rbuf.
+ * core's memory_limit covers them); they are freed when a reader parks on
+ * an empty buffer: an idle session parked in a read holds only the small
+ * lb_rbuf.
  * Everything here runs under the Lua lock.
  *
  * Read-ahead. With no reader parked, at most LB_RBUF_READ_AHEAD bytes are
@@ -133,13 +134,16 @@ static void rb_pause(lsession *ls, bool on) {
   if (!on) lb_flow_release(ls);
 }
 
-/* Drops the next n unread bytes (n <= len); the buffer's memory goes when
- * it is empty; a read-ahead pause ends below the mark. */
+/* Drops the next n unread bytes (n <= len); a read-ahead pause ends below
+ * the mark. An emptied buffer is kept for the next receives while the
+ * coroutine reads on (freeing it after every read would allocate it again
+ * for every receive); it goes when a reader parks on it empty. */
 static void rb_consume(lua_State *L, lsession *ls, size_t n) {
+  LB_UNUSED(L);
   lb_rbuf *rb = ls->rb;
   rb->head += n;
   rb->scan = 0;
-  if (rb->head == rb->tail) rb_free_bytes(L, rb);
+  if (rb->head == rb->tail) rb->head = rb->tail = 0;
   if (rb->ra_paused && rb_len(rb) < LB_RBUF_READ_AHEAD) rb_pause(ls, false);
 }
 
@@ -196,19 +200,26 @@ void lb_rbuf_deliver(lcore *lc, lsession *ls, int idx, const char *data, size_t 
   lua_State *T = lc->T;
   lb_rbuf *rb = ls->rb;
   idx = lua_absindex(T, idx);
-  rb_append(T, rb, data, len);
-  if (rb->want == WANT_NONE) {
-    if (rb_len(rb) >= LB_RBUF_READ_AHEAD) rb_pause(ls, true);
-    return;
+  /* A read() waiting on an empty buffer takes the chunk as it is: one
+   * string, no copy into the buffer (a pump reading whatever comes). */
+  bool direct = rb->want == WANT_ANY && rb_len(rb) == 0;
+  if (!direct) {
+    rb_append(T, rb, data, len);
+    if (rb->want == WANT_NONE) {
+      if (rb_len(rb) >= LB_RBUF_READ_AHEAD) rb_pause(ls, true);
+      return;
+    }
+    if (!rb_ready(rb)) return;
   }
-  if (!rb_ready(rb)) return;
   lb_push_handler(T, idx, "on_recv");
   if (!lua_isfunction(T, -1)) {
     lua_pop(T, 1);
+    if (direct) rb_append(T, rb, data, len);
     return;
   }
   lua_pushvalue(T, idx);
-  lb_call(lc, 1, ls->s);
+  if (direct) lua_pushlstring(T, data, len);
+  lb_call(lc, direct ? 2 : 1, ls->s);
 }
 
 /* ---- the slow path's primitives (stream.lua), each on a session object ------------------- */
@@ -305,6 +316,7 @@ static int p_park(lua_State *L) {
   lsession *ls = check_ls(L);
   lb_rbuf *rb = ls->rb;
   if (!rb) return luaL_error(L, "iocore: not a stream session");
+  if (rb_len(rb) == 0) rb_free_bytes(L, rb);
   if (lua_type(L, 2) == LUA_TSTRING) {
     size_t dl;
     const char *d = lua_tolstring(L, 2, &dl);
@@ -318,6 +330,15 @@ static int p_park(lua_State *L) {
     rb->want = WANT_N;
   }
   if (rb->ra_paused) rb_pause(ls, false);
+  return 0;
+}
+
+/* put(s, data): appends data (a chunk handed to a reader that was gone). */
+static int p_put(lua_State *L) {
+  lb_rbuf *rb = check_rb(L);
+  size_t len;
+  const char *p = luaL_checklstring(L, 2, &len);
+  rb_append(L, rb, p, len);
   return 0;
 }
 
@@ -354,11 +375,16 @@ static const lua_CFunction methods[] = {f_read, f_read_line, f_read_until};
 
 /* Resumed after a park: the stack is the method's arguments, then the
  * values the coroutine was resumed with. None (data came, or the stream
- * ended): the method runs again from the top. A value (the read
- * time-out): the slow path gets it. */
+ * ended): the method runs again from the top. A string: the chunk a
+ * read() waited for (lb_rbuf_deliver). Another value (the read time-out):
+ * the slow path gets it. */
 static int resumed(lua_State *L, int status, lua_KContext ctx) {
   LB_UNUSED(status);
   int nargs = CTX_NARGS(ctx);
+  if (lua_type(L, nargs + 1) == LUA_TSTRING) { /* read(): the chunk itself (lb_rbuf_deliver) */
+    lua_settop(L, nargs + 1);
+    return 1;
+  }
   if (lua_gettop(L) == nargs || lua_isnil(L, nargs + 1)) {
     lua_settop(L, nargs);
     return methods[CTX_METHOD(ctx)](L);
@@ -425,6 +451,7 @@ static int park(lua_State *L, int method, lsession *ls, int want, size_t need, c
   lua_settop(L, nargs);
   if (!parked) return slow(L, method);
   lb_rbuf *rb = ls->rb;
+  if (rb_len(rb) == 0) rb_free_bytes(L, rb); /* an idle session holds no buffer */
   if (want == WANT_DELIM) rb_set_delim(L, rb, d, dl);
   rb->want = (uint8_t)want;
   rb->need = need;
@@ -567,7 +594,7 @@ static int p_make_writer(lua_State *L) {
 
 static const luaL_Reg primitives[] = {{"attach", p_attach},   {"len", p_len},         {"take", p_take},
                                       {"find", p_find},       {"park", p_park},       {"unpark", p_unpark},
-                                      {"closing", p_closing}, {"make_readers", p_make_readers},
+                                      {"closing", p_closing}, {"make_readers", p_make_readers}, {"put", p_put},
                                       {"make_writer", p_make_writer},
                                       {NULL, NULL}};
 

@@ -164,7 +164,7 @@ void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   ls->id = ioc_session_id(s);
   ls->closed = false;
   ls->paused = ls->hold_paused = false;
-  ls->held_head = ls->held_tail = NULL;
+  ls->held.head = ls->held.tail = NULL;
   ls->rb = NULL;
   lua_getfield(L, htab, READ_TIMEOUT_KEY);
   ls->read_timeout_ms = (uint64_t)lua_tointeger(L, -1);
@@ -599,16 +599,17 @@ static const luaL_Reg session_methods[] = {
     {"on_eof", l_session_on_eof},     {NULL, NULL}};
 
 /* session.x: methods first, then the user's fields. Called for every
- * method call on a session: self is checked against the metatable in
- * upvalue 2 (luaL_checkudata would look its name up in the registry). */
+ * method call on a session, so a method is looked up before anything else
+ * (handing a method to any object is harmless: each method checks its
+ * self); self is checked, against the metatable in upvalue 2 (cheaper than
+ * luaL_checkudata's registry lookup), only to reach the user's fields. */
 static int l_session_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   int has_mt = lua_getmetatable(L, 1);
   bool ours = has_mt && lua_rawequal(L, -1, lua_upvalueindex(2));
   if (has_mt) lua_pop(L, 1);
   if (!ours) check_session(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
-  if (!lua_isnil(L, -1)) return 1;
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
     lua_pushnil(L);
     return 1;

@@ -28,21 +28,25 @@ struct ioc_listener {
   bool backoff_armed;
 #ifndef _WIN32
   int reserve_fd; /* spare fd given up to shed the backlog on EMFILE */
+  /* unix: listeners: the socket file this listener made (device and
+   * inode), removed when the listener closes if it is still that one */
+  bool unix_file;
+  uint64_t unix_dev, unix_ino;
 #endif
   atomic_uint_fast64_t nsessions; /* open sessions accepted here */
   ioc_listener_t *prev, *next;    /* core->listeners, under objects_lock */
 };
 
-/* One piece of a send queue: bytes copied into data[] (ref NULL; cap is
- * data's size, and later small sends fill its free room), or a reference
- * to a shared buffer (ref set, cap 0: nothing is ever appended to it; base
- * points into the buffer, which the chunk holds until it is freed). */
+/* One piece of a send queue: bytes copied in (ref NULL; they follow the
+ * header in the same allocation, cap of them, and later small sends fill
+ * the free room), or a reference to a shared buffer (ref set, cap 0:
+ * nothing is ever appended to it; base points into the buffer, which the
+ * chunk holds until it is freed). */
 typedef struct ioc__chunk {
   ioc__qnode_t qn;
   ioc_buffer_t *ref;
-  const char *base; /* the bytes: data, or into ref */
+  const char *base; /* the bytes: the copy after the header, or into ref */
   uint32_t off, len, cap;
-  char data[];
 } ioc__chunk_t;
 
 /* Buffers per gathered write; 32 keeps the send state under 1 KiB, in
@@ -59,6 +63,10 @@ typedef struct ioc__sendq {
   struct msghdr msg;
 #endif
   ioc__queue_t chunks; /* of ioc__chunk_t, through qn */
+  /* A reference chunk inside the state: the usual queue of one broadcast
+   * message costs no allocation besides the state itself. */
+  ioc__chunk_t ref_slot;
+  bool ref_slot_used;
   ioc__iov_t iov[IOC__SEND_IOV_MAX];
 } ioc__sendq_t;
 
@@ -136,7 +144,9 @@ struct ioc_session {
 };
 
 /* net/sendq.c (under s->lock) */
-void ioc__sendq_free_chunks(ioc_session_t *s);
+/* Frees the queue (its chunks, releasing their buffers) and the send
+ * state; s->sq is NULL after. Nothing may be in flight. */
+void ioc__sendq_release(ioc_session_t *s);
 /* Appends the n items to the queue (made if needed): item i is a reference
  * to refs[i] when refs and refs[i] are set, else bufs[i]'s bytes, copied.
  * On failure (IOC_ENOMEM) nothing of them stays queued. */

@@ -98,11 +98,13 @@ static void sweep_fire(ioc_timer_t *t, void *ud) {
     all[n++] = s;
   }
   ioc__mutex_unlock(&core->timed_lock);
-  uint32_t now = ioc__now32();
   for (size_t i = 0; i < n; i++) {
     ioc_session_t *s = all[i];
     ioc__spin_lock(&s->lock);
-    int what = check(s, now);
+    /* The clock is read under the session's lock: a time another thread
+     * stored meanwhile (a send's progress) is never after it, which would
+     * make ioc__ms_since wrap to ~49 days and expire the session at once. */
+    int what = check(s, ioc__now32());
     if (what == FINISH) {
       ioc__session_enter_closing(s, 0);
     } else if (what == EXPIRE) {

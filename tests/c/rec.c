@@ -33,8 +33,9 @@ static void rec_open(ioc_session_t *s, int err) {
   /* the fields first: a test thread reads them once it sees opens == 1 */
   if (atomic_load(&r->opens) != 0) FAILF("on_open called twice");
   r->open_err = err;
-  if (r->s == NULL) r->s = s;
-  ASSERT(r->s == s);
+  ioc_session_t *none = NULL;
+  atomic_compare_exchange_strong(&r->s, &none, s);
+  ASSERT(atomic_load(&r->s) == s);
   if (atomic_fetch_add(&r->opens, 1) != 0) FAILF("on_open called twice");
 }
 
@@ -79,7 +80,8 @@ static void rec_close(ioc_session_t *s, int err) {
   ASSERT_MSG(atomic_load(&r->in_recv) == 0, "on_close while on_recv runs");
   r->close_err = err;
   r->close_ms = now_ms();
-  if (r->s == NULL) r->s = s;
+  ioc_session_t *none = NULL;
+  atomic_compare_exchange_strong(&r->s, &none, s);
   ASSERT_MSG(ioc_session_closed(s) != 0, "ioc_session_closed() is 0 inside on_close");
   if (atomic_fetch_add(&r->closes, 1) != 0) FAILF("on_close called twice (err %s)", ioc_err_name(err));
 }

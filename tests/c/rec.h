@@ -8,7 +8,9 @@
 #include "helpers.h"
 
 typedef struct rec {
-  ioc_session_t *s;
+  /* set by on_open, or by a test that connects (then possibly while on_open
+   * runs on a worker): atomic */
+  _Atomic(ioc_session_t *) s;
   int peer_port; /* accepted sessions: the client's port, kept past on_close */
   atomic_int opens, closes, drains, recvs;
   int open_err, close_err;

@@ -417,7 +417,7 @@ void test_core_destroy_refuses_while_objects_alive(void) {
 
 typedef struct close_all_ctx {
   atomic_int opened, closed;
-  int close_err[8];
+  atomic_int close_err[8]; /* written after `closed` is counted: atomic */
 } close_all_ctx_t;
 
 static close_all_ctx_t ca;
@@ -430,7 +430,7 @@ static void ca_open(ioc_session_t *s, int err) {
 static void ca_close(ioc_session_t *s, int err) {
   (void)s;
   int i = atomic_fetch_add(&ca.closed, 1);
-  if (i < 8) ca.close_err[i] = err;
+  if (i < 8) atomic_store(&ca.close_err[i], err);
 }
 static void ca_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   (void)l;
@@ -468,7 +468,7 @@ void test_close_all_closes_listeners_and_sessions(void) {
     }
     WAIT_UNTIL(core, atomic_load(&ca.closed) == 4 && core_stats(core).objects == 0, 5000);
     if (!abortive)
-      for (int i = 0; i < 4; i++) ASSERT_EQ(ca.close_err[i], 0);
+      for (int i = 0; i < 4; i++) ASSERT_EQ(atomic_load(&ca.close_err[i]), 0);
     /* the listener is gone too: nothing accepts on its port */
     int err = 0;
     sock_t late = tcp_connect_err(&la, &err);

@@ -174,6 +174,7 @@ static void plan_conn(echo_conn_t *c, uint64_t *rng, int npay, int mix, size_t m
 enum { EV_ACCEPT = 1, EV_OPEN, EV_RECV, EV_DRAIN, EV_CLOSE };
 
 typedef struct srv_sess {
+  atomic_int filled; /* es_accept has filled s, port, seed: set last */
   ioc_session_t *s;
   int port;
   uint64_t seed;
@@ -274,6 +275,7 @@ static void es_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   ss->seed = (uint64_t)ss->port;
   ss->fnv = FNV_INIT;
   log_event(ss, EV_ACCEPT, srv->log_events);
+  atomic_store(&ss->filled, 1);
   ioc_session_callbacks_t cb = callbacks(es_open, es_recv, es_drain, es_close);
   ioc_session_set_callbacks(s, &cb, ss);
 }
@@ -298,11 +300,24 @@ static void echo_server_free(echo_server_t *srv) {
   free(srv);
 }
 
-static srv_sess_t *sess_for_port(echo_server_t *srv, int port) {
+/* The session accepted for a client port: a slot is claimed (naccepted)
+ * before it is filled, and only read once `filled` says so (on a pool the
+ * accept callback may still be filling it). */
+static srv_sess_t *find_port(echo_server_t *srv, int port) {
   int n = atomic_load(&srv->naccepted);
   for (int i = 0; i < n; i++)
-    if (srv->sess[i].port == port) return &srv->sess[i];
-  FAILF("no session accepted for client port %d", port);
+    if (atomic_load(&srv->sess[i].filled) && srv->sess[i].port == port) return &srv->sess[i];
+  return NULL;
+}
+
+static srv_sess_t *sess_for_port(ioc_core_t *core, echo_server_t *srv, int port) {
+  srv_sess_t *ss = NULL;
+  uint64_t dl = now_ms() + (uint64_t)scaled_ms(5000);
+  while ((ss = find_port(srv, port)) == NULL) {
+    if (now_ms() > dl) FAILF("no session accepted for client port %d", port);
+    pump(core, 5);
+  }
+  return ss;
 }
 
 /* Runs n connections in nthreads client threads against l; checks both
@@ -330,7 +345,7 @@ static uint64_t run_echo(ioc_core_t *core, ioc_listener_t *l, echo_server_t *srv
   ASSERT_EQ(atomic_load(&srv->naccepted), n);
   for (int i = 0; i < n; i++) {
     echo_conn_t *c = &conns[i];
-    srv_sess_t *ss = sess_for_port(srv, c->port);
+    srv_sess_t *ss = sess_for_port(core, srv, c->port);
     ASSERT_MSG(ss->bytes == c->total, "client port %d sent %llu bytes, its session received %llu", c->port,
                (unsigned long long)c->total, (unsigned long long)ss->bytes);
     ASSERT_MSG(ss->fnv == c->fnv_sent, "client port %d: checksum of what the session received differs", c->port);
@@ -480,7 +495,7 @@ void test_stats_count_bytes_and_sessions(void) {
   for (int i = 0; i < 5; i++) {
     char b[1000];
     size_t len = 100 * (size_t)(i + 1);
-    srv_sess_t *ss = sess_for_port(srv, sock_local_port(c[i]));
+    srv_sess_t *ss = sess_for_port(core, srv, sock_local_port(c[i]));
     pattern_fill(ss->seed, 0, b, len);
     ASSERT_EQ(sock_send_all(c[i], b, len), 0);
     sent += len;

@@ -25,6 +25,8 @@
   X(timer_cancel_from_another_thread_stops_it, 0)              \
   X(timer_ids_are_never_reused, 0)                             \
   X(timer_started_from_callback_fires, 0)              \
+  X(slow_repeating_timers_leave_sockets_served, 0)      \
+  X(reposting_post_leaves_sockets_served, 0)           \
   /* test_address.c */                                         \
   X(address_parse_rejects_malformed_forms, 0)                  \
   X(address_parse_and_format_round_trip, 0)                    \
@@ -51,6 +53,7 @@
   X(max_pending_rejects_send_with_enobufs, 0)                  \
   X(idle_timeout_closes_silent_session, 0)                     \
   X(retained_session_outlives_on_close, 0)                     \
+  X(active_count_covers_an_on_close_still_running, 0)  \
   X(sends_from_4_threads_stay_whole_and_ordered_per_thread, 0) \
   /* test_close.c */                                           \
   X(peer_fin_closes_with_zero_after_all_data, 0)               \
@@ -66,6 +69,18 @@
   X(half_close_goes_through_the_backends_async_shutdown, 0)   \
   X(close_falls_back_to_syscalls_when_the_backend_refuses, 0) \
   X(async_shutdown_enotconn_ends_the_session_cleanly, 0)      \
+  X(close_after_the_peers_fin_with_nothing_unacked_needs_no_shutdown, 0) \
+  /* test_unix.c */                                            \
+  X(unix_address_parse_and_format, 0)                          \
+  X(unix_echo_and_the_address_strings_of_both_ends, 0)        \
+  X(unix_listener_removes_its_socket_file_on_close, 0)         \
+  X(unix_listener_leaves_a_newer_socket_file_alone, 0)         \
+  X(unix_listener_replaces_a_stale_socket_file, 0)             \
+  X(unix_listener_on_a_live_socket_file_is_eaddrinuse, 0)      \
+  X(unix_path_too_long_is_enametoolong, 0)                     \
+  X(unix_connect_to_a_missing_path_a_dead_file_or_a_full_backlog_fails_with_its_code, 0) \
+  X(unix_graceful_close_delivers_everything_to_a_slow_reader, 60000) \
+  X(unix_listen_and_connect_are_eafnosupport_on_windows, 0)   \
   /* test_echo.c */                                            \
   X(echo_large_stream_single_thread, 0)                        \
   X(echo_integrity_100_sessions_4_workers, 120000)             \

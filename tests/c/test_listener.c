@@ -249,7 +249,7 @@ void test_listener_on_ipv6_loopback_accepts(void) {
 /* ---- close_listener_with_accepts_in_flight_frees_everything ------------------------ */
 
 typedef struct closer_ctx {
-  ioc_listener_t *l;
+  _Atomic(ioc_listener_t *) l; /* set by the test while connections may come */
   atomic_int accepted;
   atomic_int after_close; /* on_accept calls after ioc_listener_close returned */
   atomic_int closed_it;

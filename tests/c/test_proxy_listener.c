@@ -11,6 +11,9 @@
 
 typedef struct pl_state {
   atomic_int accepts, opens, closes;
+  /* Under lock: written by on_accept on a worker, read by the test, and
+   * written again by the next client's accept. */
+  test_mutex_t lock;
   char peer[IOC_ADDRSTRLEN], local[IOC_ADDRSTRLEN];
   char data[256];
   atomic_size_t len;
@@ -39,8 +42,10 @@ static void pl_close(ioc_session_t *s, int err) {
 static void pl_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   (void)l;
   ASSERT(ud == &pl);
+  mutex_lock(&pl.lock);
   ASSERT(ioc_addr_format(ioc_session_peer(s), pl.peer, sizeof pl.peer) > 0);
   ASSERT(ioc_addr_format(ioc_session_local(s), pl.local, sizeof pl.local) > 0);
+  mutex_unlock(&pl.lock);
   ioc_session_callbacks_t cb = callbacks(pl_open, pl_recv, NULL, pl_close);
   ioc_session_set_callbacks(s, &cb, NULL);
   atomic_fetch_add(&pl.accepts, 1);
@@ -48,6 +53,7 @@ static void pl_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
 
 static ioc_listener_t *proxy_listener(ioc_core_t *core, ioc_addr_t *addr) {
   memset(&pl, 0, sizeof pl);
+  mutex_init(&pl.lock);
   ioc_listener_options_t o;
   memset(&o, 0, sizeof o);
   o.proxy_protocol = 1;
@@ -88,8 +94,13 @@ static void run_client(ioc_core_t *core, const ioc_addr_t *addr, const char *str
   WAIT_UNTIL(core, atomic_load(&pl.len) == alen, 10000);
   ASSERT_EQ(atomic_load(&pl.accepts), accepts0 + 1);
   ASSERT(memcmp(pl.data, app, alen) == 0);
-  ASSERT_STR_EQ(pl.peer, want_peer);
-  ASSERT_STR_EQ(pl.local, want_local);
+  char peer[IOC_ADDRSTRLEN], local[IOC_ADDRSTRLEN];
+  mutex_lock(&pl.lock);
+  memcpy(peer, pl.peer, sizeof peer);
+  memcpy(local, pl.local, sizeof local);
+  mutex_unlock(&pl.lock);
+  ASSERT_STR_EQ(peer, want_peer);
+  ASSERT_STR_EQ(local, want_local);
   char back[64];
   ASSERT_OK(sock_recv_exact(c, back, alen));
   ASSERT(memcmp(back, app, alen) == 0);
@@ -120,7 +131,9 @@ void test_proxy_listener_v1_and_v2_peer_is_the_client_and_data_follows(void) {
   const char *unk = "PROXY UNKNOWN\r\nabc";
   char real_local[IOC_ADDRSTRLEN];
   listener_addr_str(l, real_local);
+  mutex_lock(&pl.lock);
   memset(pl.peer, 0, sizeof pl.peer);
+  mutex_unlock(&pl.lock);
   sock_t probe = tcp_connect(&addr); /* learn what a real peer looks like: 127.0.0.1 */
   sock_close(probe);
   atomic_store(&pl.len, 0);
@@ -130,8 +143,13 @@ void test_proxy_listener_v1_and_v2_peer_is_the_client_and_data_follows(void) {
   snprintf(want_peer, sizeof want_peer, "127.0.0.1:%d", sock_local_port(c));
   ASSERT_OK(sock_send_all(c, unk, strlen(unk)));
   WAIT_UNTIL(core, atomic_load(&pl.len) == 3, 10000);
-  ASSERT_STR_EQ(pl.peer, want_peer);
-  ASSERT_STR_EQ(pl.local, real_local);
+  mutex_lock(&pl.lock);
+  char peer[IOC_ADDRSTRLEN], local[IOC_ADDRSTRLEN];
+  memcpy(peer, pl.peer, sizeof peer);
+  memcpy(local, pl.local, sizeof local);
+  mutex_unlock(&pl.lock);
+  ASSERT_STR_EQ(peer, want_peer);
+  ASSERT_STR_EQ(local, real_local);
   sock_close(c);
   WAIT_UNTIL(core, core_stats(core).active == 0, 10000);
   ioc_stats_t st = core_stats(core);

@@ -565,7 +565,8 @@ void test_idle_timeout_closes_silent_session(void) {
 static void retain_on_open(ioc_session_t *s, int err) {
   ASSERT_EQ(err, 0);
   ioc_session_retain(s);
-  *(ioc_session_t **)ioc_session_userdata(s) = s;
+  /* handed to the test thread, which waits for it */
+  atomic_store((_Atomic(ioc_session_t *) *)ioc_session_userdata(s), s);
 }
 static atomic_int retained_closed;
 static void retain_on_close(ioc_session_t *s, int err) {
@@ -582,7 +583,7 @@ static void retain_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
 void test_retained_session_outlives_on_close(void) {
   ioc_core_t *core;
   make_core(&core);
-  ioc_session_t *kept = NULL;
+  _Atomic(ioc_session_t *) kept = NULL;
   ioc_listener_t *l = listen_loopback(core, NULL, retain_accept, &kept);
   sock_t c = tcp_connect(ioc_listener_address(l));
   WAIT_UNTIL(core, kept != NULL, 5000);
@@ -714,4 +715,48 @@ void test_sends_from_4_threads_stay_whole_and_ordered_per_thread(void) {
   ASSERT_CORE_CLEAN(core);
   free(rd.buf);
   rec_server_free(srv);
+}
+
+/* ---- active_count_covers_an_on_close_still_running ------------------------------------ */
+
+static atomic_int slow_close_returned;
+
+static void slow_on_close(ioc_session_t *s, int err) {
+  (void)s;
+  (void)err;
+  sleep_ms(200);
+  atomic_store(&slow_close_returned, 1);
+}
+
+static void slow_close_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
+  (void)l;
+  (void)ud;
+  ioc_session_callbacks_t cb = callbacks(NULL, NULL, NULL, slow_on_close);
+  ioc_session_set_callbacks(s, &cb, NULL);
+}
+
+/* A stop check ("no session active: nothing of them runs any more, their
+ * user data can go") must not see 0 while an on_close still runs on a
+ * worker: the session counts as active until its on_close has returned. */
+void test_active_count_covers_an_on_close_still_running(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  ASSERT_OK(test_pool_start(core, 2));
+  ioc_listener_t *l = listen_loopback(core, NULL, slow_close_accept, NULL);
+  sock_t c = tcp_connect(ioc_listener_address(l));
+  uint64_t dl = now_ms() + (uint64_t)scaled_ms(5000);
+  while (core_stats(core).active != 1) {
+    ASSERT_MSG(now_ms() < dl, "the session was never accepted");
+    sleep_ms(1);
+  }
+  sock_close(c);
+  dl = now_ms() + (uint64_t)scaled_ms(5000);
+  while (core_stats(core).active != 0) {
+    ASSERT_MSG(now_ms() < dl, "the session never closed");
+    sleep_ms(1);
+  }
+  ASSERT_MSG(atomic_load(&slow_close_returned) == 1, "stats.active was 0 while on_close was still running");
+  ASSERT_EQ(core_stats(core).closed, 1);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
 }

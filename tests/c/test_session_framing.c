@@ -15,7 +15,7 @@ typedef struct fr_state {
   atomic_int n;
   atomic_int closes;
   atomic_int close_err;
-  int pause_after; /* pause in on_recv after this many messages (0: never) */
+  atomic_int pause_after; /* pause in on_recv after this many messages (0: never); set while sessions run */
   ioc_session_t *s;
 } fr_state_t;
 
@@ -30,7 +30,8 @@ static void fr_recv(ioc_session_t *s, const char *data, size_t len) {
   fr.msgs[i][len] = 0;
   fr.lens[i] = len;
   atomic_store(&fr.n, i + 1);
-  if (fr.pause_after && i + 1 == fr.pause_after) ioc_session_pause(s);
+  int pa = atomic_load(&fr.pause_after);
+  if (pa && i + 1 == pa) ioc_session_pause(s);
   if (fr_close_on_recv) ioc_session_close(s);
 }
 static void fr_close(ioc_session_t *s, int err) {

@@ -1,6 +1,6 @@
 /* Timers: deadline order, equal deadlines in start order, repeat, cancel,
  * release, and timers under a worker pool. */
-#include "helpers.h"
+#include "rec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +35,15 @@ static void order_cb(ioc_timer_t *t, void *ud) {
   mutex_unlock(&orec.lock);
 }
 
+/* Read under the lock: the fired list is complete and visible once this
+ * says ORDER_N (the callbacks run on worker threads with --threads). */
+static int order_count(void) {
+  mutex_lock(&orec.lock);
+  int n = orec.nfired;
+  mutex_unlock(&orec.lock);
+  return n;
+}
+
 void test_timers_fire_in_order(void) {
   ioc_core_t *core;
   make_core(&core);
@@ -52,7 +61,7 @@ void test_timers_fire_in_order(void) {
     started[i] = now_ms() - orec.t0;
     ASSERT_OK(ioc_timer_start(core, delays[i], 0, order_cb, &ot[i], NULL));
   }
-  WAIT_UNTIL(core, orec.nfired == ORDER_N, 5000);
+  WAIT_UNTIL(core, order_count() == ORDER_N, 5000);
   /* Every pair in firing order must respect: equal delays fire in start
    * order (a later start means an equal or later deadline); otherwise the
    * earlier deadline (start + delay) first. Deadlines within 1 ms of each
@@ -89,15 +98,20 @@ void test_timers_fire_in_order(void) {
 typedef struct rep {
   atomic_int count;
   int cancel_at; /* > 0: the callback cancels its own timer at this count */
-  ioc_timer_t *self;
-  uint64_t first_ms, last_ms, t0;
+  _Atomic(ioc_timer_t *) self;
+  /* written by the callback on a worker while the test reads them */
+  _Atomic uint64_t first_ms, last_ms;
+  uint64_t t0;
 } rep_t;
 
 static void rep_cb(ioc_timer_t *t, void *ud) {
   rep_t *r = (rep_t *)ud;
+  /* the times before the count: a test that sees count n sees run n's time
+   * (one runner at a time: the runs of one timer never overlap) */
+  uint64_t at = now_ms() - r->t0;
+  if (atomic_load(&r->count) == 0) r->first_ms = at;
+  r->last_ms = at;
   int n = atomic_fetch_add(&r->count, 1) + 1;
-  if (n == 1) r->first_ms = now_ms() - r->t0;
-  r->last_ms = now_ms() - r->t0;
   if (r->cancel_at > 0 && n == r->cancel_at) {
     ASSERT(t == r->self);
     ioc_timer_cancel(t);
@@ -117,7 +131,9 @@ void test_repeating_timer_repeats_and_cancel_stops_it(void) {
   /* b cancels itself from its own callback on the 3rd run */
   b.cancel_at = 3;
   b.t0 = now_ms();
-  ASSERT_OK(ioc_timer_start(core, 5, 5, rep_cb, &b, &b.self));
+  ioc_timer_t *bt = NULL;
+  ASSERT_OK(ioc_timer_start(core, 5, 5, rep_cb, &b, &bt));
+  atomic_store(&b.self, bt);
   WAIT_UNTIL(core, atomic_load(&a.count) >= 6, 5000);
   ASSERT_MSG(a.first_ms + 1 >= 30, "first run after %llu ms, delay 30", (unsigned long long)a.first_ms);
   /* 6 runs: at least 30 + 5 * 10 ms */
@@ -378,3 +394,71 @@ void test_timers_fire_in_deadline_order_on_4_workers(void) {
   ASSERT_GT(exact_ties, 0);
   ASSERT_CORE_CLEAN(core);
 }
+
+/* ---- busy_timers_and_posts_leave_sockets_served ------------------------------------------ */
+
+/* Work that is due at every dispatch round: repeating timers slower than
+ * their interval (each round finds them due again), or a post that posts
+ * itself again. */
+typedef struct busy_work {
+  atomic_int stop;
+  atomic_int runs;
+  ioc_core_t *core;
+} busy_work_t;
+
+static void busy_timer_cb(ioc_timer_t *t, void *ud) {
+  (void)t;
+  atomic_fetch_add(&((busy_work_t *)ud)->runs, 1);
+  sleep_ms(2);
+}
+
+static void busy_post(void *arg) {
+  busy_work_t *w = (busy_work_t *)arg;
+  atomic_fetch_add(&w->runs, 1);
+  sleep_ms(2);
+  if (!atomic_load(&w->stop)) ASSERT_OK(ioc_core_post(w->core, busy_post, w));
+}
+
+/* One worker keeps the work above due at every round; a client's bytes are
+ * echoed all the same: each round looks at the loop's sockets (without
+ * waiting) after running timers or posts. They were reaped only by a round
+ * that found nothing else to do, i.e. never. */
+static void busy_work_leaves_sockets_served(bool timers) {
+  ioc_core_t *core;
+  make_core(&core);
+  ASSERT_OK(test_pool_start(core, 1));
+  busy_work_t w;
+  memset(&w, 0, sizeof w);
+  w.core = core;
+  ioc_timer_t *ts[4] = {NULL};
+  if (timers) {
+    for (int i = 0; i < 4; i++) ASSERT_OK(ioc_timer_start(core, 0, 1, busy_timer_cb, &w, &ts[i]));
+  } else {
+    ASSERT_OK(ioc_core_post(core, busy_post, &w));
+  }
+  while (atomic_load(&w.runs) < 4) sleep_ms(1);
+  rec_server_t *srv = rec_server_new(0, 1);
+  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, srv);
+  sock_t c = tcp_connect(ioc_listener_address(l));
+  sock_set_timeouts(c, scaled_ms(10000));
+  char got[5] = {0};
+  for (int i = 0; i < 3; i++) {
+    ASSERT_OK(sock_send_all(c, "ping", 4));
+    int rc = sock_recv_exact(c, got, 4);
+    ASSERT_MSG(rc == 0, "echo %d of 3 not received (%s) while %s kept every round busy (%d runs)", i + 1,
+               ioc_err_name(rc), timers ? "slow repeating timers" : "a re-posting post", atomic_load(&w.runs));
+    ASSERT_STR_EQ(got, "ping");
+  }
+  sock_close(c);
+  if (timers)
+    for (int i = 0; i < 4; i++) ioc_timer_cancel(ts[i]);
+  atomic_store(&w.stop, 1);
+  ioc_listener_close(l);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 10000);
+  ASSERT_CORE_CLEAN(core);
+  rec_server_free(srv);
+}
+
+void test_slow_repeating_timers_leave_sockets_served(void) { busy_work_leaves_sockets_served(true); }
+
+void test_reposting_post_leaves_sockets_served(void) { busy_work_leaves_sockets_served(false); }

@@ -21,7 +21,7 @@ end
 local ALLOWED = {
   ["iocore.h"] = true, ["lua.h"] = true, ["lauxlib.h"] = true, ["lplatform.h"] = true, ["lbind.h"] = true,
   -- the C library
-  ["stdatomic.h"] = true, ["stdbool.h"] = true, ["stddef.h"] = true, ["stdint.h"] = true,
+  ["errno.h"] = true, ["stdatomic.h"] = true, ["stdbool.h"] = true, ["stddef.h"] = true, ["stdint.h"] = true,
   ["stdio.h"] = true, ["stdlib.h"] = true, ["string.h"] = true,
 }
 

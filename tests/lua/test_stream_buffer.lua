@@ -291,3 +291,35 @@ function TestStreamBuffer:test_memory_limit_during_a_read_fails_only_that_sessio
     small.s:close()
   end)
 end
+
+-- A session parked in a read with nothing buffered holds no buffer: after
+-- 60 KiB were received and read, the memory the core counts (memory_limit
+-- counts the buffer) is back near where it was once the handler waits again.
+function TestStreamBuffer:test_a_reader_parked_on_an_empty_buffer_holds_no_buffer_memory()
+  collectgarbage()
+  local limit = math.floor(collectgarbage("count") * 1024 + 64 * (1 << 20))
+  with_server({ memory_limit = limit }, function(core, ctx, serve)
+    local size = 60 * 1024
+    local state, before, after = "start", nil, nil
+    local addr = serve(function(s)
+      state = "waiting"
+      -- (read in a function of its own: the string is not left on the handler's stack)
+      local ok = (function() return #s:read(size) == size end)()
+      state = ok and "read" or "short"
+      s:read_line() -- parked, nothing buffered
+    end)
+    local c = H.client(core, addr)
+    H.wait_for(core, function() return state == "waiting" end, "the handler")
+    collectgarbage()
+    before = core:stats().memory
+    c.s:send(("z"):rep(size))
+    H.wait_for(core, function() return state ~= "waiting" end, "the read")
+    lu.assertEquals(state, "read")
+    H.wait(core, function() return false end, 50)
+    collectgarbage()
+    after = core:stats().memory
+    lu.assertTrue(after - before < 16 * 1024,
+      ("the parked session still holds %d bytes more than before the data came"):format(after - before))
+    c.s:close()
+  end)
+end

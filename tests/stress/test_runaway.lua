@@ -80,11 +80,6 @@ end
 -- throughout, the server's other timer (its stats) keeps firing, and
 -- SIGTERM stops it with exit status 0.
 function TestRunaway:test_timer_storm_others_served_and_sigterm_stops()
-  if os.getenv("STRESS_STORM") ~= "1" then
-    lu.skip("known open bug (STRESS_STORM=1 runs it): while timers slower than their interval keep the "
-      .. "Lua state saturated, a client's echo can go unanswered for seconds and the stop then waits "
-      .. "for that session's close time-out; reproducible on a quiet machine, on io_uring most often")
-  end
   local srv = S.server({ storm_ms = 10, threads = 2 })
   local ping = pinger(srv, 3)
   local p = ping:result(20000)
