@@ -163,6 +163,20 @@ return function(ctx)
     return a, b, c
   end
 
+  -- core:spawn checks its self here, so a wrong or closed core is named as
+  -- spawn's (the spawn underneath would fail in its C.post, naming post);
+  -- the tail call keeps spawn's own argument errors at the script's line
+  local orig_spawn = cm.spawn
+  if orig_spawn then
+    cm.spawn = function(core, ...)
+      self_check(core, cmt, "spawn")
+      if tostring(core):find("(closed)", 1, true) then
+        error("calling 'spawn' on bad self (core is closed)", 2)
+      end
+      return orig_spawn(core, ...)
+    end
+  end
+
   local orig_on_accept = L.on_accept
   lm.on_accept = function(l, fn)
     self_check(l, lmt, "on_accept")

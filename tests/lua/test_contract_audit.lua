@@ -330,3 +330,35 @@ function TestContractAudit:test_send_frame_payload_the_prefix_cannot_count_is_em
     l:close()
   end)
 end
+
+-- After core:close(): every method of the core raises "core is closed"
+-- naming the method, except now() and a second close(); objects still held
+-- answer as the reference says (sessions and listeners ECLOSED, cancel true).
+function TestContractAudit:test_methods_of_a_closed_core_and_of_its_objects()
+  local core = assert(iocore.core { threads = 1, signals = false })
+  local t = core:after(100000, function() end)
+  local l = assert(core:listen("127.0.0.1:0", { on_recv = function() end }))
+  local port = l:port()
+  local s = assert(core:connect(l:address()))
+  H.assert_fail("EBUSY", "close with objects still held", core:close())
+  for _, name in ipairs { "backend", "threads", "listen", "connect", "after", "every", "post", "run",
+                          "stop", "stats", "on_error", "broadcast", "resolve", "spawn", "stopping" } do
+    local err = raises(core[name], core, "127.0.0.1:1", function() end)
+    lu.assertStrContains(err, "core is closed", false, name)
+    lu.assertTrue(err:find("'" .. name .. "'", 1, true) ~= nil or err:find("'?'", 1, true) ~= nil,
+      name .. ": " .. err)
+  end
+  local spawn_err = raises(function() local x = core:spawn(function() end) return x end)
+  lu.assertStrContains(spawn_err, "calling 'spawn' on bad self (core is closed)")
+  lu.assertStrContains(spawn_err, "test_contract_audit.lua:")
+  lu.assertIsNumber(core:now())
+  lu.assertTrue(core:close(), "a second close()")
+  lu.assertTrue(t:cancel())
+  H.assert_fail("ECLOSED", "listener close", l:close())
+  lu.assertEquals(l:port(), port)
+  lu.assertTrue(s:closed())
+  H.assert_fail("ECLOSED", "send", s:send("x"))
+  lu.assertStrContains(tostring(core), "closed")
+  local doc = H.read_file(H.root .. "/docs/lua-api.md")
+  lu.assertStrContains(doc, "except `now()` (the clock needs no core) and a second `close()`")
+end
