@@ -289,14 +289,26 @@ function TestContractAudit:test_timer_delay_is_whole_milliseconds_and_a_fraction
 end
 
 -- iocore.core's options: an explicit backend is used whatever
--- IOCORE_BACKEND says (the variable only replaces "auto"), and threads
--- defaults to the CPU count this process may use.
+-- IOCORE_BACKEND says (the variable only replaces "auto"), one this machine
+-- does not offer is nil, msg, code, and threads defaults to the CPU count
+-- this process may use.
 function TestContractAudit:test_core_explicit_backend_wins_over_the_environment_and_threads_default()
   for _, name in ipairs(iocore.backends()) do
     H.with_core({ backend = name }, function(core)
       lu.assertEquals(core:backend(), name, "backend = " .. name)
       lu.assertEquals(core:stats().backend, name)
     end)
+  end
+  -- a backend this machine does not offer is an operational failure: a result, not an error
+  local offered = {}
+  for _, name in ipairs(iocore.backends()) do offered[name] = true end
+  for _, name in ipairs { "io_uring", "epoll", "iocp" } do
+    if not offered[name] then
+      local core, msg, code = iocore.core { backend = name, signals = false }
+      lu.assertNil(core, name)
+      lu.assertIsString(code, name)
+      H.assert_fail(code, "iocore.core{backend = " .. name .. "}", core, msg, code)
+    end
   end
   if H.windows then return end -- no nproc there; the C suite checks ioc_cpu_count
   local p = io.popen("nproc 2>/dev/null")
