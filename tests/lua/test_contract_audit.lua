@@ -374,3 +374,36 @@ function TestContractAudit:test_methods_of_a_closed_core_and_of_its_objects()
   local doc = H.read_file(H.root .. "/docs/lua-api.md")
   lu.assertStrContains(doc, "except `now()` (the clock needs no core) and a second `close()`")
 end
+
+-- The reference page names every call and option of the API with the
+-- spelling scripts use (the stream style's details live on its own page,
+-- which the reference links).
+function TestContractAudit:test_reference_page_names_every_call_and_option()
+  local doc = H.read_file(H.root .. "/docs/lua-api.md")
+  if not doc then lu.skip("docs/lua-api.md not found from " .. H.root) end
+  local stream = H.read_file(H.root .. "/docs/stream.md")
+  lu.assertNotNil(stream, "docs/stream.md")
+  for _, name in ipairs {
+    "iocore.version", "iocore.backends()", "iocore.core(", "iocore.buffer(str)", "iocore.resolve(name)",
+    "iocore.sleep(ms)", "core:backend()", "core:threads()", "core:listen(address", "core:connect(address",
+    "core:after(ms, fn)", "core:every(ms, fn)", "core:post(fn)", "core:run([timeout_ms])", "core:stop([grace_ms])",
+    "core:stopping()", "core:now()", "core:stats()", "core:on_error(fn)", "core:spawn(fn, ...)", "core:dial(address",
+    "core:broadcast(sessions, data)", "l:address()", "l:port()", "l:on_accept(fn)", "l:close()", "s:id()",
+    "s:peer()", "s:address()", "s:send(data)", "s:send_frame(payload)", "s:pending()", "s:close()", "s:abort()",
+    "s:closed()", "s:shutdown()", "s:pause()", "s:resume()", "s:timeouts{", "s:on_recv(fn)", "s:on_close(fn)",
+    "s:on_drain(fn)", "s:on_connect(fn)", "s:on_eof(fn)", "s:read(n)", "s:read()", "s:read_line([max])",
+    "s:read_until(delim", "s:write(data)", "timer:cancel()", "[stream.md](stream.md)",
+  } do
+    lu.assertStrContains(doc, name, false, "docs/lua-api.md names " .. name)
+  end
+  for _, opt in ipairs { "`threads`", "`backend`", "`signals`", "`handler_timeout`", "`memory_limit`",
+                         "`close_timeout`", "`backlog`", "`accepts`", "`reuseport`", "`idle_timeout`",
+                         "`max_connections`", "`max_pending`", "`proxy_protocol`", "`handler`", "`framing`",
+                         "`write_timeout`", "`read_timeout`", "`connect_timeout`" } do
+    lu.assertStrContains(doc, opt, false, "docs/lua-api.md names the option " .. opt)
+  end
+  for _, name in ipairs { "core:spawn(fn, ...)", "core:dial(address", "iocore.sleep(ms)", "s:read(n)",
+                          "s:read_line([max])", "s:read_until(delim[, max])", "s:write(data)", "write_hwm" } do
+    lu.assertStrContains(stream, name, false, "docs/stream.md names " .. name)
+  end
+end
