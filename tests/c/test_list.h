@@ -16,6 +16,15 @@
   X(core_destroy_refuses_while_objects_alive, 0)               \
   X(close_all_closes_listeners_and_sessions, 0)                \
   X(two_cores_run_independently, 0)                    \
+  /* test_uring.c */                                           \
+  X(uring_worker_rings_run_single_issuer_defer_taskrun, 60000) \
+  X(uring_mode_falls_back_to_coop_taskrun, 60000)              \
+  X(uring_mode_falls_back_to_coop_without_single_issuer, 60000) \
+  X(uring_mode_falls_back_to_plain_rings, 60000)               \
+  X(uring_rings_handed_over_mid_send_lose_no_byte, 60000)      \
+  X(uring_foreign_thread_sends_cancels_and_wakes_reach_owner_rings, 60000) \
+  X(uring_accepts_spread_over_worker_rings, 60000)             \
+  X(uring_graceful_close_shuts_down_and_closes_on_the_ring, 60000) \
   /* test_timer.c */                                           \
   X(timers_fire_in_order, 0)                                   \
   X(repeating_timer_repeats_and_cancel_stops_it, 0)            \
