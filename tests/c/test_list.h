@@ -90,6 +90,7 @@
   X(unix_connect_to_a_missing_path_a_dead_file_or_a_full_backlog_fails_with_its_code, 0) \
   X(unix_graceful_close_delivers_everything_to_a_slow_reader, 60000) \
   X(unix_listen_and_connect_are_eafnosupport_on_windows, 0)   \
+  X(unix_accepted_peer_is_the_name_a_client_bound, 0)         \
   /* test_echo.c */                                            \
   X(echo_large_stream_single_thread, 0)                        \
   X(echo_integrity_100_sessions_4_workers, 120000)             \
