@@ -454,6 +454,13 @@ IOC_API size_t ioc_core_broadcast(ioc_core_t *core, ioc_session_t *const *ss, si
                                   ioc_buffer_t *b);
 /* Bytes queued and not yet written to the socket. */
 IOC_API size_t ioc_session_pending(ioc_session_t *s);
+/* Asks for on_drain: when bytes are queued, on_drain runs once the queue
+ * next empties (whether or not the sends could be written at once) and the
+ * queued byte count is returned; when the queue is empty nothing is asked
+ * and 0 is returned. Checking and asking are one step, so a writer that
+ * waits whenever this returns non-zero never misses its on_drain (the
+ * stream style's write() above its high-water mark waits this way). */
+IOC_API size_t ioc_session_want_drain(ioc_session_t *s);
 /* Graceful: queued data is written, then FIN; the session then reads (and
  * discards) until the peer's FIN, so that a reset cannot destroy the reply,
  * and on_close(s, 0) follows. It waits as long as the peer makes progress

@@ -975,6 +975,14 @@ size_t ioc_session_pending(ioc_session_t *s) {
   return n;
 }
 
+size_t ioc_session_want_drain(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  size_t n = s->pending;
+  if (n > 0) s->want_drain = true;
+  ioc__spin_unlock(&s->lock);
+  return n;
+}
+
 void ioc_session_close(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
   if (s->state == IOC__S_CONNECTING) {

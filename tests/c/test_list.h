@@ -90,6 +90,7 @@
   X(unix_connect_to_a_missing_path_a_dead_file_or_a_full_backlog_fails_with_its_code, 0) \
   X(unix_graceful_close_delivers_everything_to_a_slow_reader, 60000) \
   X(unix_listen_and_connect_are_eafnosupport_on_windows, 0)   \
+  X(unix_accepted_peer_is_the_name_a_client_bound, 0)         \
   /* test_echo.c */                                            \
   X(echo_large_stream_single_thread, 0)                        \
   X(echo_integrity_100_sessions_4_workers, 120000)             \
@@ -127,6 +128,7 @@
   X(connect_timeout_and_failures_give_one_code_to_on_open_and_on_close, 0) \
   X(set_timeout_changes_a_live_session, 0)                     \
   X(send_on_an_empty_queue_is_taken_whatever_its_size, 60000)  \
+  X(want_drain_brings_on_drain_for_a_send_written_at_once, 60000) \
   X(outbound_local_address_asked_before_the_connect_is_right_after, 0) \
   X(timers_fire_in_deadline_order_on_4_workers, 60000) \
   X(sweep_runs_only_while_a_session_needs_it, 0)               \
