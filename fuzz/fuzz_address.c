@@ -2,7 +2,8 @@
  *
  * Invariants checked on every input:
  *   - parse never reads past len, never crashes, and writes out only on
- *     success (poisoned output stays poisoned on failure);
+ *     success (poisoned output stays poisoned on failure); "unix:PATH"
+ *     parses too (the same path always to the same bytes);
  *   - an address that parses formats without error, and the text parses back
  *     to the same bytes and formats to the same text (one spelling);
  *   - a buffer one byte too small gives IOC_ENOBUFS and an empty string,
@@ -38,7 +39,9 @@ static void check_roundtrip(const char *s, size_t n) {
   memset(&a, 0xA5, sizeof a);
   ioc_addr_t poison = a;
   int rc = ioc_addr_parse(&a, s, n);
-  CHECK(rc == 0 || rc == IOC_EINVAL);
+  /* "unix:" paths: too long, or the process's table of paths is full */
+  int is_unix = n >= 5 && memcmp(s, "unix:", 5) == 0;
+  CHECK(rc == 0 || rc == IOC_EINVAL || (is_unix && (rc == IOC_ENAMETOOLONG || rc == IOC_ENOMEM)));
   if (rc != 0) {
     CHECK(memcmp(&a, &poison, sizeof a) == 0);
     return;

@@ -445,7 +445,9 @@ local function write(s, data)
   if not ok then return nil, msg, code end
   local hwm = st.hwm or DEFAULT_HWM
   if hwm == 0 then return true end
-  local pending = S.pending(s)
+  -- want_drain: the queued bytes, and an on_drain asked for while there are
+  -- some (a write the kernel takes at once gives no on_drain by itself)
+  local pending = B.want_drain(s)
   if pending > hwm then
     local low = hwm // 2
     repeat
@@ -453,7 +455,7 @@ local function write(s, data)
       if ws then ws[#ws + 1] = co else st.writers = { co } end
       co_yield()
       if st.closed then return write_failure(st) end
-      pending = S.pending(s)
+      pending = B.want_drain(s)
     until pending <= low
   end
   return true

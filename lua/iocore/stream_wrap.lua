@@ -23,6 +23,24 @@ return function(ctx)
       error(("calling '%s' on bad self (%s expected, got %s)"):format(method, mt.__name, typename(obj)), 3)
     end
   end
+  -- Calls the binding's f(obj, ...) on behalf of the script's method
+  -- `method`. The binding names its caller in an argument error, and here
+  -- that caller is this file calling a plain function: the name would be
+  -- the wrapper's local and every argument number one too high (a method
+  -- call does not count self). Such an error is raised again as the script
+  -- sees it, at `level` (counted from this function: 1 is here); any other
+  -- error goes on unchanged.
+  local function as_method(method, level, f, ...)
+    local r = table.pack(pcall(f, ...))
+    if r[1] then return table.unpack(r, 2, r.n) end
+    local msg = r[2]
+    if type(msg) == "string" then
+      local n, rest = msg:match("^[^\n]-bad argument #(%d+) to '[^']*' (.*)$")
+      if n == "1" then error(("calling '%s' on bad self %s"):format(method, rest), level) end
+      if n then error(("bad argument #%d to '%s' %s"):format(tonumber(n) - 1, method, rest), level) end
+    end
+    error(msg, 0)
+  end
   local function fn_check(fn, method)
     if fn ~= nil and type(fn) ~= "function" then
       error(("bad argument #1 to '%s' (function expected, got %s)"):format(method, typename(fn)), 3)
@@ -101,7 +119,7 @@ return function(ctx)
       if not orig_timeouts then
         error("bad argument #1 to 'timeouts' (only 'read' is supported by this build)", 2)
       end
-      local ok, msg, code = orig_timeouts(s, rest)
+      local ok, msg, code = as_method("timeouts", 3, orig_timeouts, s, rest)
       if not ok then return ok, msg, code end
     end
     if t.read ~= nil then
@@ -126,11 +144,37 @@ return function(ctx)
       error("bad argument #2 to 'listen' (table expected, got " .. typename(opts) .. ")", 2)
     end
     if opts == nil or opts.handler == nil then
-      local a, b, c = orig_listen(core, address, opts)
+      local a, b, c = as_method("listen", 3, orig_listen, core, address, opts)
       return a, b, c
     end
     local a, b, c = listen(core, address, opts)
     return a, b, c
+  end
+  -- stream.lua's listen (a handler listener) and dial reach the binding
+  -- through C.listen and C.connect: their option errors name the script's
+  -- call too (user -> cm.listen -> listen -> here; user -> dial -> here)
+  C.listen = function(core, address, opts)
+    local a, b, c = as_method("listen", 5, orig_listen, core, address, opts)
+    return a, b, c
+  end
+  local orig_connect = C.connect
+  C.connect = function(core, address, opts)
+    local a, b, c = as_method("dial", 4, orig_connect, core, address, opts)
+    return a, b, c
+  end
+
+  -- core:spawn checks its self here, so a wrong or closed core is named as
+  -- spawn's (the spawn underneath would fail in its C.post, naming post);
+  -- the tail call keeps spawn's own argument errors at the script's line
+  local orig_spawn = cm.spawn
+  if orig_spawn then
+    cm.spawn = function(core, ...)
+      self_check(core, cmt, "spawn")
+      if tostring(core):find("(closed)", 1, true) then
+        error("calling 'spawn' on bad self (core is closed)", 2)
+      end
+      return orig_spawn(core, ...)
+    end
   end
 
   local orig_on_accept = L.on_accept

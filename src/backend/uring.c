@@ -7,30 +7,73 @@
  * complete() on that same thread. So the task work that posts a request's
  * completion belongs to the thread that waits for it.
  *
+ * Rings and their lifetime. A loop (ur_backend_t) lives as long as the
+ * core; the ring in it does not. While a pool runs, each worker drives a
+ * ring of its own, made on its thread when it starts: SINGLE_ISSUER +
+ * DEFER_TASKRUN (fallbacks: SINGLE_ISSUER + COOP_TASKRUN, COOP_TASKRUN,
+ * plain; probed, the fallback logged once, IOCORE_URING_MODE forces one,
+ * ioc__uring_mode() tells). Only that thread ever puts an SQE in it: other
+ * threads wake it with a MSG_RING from their own ring or a write to the
+ * loop's eventfd (which every ring of the loop keeps a READ on), leave
+ * cancels as keys for it (xkeys) and ops in the core's inbox. When the
+ * worker exits it swaps in a plain ring any thread may drive (the core
+ * without a pool, leader/followers). A core with a batch hook (Lua) gives
+ * its workers COOP_TASKRUN rings without SINGLE_ISSUER instead, which other
+ * workers may reap and submit to while a handler runs (ur_mode_cap). Each swap happens on the thread that
+ * is allowed on the SINGLE_ISSUER ring, drains the old ring (cancel all,
+ * reap until every SQE of it has completed, ops moved to the new ring) and
+ * tears it down there: so a ring never outlives the thread it belongs to,
+ * ops in flight when a worker exits are carried over, not lost, and the
+ * core, freed from any thread once the pool is joined, frees plain rings
+ * only. See "handing a loop's ring over" below.
+ *
  * Locks (never held across a call into the core):
- *   sq_lock  (mutex) the SQ ring, the backlog, the pending cancel keys. Held
- *            across io_uring_submit(): liburing's SQ side assumes a single
- *            submitter; besides the driver, a wake (a NOP) and a cancel
- *            from another thread reach the SQ.
+ *   sq_lock  (mutex) the SQ ring, the backlog, the pending cancel keys of a
+ *            plain ring, which any driving thread may submit to (and a
+ *            thread running what it reaped after dropping the drive_lock).
+ *            Not taken on a worker's own ring: only its thread touches it.
  *   buf_lock (spin)  the provided-buffer ring tail, the starved list and the
  *            retry timer flag.
+ *   x_lock   (spin)  the cancels and ops other threads hand to the loop's
+ *            submitting thread.
  *   Order: buf_lock may be taken before sq_lock is, never the other way.
  * The CQ side needs no lock: only the waiter reads and advances it.
  *
  * Batching: while the calling thread drives the loop, submit() only fills an
  * SQE; the core calls flush() at the end of the batch and wait() flushes
- * before it blocks, so a batch costs one io_uring_enter. A thread that does
- * not drive the loop (a cancel, a wake) enters the kernel at once.
+ * before it blocks, so a batch costs one io_uring_enter.
  *
  * Receives use a ring of provided buffers (group UR_BUF_GROUP): an idle
  * session holds no buffer, the kernel picks one when data arrives, and we
  * put it back once the owner's dispatch has copied the bytes out.
  *
+ * Receives are single-shot too. A session's next receive is an SQE in the
+ * batch that carried its reply, not a syscall: HTTP keep-alive (the Lua
+ * examples/http_hello.lua, wrk -t1 -c64, strace -f -c) costs 0.03 syscalls
+ * per request on one worker (15,342 for 393,827 requests), so a multishot
+ * receive could not cut syscalls; it would spare the SQE and the kernel's
+ * poll re-arm, at the price of data arriving while a session is paused or
+ * before its previous receive was dispatched, to be held per session
+ * against the one-receive-at-a-time rule of net/session.c. Not measured
+ * (no CPU A/B was run): not done.
+ *
+ * Accepts are single-shot on purpose. A multishot accept (IORING_ACCEPT_
+ * MULTISHOT) stays armed at the head of the listening socket's wait queue,
+ * and the kernel wakes only the first exclusive waiter per connection: with
+ * one armed on each of two rings, 400 connections made one after another
+ * all went to the same ring (0 / 400, DEFER_TASKRUN rings, 6.18), while 8
+ * single-shot accepts per ring, each re-armed at the tail after it
+ * completes, split them 200 / 200. It would also lose the peer address the
+ * single-shot accept fills in (one more syscall per connection,
+ * getpeername). So accepts stay spread by the listener over the rings
+ * (tests/c test_uring.c uring_accepts_spread_over_worker_rings).
+ *
  * Ops are never freed here and an op is never touched after
  * ioc__op_complete() returned (its owner may be gone). Each successful submit
  * yields exactly one ioc__op_complete(): kernel conditions that are not the
  * owner's business (no buffer free, cancellation because the submitting
- * thread exited) are absorbed here by resubmitting.
+ * thread exited or its ring was handed over) are absorbed here by
+ * resubmitting.
  *
  * Kernel floor: 5.19 (buffer rings, IORING_SETUP_SUBMIT_ALL, EXT_ARG waits);
  * probe() says no on anything older and the core falls back to epoll.
@@ -45,6 +88,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,6 +128,12 @@ void __tsan_release(void *addr);
 #define UR_HANDOFF_RELEASE(p) ((void)(p))
 #define UR_HANDOFF_ACQUIRE(p) ((void)(p))
 #endif
+/* Nor does it see that munmap orders the last use of a ring's memory before
+ * a new ring mapped at the same address on another thread: every teardown
+ * releases, and every new ring acquires, this one token. */
+static char ur_tsan_rings;
+#define UR_RING_GONE() UR_HANDOFF_RELEASE(&ur_tsan_rings)
+#define UR_RING_MADE() UR_HANDOFF_ACQUIRE(&ur_tsan_rings)
 
 #define UR_DEFAULT_DEPTH 4096u
 /* CQ entries per SQ entry: sessions keep a recv (and maybe a send) in flight
@@ -126,19 +176,76 @@ enum {
 /* user_data markers for CQEs that are not ops. 0 is a wake. */
 static uint64_t ur_cancel_marker; /* the result of an ASYNC_CANCEL: ignored */
 static uint64_t ur_retry_marker;  /* the starved-receive retry timer */
+static uint64_t ur_close_marker;  /* a fire-and-forget IORING_OP_CLOSE: ignored */
 /* The result of a MSG_RING wake sent to another loop's ring carries that
  * ring's ur_backend_t with this bit set (every other user_data is an
  * aligned pointer or 0). */
 #define UR_MSG_TAG ((uintptr_t)1)
 #define UR_UD(p) ((__u64)(uintptr_t)(p))
 
-/* One loop's ring (loop->bl). */
+/* How a ring runs, best first (see ur_ring_create). */
+enum {
+  UR_MODE_DEFER = 0, /* SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG (6.1) */
+  UR_MODE_COOP_SI,   /* SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG (6.0) */
+  UR_MODE_COOP,      /* COOP_TASKRUN | TASKRUN_FLAG (5.19) */
+  UR_MODE_PLAIN,     /* none of them: the shared ring of a loop without a worker */
+  UR_NMODES
+};
+static const char *const ur_mode_names[UR_NMODES] = {
+    "single_issuer+defer_taskrun", "single_issuer+coop_taskrun", "coop_taskrun", "plain"};
+
+/* The core-wide part (core->bd): the best mode the kernel took so far, so
+ * that later rings do not probe again, and whether a fallback was logged. */
+typedef struct ur_core {
+  atomic_int best_mode; /* -1: not probed yet */
+  atomic_int logged;
+} ur_core_t;
+
+/* One loop's state (loop->bl); it lives as long as the loop, while the ring
+ * in it is replaced when a worker takes the loop over and gives it back
+ * (ur_loop_own). */
 typedef struct ur_backend {
   struct io_uring ring;
   ioc_core_t *core;
   ioc__loop_t *loop;
+  atomic_int mode; /* UR_MODE_* of the current ring (read by tests from any thread) */
+  /* The current ring is a worker's own (SINGLE_ISSUER): only that thread
+   * ever touches its SQ, so sq_lock is not taken. With DEFER_TASKRUN no
+   * other thread even reaps it; with COOP_TASKRUN (a core whose handlers
+   * may run long, see ur_loop_own) an idle worker may reap it while its
+   * owner is busy, and hands what it would submit to the owner (xops,
+   * xkeys). Written only by ur_loop_own, while no other thread can reach
+   * the ring. */
+  bool owned;
+  bool worker_ring; /* the current ring was made by a worker for itself */
+  /* ur_loop_own is draining the old ring: nothing is prepared on it; ops go
+   * to `rehome` and are placed on the new ring when it is in. */
+  bool swapping;
+  ioc__queue_t rehome;
+  /* SQEs prepared on the current ring whose last CQE is not reaped yet: the
+   * drain waits for 0 (sq_lock for writers; the reaper decrements). */
+  atomic_uint inflight;
+  /* the ring's fd for MSG_RING wakes from other workers; -1 while swapping */
+  atomic_int ring_fd;
 
-  ioc__mutex_t sq_lock;
+  /* Wakes from threads without a ring of theirs (the thread running Lua's
+   * run(), a thread posting a job): they write this eventfd, which every
+   * ring of the loop keeps a READ on (user_data = &efd_val). */
+  int efd;
+  uint64_t efd_val;
+  atomic_bool efd_armed; /* cleared by the reaper, set by the submitter */
+
+  /* Work other threads leave for the thread that may submit to the ring
+   * (x_lock; xpending says there is some): cancels asked for by threads
+   * that do not drive the loop (keys), and, on a worker's ring that other
+   * workers may reap (see `owned`), ops their completions submit again. */
+  ioc__spin_t x_lock;
+  __u64 *xkeys;
+  unsigned nx, xcap;
+  ioc__queue_t xops;
+  atomic_int xpending;
+
+  ioc__mutex_t sq_lock; /* shared rings only (see `owned`) */
   /* ops that found the SQ full and the kernel refusing to take more */
   ioc__queue_t backlog; /* of ioc__op_t */
   /* cancels that found no SQE for the same reason (keys only: the op may be
@@ -149,7 +256,7 @@ typedef struct ur_backend {
    * that lets flush() skip the lock (written under sq_lock) */
   atomic_int dirty;
 
-  /* a wake NOP is in the ring and its CQE not yet reaped */
+  /* a wake is on its way to this loop's waiter and not yet reaped */
   atomic_int wake_pending;
 
   ioc__spin_t buf_lock;
@@ -166,11 +273,34 @@ typedef struct ur_backend {
   bool retry_lost;                       /* buf_lock: arming found no SQE */
   struct __kernel_timespec retry_ts;
 
+  /* entries reaped from a ring handed over, for the next wait() (driver) */
+  ioc__cqe_t *kept;
+  int nkept, kept_next;
+
   bool wait_in_poll; /* running under valgrind: see UR_ON_VALGRIND */
   bool has_msg_ring; /* IORING_OP_MSG_RING (5.18): wakes between workers' rings */
+  bool has_shutdown; /* IORING_OP_SHUTDOWN (5.11) */
+  /* SHUTDOWN / CLOSE SQEs made (tests: ioc__uring_counts) */
+  atomic_uint_fast64_t n_shutdown, n_close;
+  bool has_close;    /* IORING_OP_CLOSE (5.6) */
 } ur_backend_t;
 
+static inline void ur_sq_lock(ur_backend_t *bd) {
+  if (!bd->owned)
+    ioc__mutex_lock(&bd->sq_lock);
+}
+static inline void ur_sq_unlock(ur_backend_t *bd) {
+  if (!bd->owned)
+    ioc__mutex_unlock(&bd->sq_lock);
+}
+
 static void ur_wake(ioc_core_t *core, ioc__loop_t *loop);
+
+/* True when the calling thread may put SQEs in bd's ring: any thread on a
+ * plain ring (sq_lock), only the worker on its own ring. */
+static inline bool ur_may_submit(const ur_backend_t *bd) {
+  return !bd->owned || ioc__core_owns(bd->loop);
+}
 
 /* The ring that carries op: its loop's. */
 static inline ur_backend_t *ur_of(ioc_core_t *core, const ioc__op_t *op) {
@@ -204,7 +334,7 @@ static int32_t ur_map_res(int32_t res) {
 
 static bool ur_net_op(const ioc__op_t *op) {
   return op->type == IOC__OP_ACCEPT || op->type == IOC__OP_CONNECT || op->type == IOC__OP_RECV ||
-         op->type == IOC__OP_SEND;
+         op->type == IOC__OP_SEND || op->type == IOC__OP_SHUTDOWN;
 }
 
 /* ---- probing and ring setup ---------------------------------------------- */
@@ -230,28 +360,111 @@ static int ur_setup_error(int ret) {
   return IOC_ENOSYS; /* ENOSYS, or EINVAL for flags an old kernel lacks */
 }
 
-/* Sets up a ring with our flags. SUBMIT_ALL (5.18) keeps one bad SQE from
- * leaving the rest of a batch behind in the SQ. No SINGLE_ISSUER (many
- * threads submit) and no COOP_TASKRUN: completions of an op are posted by
- * task work on the thread that submitted it, and with COOP_TASKRUN a worker
- * asleep on the core's poll lock would not be woken to run it while the
- * leader waits for that very CQE. */
-static int ur_ring_init(struct io_uring *ring, unsigned depth) {
+/* The setup flags of each mode. SUBMIT_ALL (5.18) keeps one bad SQE from
+ * leaving the rest of a batch behind in the SQ. A worker's ring is
+ * SINGLE_ISSUER (only its thread submits and waits) with DEFER_TASKRUN: the
+ * kernel queues the task work that posts our completions on the ring and
+ * runs it when the worker enters to wait, in one batch, instead of
+ * interrupting the worker with an IPI for each (the profile in the
+ * ring-per-worker work showed ~12 % of a worker's CPU in those interrupts
+ * and ~12 % in lock_sock contention they cause). A loop driven without a
+ * pool (any thread may wait on it, leader/followers) runs a plain ring:
+ * with COOP_TASKRUN a follower asleep on drive_lock would not be woken to
+ * run the task work of an op it submitted while the leader waits for it. */
+static const unsigned ur_mode_flags[UR_NMODES] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    0};
+
+/* Sets up a ring in one mode. */
+static int ur_ring_init_mode(struct io_uring *ring, unsigned depth, int mode) {
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL;
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | ur_mode_flags[mode];
   p.cq_entries = depth * UR_CQ_FACTOR;
   int ret = io_uring_queue_init_params(depth, ring, &p);
   if (ret < 0)
     return ur_setup_error(ret);
+  UR_RING_MADE();
   /* NODROP: a full CQ never loses a completion (5.5). EXT_ARG: a timed wait
    * without a timeout SQE, so wait() never touches the SQ (5.11). */
   if ((p.features & (IORING_FEAT_NODROP | IORING_FEAT_EXT_ARG)) !=
       (IORING_FEAT_NODROP | IORING_FEAT_EXT_ARG)) {
+    UR_RING_GONE();
     io_uring_queue_exit(ring);
     return IOC_ENOSYS;
   }
   return 0;
+}
+
+static int ur_ring_init(struct io_uring *ring, unsigned depth) {
+  return ur_ring_init_mode(ring, depth, UR_MODE_PLAIN);
+}
+
+/* The best mode a worker's ring may try. A SINGLE_ISSUER ring takes SQEs
+ * from its worker only, and with DEFER_TASKRUN its completions are posted
+ * only when that worker waits: while the worker runs a long handler,
+ * nobody can carry its sockets on. A core with a batch hook (the Lua
+ * binding: handlers run there, under one lock, for as long as they take)
+ * promises that socket work goes on meanwhile (tests/lua test_order.lua
+ * test_socket_work_goes_on_while_a_handler_runs): an idle worker must be
+ * able to reap a busy one's ring and post its accepts and receives again.
+ * So its worker rings run COOP_TASKRUN without SINGLE_ISSUER: the kernel
+ * runs their task work at the submitter's next kernel entry or tick, with
+ * no IPI, and any worker may submit (sq_lock). (Reaping only, handing the
+ * re-posts back to the busy owner, is not enough: the listener's accepts on
+ * that ring stay down until the handler returns.) Measured, Lua HTTP
+ * keep-alive (wrk -t1 -c64, 2 workers, server CPU per request, 3 interleaved
+ * rounds on a busy 2-core host, medians): plain rings 4.16 us (3.97 before
+ * the rings were the workers' own), COOP_TASKRUN + SINGLE_ISSUER 3.30,
+ * DEFER_TASKRUN 3.77. IOCORE_URING_MODE (defer, coop_si, coop, plain) sets
+ * the start instead, so the fallbacks can be run on a kernel that has
+ * everything. */
+static int ur_mode_cap(const ioc_core_t *core) {
+  const char *env = getenv("IOCORE_URING_MODE");
+  if (!env || !*env)
+    return core->batch_hook ? UR_MODE_COOP : UR_MODE_DEFER;
+  if (strcmp(env, "defer") == 0)
+    return UR_MODE_DEFER;
+  if (strcmp(env, "coop_si") == 0)
+    return UR_MODE_COOP_SI;
+  if (strcmp(env, "coop") == 0)
+    return UR_MODE_COOP;
+  if (strcmp(env, "plain") == 0)
+    return UR_MODE_PLAIN;
+  return UR_MODE_DEFER;
+}
+
+/* Sets up a worker's ring (own) in the best mode the kernel takes, falling
+ * back one mode at a time on EINVAL (an unknown flag); the first fallback
+ * is logged once per core. A loop without a worker gets a plain ring. */
+static int ur_ring_create(ioc_core_t *core, struct io_uring *ring, unsigned depth, bool own, int *mode) {
+  ur_core_t *uc = core->bd;
+  if (!own) {
+    *mode = UR_MODE_PLAIN;
+    return ur_ring_init_mode(ring, depth, UR_MODE_PLAIN);
+  }
+  int m = ur_mode_cap(core), best = atomic_load(&uc->best_mode);
+  if (best > m)
+    m = best; /* the kernel refused the better ones before */
+  for (;; m++) {
+    int ret = ur_ring_init_mode(ring, depth, m);
+    if (ret == 0 || m == UR_MODE_PLAIN || ret != IOC_ENOSYS) {
+      if (ret == 0) {
+        if (m > ur_mode_cap(core)) {
+          atomic_store(&uc->best_mode, m);
+          if (!atomic_exchange(&uc->logged, 1))
+            ioc__log(core, "io_uring: worker rings run %s (the kernel refused the better modes)",
+                     ur_mode_names[m]);
+        } else if (getenv("IOCORE_URING_MODE") && !atomic_exchange(&uc->logged, 1)) {
+          ioc__log(core, "io_uring: worker rings run %s (IOCORE_URING_MODE)", ur_mode_names[m]);
+        }
+        *mode = m;
+      }
+      return ret;
+    }
+  }
 }
 
 static bool ur_op_supported(struct io_uring *ring, int op) {
@@ -324,6 +537,7 @@ static int ur_probe(void) {
       free(br);
     }
   }
+  UR_RING_GONE();
   io_uring_queue_exit(&ring);
   return ret;
 }
@@ -335,24 +549,73 @@ static unsigned ur_pow2_floor(unsigned v) {
   return p;
 }
 
-/* The core-wide part: nothing but the admin's switch; each loop has a ring. */
+/* The core-wide part: the admin's switch and the mode cache; each loop has
+ * a ring. */
 static int ur_init(ioc_core_t *core) {
-  core->bd = NULL;
-  return ur_sysctl_check();
+  int ret = ur_sysctl_check();
+  if (ret < 0)
+    return ret;
+  ur_core_t *uc = calloc(1, sizeof *uc);
+  if (!uc)
+    return IOC_ENOMEM;
+  atomic_init(&uc->best_mode, -1);
+  atomic_init(&uc->logged, 0);
+  core->bd = uc;
+  return 0;
 }
 
-static void ur_destroy(ioc_core_t *core) { IOC__UNUSED(core); }
+static void ur_destroy(ioc_core_t *core) {
+  free(core->bd);
+  core->bd = NULL;
+}
 
-/* A ring of the loop's own, its provided buffers and its locks. */
+/* Registers a fresh buffer ring on the loop's current ring and gives it
+ * every buffer (none may be out: bufs_out == 0). */
+static int ur_bufs_attach(ur_backend_t *bd, const unsigned char *held) {
+  int ret = ur_buf_ring_register(&bd->ring, bd->nbufs, &bd->br, &bd->br_bytes);
+  if (ret < 0) {
+    bd->br = NULL;
+    return ret;
+  }
+  int mask = io_uring_buf_ring_mask(bd->nbufs), n = 0;
+  for (unsigned i = 0; i < bd->nbufs; i++)
+    if (!held || !held[i])
+      io_uring_buf_ring_add(bd->br, bd->bufs + (size_t)i * bd->buf_size, bd->buf_size, (unsigned short)i,
+                            mask, n++);
+  io_uring_buf_ring_advance(bd->br, n);
+  return 0;
+}
+
+/* Tears the current ring down, its buffer ring with it. SQEs still in the
+ * SQ go to the kernel first: a fire-and-forget close among them must not
+ * leave its socket open. */
+static void ur_ring_close(ur_backend_t *bd) {
+  if (io_uring_sq_ready(&bd->ring) > 0)
+    io_uring_submit(&bd->ring);
+  if (bd->br) {
+    io_uring_unregister_buf_ring(&bd->ring, UR_BUF_GROUP);
+    free(bd->br);
+    bd->br = NULL;
+  }
+  UR_RING_GONE();
+  io_uring_queue_exit(&bd->ring);
+}
+
+/* A ring (plain: no worker owns the loop yet) with its provided buffers,
+ * the loop's eventfd and locks. */
 static int ur_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
   int ret;
   ur_backend_t *bd = calloc(1, sizeof *bd);
   if (!bd)
     return IOC_ENOMEM;
+  bd->core = core;
+  bd->loop = loop;
   unsigned depth = core->queue_depth ? core->queue_depth : UR_DEFAULT_DEPTH;
-  ret = ur_ring_init(&bd->ring, depth);
+  int mode;
+  ret = ur_ring_create(core, &bd->ring, depth, false, &mode);
   if (ret < 0)
     goto fail_bd;
+  atomic_init(&bd->mode, mode);
   ret = ur_ops_check(&bd->ring);
   if (ret < 0)
     goto fail_ring;
@@ -371,58 +634,69 @@ static int ur_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
     ret = IOC_ENOMEM;
     goto fail_ring;
   }
-  ret = ur_buf_ring_register(&bd->ring, nbufs, &bd->br, &bd->br_bytes);
+  ret = ur_bufs_attach(bd, NULL);
   if (ret < 0)
     goto fail_bufs;
-  int mask = io_uring_buf_ring_mask(nbufs);
-  for (unsigned i = 0; i < nbufs; i++)
-    io_uring_buf_ring_add(bd->br, bd->bufs + (size_t)i * UR_BUF_SIZE, UR_BUF_SIZE, (unsigned short)i,
-                          mask, (int)i);
-  io_uring_buf_ring_advance(bd->br, (int)nbufs);
-
-  if (ioc__mutex_init(&bd->sq_lock) != 0) {
-    ret = IOC_ENOMEM;
+  /* Blocking on purpose: the ring's READ on it then waits for a write
+   * (on an O_NONBLOCK eventfd io_uring would complete it with EAGAIN). */
+  bd->efd = eventfd(0, EFD_CLOEXEC);
+  if (bd->efd < 0) {
+    ret = ur_map_res(-errno);
     goto fail_br;
   }
-  atomic_init(&bd->dirty, 0);
+  if (ioc__mutex_init(&bd->sq_lock) != 0) {
+    ret = IOC_ENOMEM;
+    goto fail_efd;
+  }
+  atomic_init(&bd->dirty, 1); /* the eventfd READ is armed by the first flush */
   atomic_init(&bd->wake_pending, 0);
   atomic_init(&bd->bufs_out, 0);
+  atomic_init(&bd->inflight, 0);
+  atomic_init(&bd->xpending, 0);
+  atomic_init(&bd->ring_fd, bd->ring.ring_fd);
   atomic_init(&bd->buf_lock.v, 0);
+  atomic_init(&bd->x_lock.v, 0);
   bd->retry_ts.tv_sec = 0;
   bd->retry_ts.tv_nsec = UR_RETRY_NS;
   bd->wait_in_poll = UR_ON_VALGRIND();
   bd->has_msg_ring = ur_op_supported(&bd->ring, IORING_OP_MSG_RING);
-  bd->core = core;
-  bd->loop = loop;
+  bd->has_shutdown = ur_op_supported(&bd->ring, IORING_OP_SHUTDOWN);
+  bd->has_close = ur_op_supported(&bd->ring, IORING_OP_CLOSE);
   loop->bl = bd;
   return 0;
 
+fail_efd:
+  close(bd->efd);
 fail_br:
   io_uring_unregister_buf_ring(&bd->ring, UR_BUF_GROUP);
   free(bd->br);
+  bd->br = NULL;
 fail_bufs:
   munmap(bd->bufs, bd->bufs_bytes);
 fail_ring:
+  UR_RING_GONE();
   io_uring_queue_exit(&bd->ring);
 fail_bd:
   free(bd);
   return ret;
 }
 
-/* Everything is closed by now: no op is in flight, so nothing of ours can be
- * in the kernel but a retry timer or stray wake / cancel entries, which the
- * ring teardown discards. */
+/* Everything is closed by now and no worker runs (the ring is a plain one
+ * again): no op is in flight, so nothing of ours can be in the kernel but
+ * the eventfd READ, a retry timer or stray cancel entries, which the ring
+ * teardown discards. Any thread. */
 static void ur_loop_destroy(ioc_core_t *core, ioc__loop_t *loop) {
   IOC__UNUSED(core);
   ur_backend_t *bd = loop->bl;
   if (!bd)
     return;
-  io_uring_unregister_buf_ring(&bd->ring, UR_BUF_GROUP);
-  io_uring_queue_exit(&bd->ring);
-  free(bd->br);
+  ur_ring_close(bd);
   munmap(bd->bufs, bd->bufs_bytes);
+  close(bd->efd);
   ioc__mutex_destroy(&bd->sq_lock);
   free(bd->cancel_keys);
+  free(bd->xkeys);
+  free(bd->kept);
   free(bd);
   loop->bl = NULL;
 }
@@ -450,6 +724,8 @@ static struct io_uring_sqe *ur_get_sqe_locked(ur_backend_t *bd) {
     ur_enter_locked(bd);
     sqe = io_uring_get_sqe(&bd->ring);
   }
+  if (sqe)
+    atomic_fetch_add_explicit(&bd->inflight, 1, memory_order_relaxed);
   return sqe;
 }
 
@@ -561,6 +837,9 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
     if (ur_flags(op) & UR_F_POLL)
       sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     break;
+  case IOC__OP_SHUTDOWN:
+    io_uring_prep_shutdown(sqe, fd, SHUT_WR);
+    break;
   case IOC__OP_SEND:
     if (op->u.send.iovcnt == 1) {
       /* One buffer (a typical reply): plain send, no msghdr for the kernel to copy. */
@@ -616,12 +895,29 @@ static void ur_drain_locked(ur_backend_t *bd) {
   }
 }
 
+/* Keeps a READ on the loop's eventfd in the ring (re-armed after each). */
+static void ur_arm_efd_locked(ur_backend_t *bd) {
+  if (atomic_load_explicit(&bd->efd_armed, memory_order_relaxed))
+    return;
+  struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
+  if (!sqe)
+    return; /* retried by the next flush: dirty stays set */
+  io_uring_prep_read(sqe, bd->efd, &bd->efd_val, sizeof bd->efd_val, 0);
+  io_uring_sqe_set_data64(sqe, UR_UD(&bd->efd_val));
+  atomic_store_explicit(&bd->efd_armed, true, memory_order_relaxed);
+}
+
 /* Drains the queues and enters the kernel; leaves `dirty` saying whether
- * anything is still waiting in user space. */
+ * anything is still waiting in user space. Nothing while the ring is being
+ * replaced (its SQ is the drain's). */
 static void ur_flush_locked(ur_backend_t *bd) {
+  if (bd->swapping)
+    return;
+  ur_arm_efd_locked(bd);
   ur_drain_locked(bd);
   int ret = ur_enter_locked(bd);
-  bool stuck = io_uring_sq_ready(&bd->ring) > 0 || !ioc__queue_empty(&bd->backlog) || bd->ncancel;
+  bool stuck = io_uring_sq_ready(&bd->ring) > 0 || !ioc__queue_empty(&bd->backlog) || bd->ncancel ||
+               !atomic_load_explicit(&bd->efd_armed, memory_order_relaxed);
   atomic_store_explicit(&bd->dirty, stuck ? 1 : 0, memory_order_relaxed);
   IOC__UNUSED(ret);
 }
@@ -646,6 +942,10 @@ enum { UR_PLACED, UR_QUEUED, UR_CANCELLED };
 static int ur_place_locked(ur_backend_t *bd, ioc__op_t *op) {
   if (ur_flags(op) & UR_F_CANCEL)
     return UR_CANCELLED;
+  if (bd->swapping) {
+    ioc__queue_push(&bd->rehome, &op->qn);
+    return UR_QUEUED;
+  }
   if (!ioc__queue_empty(&bd->backlog))
     ur_drain_locked(bd);
   if (ioc__queue_empty(&bd->backlog)) {
@@ -663,16 +963,22 @@ static int ur_place_locked(ur_backend_t *bd, ioc__op_t *op) {
 /* By the loop's driver (pinned_submit). op->flags are not reset here: a
  * cancel that came while op waited in the loop's inbox left UR_F_CANCEL,
  * and ur_place_locked honours it (ioc__op_init cleared them before). */
+static void ur_hand_to_owner(ioc_core_t *core, ur_backend_t *bd, ioc__op_t *op);
+
 static int ur_submit(ioc_core_t *core, ioc__op_t *op) {
   ur_backend_t *bd = ur_of(core, op);
   if (!ur_net_op(op) || !op->handle)
     return IOC_EINVAL;
   op->buf = NULL;
   op->qn.next = NULL;
-  ioc__mutex_lock(&bd->sq_lock);
+  if (!ur_may_submit(bd)) {
+    ur_hand_to_owner(core, bd, op);
+    return 0;
+  }
+  ur_sq_lock(bd);
   int r = ur_place_locked(bd, op);
   ur_commit_locked(core, bd);
-  ioc__mutex_unlock(&bd->sq_lock);
+  ur_sq_unlock(bd);
   if (r == UR_CANCELLED) { /* cancel() raced with this very submit */
     op->res = IOC_ECANCELED;
     ioc__core_defer(core, op);
@@ -686,10 +992,14 @@ static int ur_submit(ioc_core_t *core, ioc__op_t *op) {
 static int ur_resubmit(ioc_core_t *core, ioc__op_t *op) {
   ur_backend_t *bd = ur_of(core, op);
   op->qn.next = NULL;
-  ioc__mutex_lock(&bd->sq_lock);
+  if (!ur_may_submit(bd)) {
+    ur_hand_to_owner(core, bd, op);
+    return 0;
+  }
+  ur_sq_lock(bd);
   int r = ur_place_locked(bd, op);
   ur_commit_locked(core, bd);
-  ioc__mutex_unlock(&bd->sq_lock);
+  ur_sq_unlock(bd);
   if (r != UR_CANCELLED)
     return 0;
   op->res = IOC_ECANCELED;
@@ -701,6 +1011,8 @@ static int ur_resubmit(ioc_core_t *core, ioc__op_t *op) {
  * cancel_keys; if even that cannot grow, retry until the kernel takes it
  * (out of memory twice over: better late than a cancel that never comes). */
 static void ur_cancel_locked(ur_backend_t *bd, __u64 key) {
+  if (bd->swapping)
+    return; /* the drain cancels everything; UR_F_CANCEL makes it final */
   if (ioc__queue_empty(&bd->backlog) && !bd->ncancel) {
     struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
     if (sqe) {
@@ -744,14 +1056,23 @@ static ioc__op_t *ur_starved_pop_locked(ur_backend_t *bd) {
 /* Arms the one-shot retry timer (caller set retry_armed). On failure (no
  * SQE) retry_lost tells wait() to try again before it blocks. */
 static void ur_arm_retry(ioc_core_t *core, ur_backend_t *bd) {
-  ioc__mutex_lock(&bd->sq_lock);
-  struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
+  if (!ur_may_submit(bd)) {
+    /* another worker reaping the ring: its owner arms it (ur_wait) */
+    ioc__spin_lock(&bd->buf_lock);
+    bd->retry_armed = false;
+    bd->retry_lost = true;
+    ioc__spin_unlock(&bd->buf_lock);
+    ur_wake(core, bd->loop);
+    return;
+  }
+  ur_sq_lock(bd);
+  struct io_uring_sqe *sqe = bd->swapping ? NULL : ur_get_sqe_locked(bd);
   if (sqe) {
     io_uring_prep_timeout(sqe, &bd->retry_ts, 0, 0);
     io_uring_sqe_set_data64(sqe, UR_UD(&ur_retry_marker));
     ur_commit_locked(core, bd);
   }
-  ioc__mutex_unlock(&bd->sq_lock);
+  ur_sq_unlock(bd);
   if (!sqe) {
     ioc__spin_lock(&bd->buf_lock);
     bd->retry_armed = false;
@@ -815,99 +1136,175 @@ static int ur_buf_return(ioc_core_t *core, ur_backend_t *bd, unsigned bid) {
 
 /* ---- cancel, wake, flush --------------------------------------------------- */
 
-/* Makes op finish soon. An op still in user space (starved or backlogged) is
- * completed with ECANCELED through the ready queue; one in the kernel gets an
- * ASYNC_CANCEL whose own CQE (user_data = ur_cancel_marker) is ignored; the
- * op's CQE (-ECANCELED, or its real result if it won the race) comes as
- * usual. Harmless on an op that already completed: the flag is reset by the
- * next submit, and a cancel SQE for an unknown key returns ENOENT. */
-static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
-  if (!ur_net_op(op))
-    return;
-  ur_backend_t *bd = ur_of(core, op);
-  ur_flags_set(op, UR_F_CANCEL);
-  bool found = false, wake_owner = false;
-  if (op->type == IOC__OP_RECV) {
-    ioc__spin_lock(&bd->buf_lock);
-    if (ur_flags(op) & UR_F_STARVED) {
-      found = ioc__queue_remove(&bd->starved, &op->qn);
+/* By the loop's driver: makes the op whose user_data is key finish soon.
+ * An op still in user space (starved or backlogged) is completed with
+ * ECANCELED through the ready queue; one in the kernel gets an ASYNC_CANCEL
+ * whose own CQE (user_data = ur_cancel_marker) is ignored; the op's CQE
+ * (-ECANCELED, or its real result if it won the race) comes as usual. key
+ * may name an op that completed meanwhile (a cross-thread cancel): it is
+ * dereferenced only once found in one of our lists, and only taken as
+ * cancelled if its owner asked (UR_F_CANCEL), so a new op at the same
+ * address is left alone; a cancel SQE for such a key returns ENOENT, or
+ * cancels the new op, which then goes out again (not asked: ur_complete). */
+static void ur_cancel_here(ioc_core_t *core, ur_backend_t *bd, __u64 key) {
+  ioc__op_t *op = (ioc__op_t *)(uintptr_t)key;
+  bool found = false;
+  ioc__spin_lock(&bd->buf_lock);
+  if (ioc__queue_remove(&bd->starved, &op->qn)) {
+    if (ur_flags(op) & UR_F_CANCEL) {
       ur_flags_clear(op, UR_F_STARVED);
-    }
-    ioc__spin_unlock(&bd->buf_lock);
-  }
-  if (!found) {
-    ioc__mutex_lock(&bd->sq_lock);
-    if (ur_flags(op) & UR_F_BACKLOG) {
-      found = ioc__queue_remove(&bd->backlog, &op->qn);
-      ur_flags_clear(op, UR_F_BACKLOG);
+      found = true;
     } else {
-      ur_cancel_locked(bd, UR_UD(op));
-      if (ioc__core_driving(bd->loop) || !atomic_load_explicit(&bd->loop->owner, memory_order_relaxed)) {
-        ur_commit_locked(core, bd);
+      ioc__queue_push_front(&bd->starved, &op->qn);
+    }
+  }
+  ioc__spin_unlock(&bd->buf_lock);
+  if (!found) {
+    ur_sq_lock(bd);
+    if (ioc__queue_remove(&bd->backlog, &op->qn)) {
+      if (ur_flags(op) & UR_F_CANCEL) {
+        ur_flags_clear(op, UR_F_BACKLOG);
+        found = true;
       } else {
-        /* A worker owns the ring: it submits the cancel, woken below. */
-        atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed);
-        wake_owner = true;
+        ioc__queue_push_front(&bd->backlog, &op->qn);
       }
     }
-    ioc__mutex_unlock(&bd->sq_lock);
+    if (!found) {
+      ur_cancel_locked(bd, key);
+      ur_commit_locked(core, bd);
+    }
+    ur_sq_unlock(bd);
   }
-  if (wake_owner)
-    ur_wake(core, bd->loop);
   if (found) {
     op->res = IOC_ECANCELED;
     ioc__core_defer(core, op);
   }
 }
 
-/* A worker wakes another loop's waiter with a MSG_RING from its own ring:
- * the wake (user_data 0) lands in the target's CQ without this thread
- * touching the target's SQ or entering the kernel for it - the MSG_RING
- * goes out with this worker's next submit (the end of its batch, or before
- * it waits). Returns false when that is not possible (not a pool worker, no
- * MSG_RING, no SQE): the caller then posts a NOP into the target's ring. */
-static bool ur_wake_by_msg(ioc_core_t *core, ur_backend_t *target) {
-  ioc__loop_t *mine = ioc__core_own_loop(core);
-  if (!mine || mine->bl == target)
-    return false;
-  ur_backend_t *src = mine->bl;
-  if (!src->has_msg_ring)
-    return false;
-  ioc__mutex_lock(&src->sq_lock);
-  struct io_uring_sqe *sqe = ur_get_sqe_locked(src);
-  if (sqe) {
-    io_uring_prep_msg_ring(sqe, target->ring.ring_fd, 0, 0, 0);
-    io_uring_sqe_set_data64(sqe, UR_UD(target) | UR_MSG_TAG);
-    ur_commit_locked(core, src);
+/* Places an op another thread handed over (see ur_hand_to_owner). */
+static void ur_place_handed(ioc_core_t *core, ur_backend_t *bd, ioc__op_t *op) {
+  ur_sq_lock(bd);
+  int r = ur_place_locked(bd, op);
+  ur_commit_locked(core, bd);
+  ur_sq_unlock(bd);
+  if (r == UR_CANCELLED) {
+    op->res = IOC_ECANCELED;
+    ioc__core_defer(core, op);
   }
-  ioc__mutex_unlock(&src->sq_lock);
-  return sqe != NULL;
 }
 
-/* A NOP with user_data 0 in the target's own ring, entered at once: the
- * way for threads without a ring of their own. */
-static void ur_wake_nop(ioc_core_t *core, ur_backend_t *bd) {
-  for (int tries = 0;; tries++) {
-    ioc__mutex_lock(&bd->sq_lock);
-    struct io_uring_sqe *sqe = ur_get_sqe_locked(bd);
-    if (sqe) {
-      io_uring_prep_nop(sqe);
-      io_uring_sqe_set_data64(sqe, 0);
-    }
-    ur_flush_locked(bd);
-    ioc__mutex_unlock(&bd->sq_lock);
-    if (sqe)
+/* Submits the ops and cancels other threads left for this loop (by the
+ * thread that may submit to it). Ops first: a cancel of one of them finds
+ * it placed, or its UR_F_CANCEL already honoured. */
+static void ur_run_handoffs(ioc_core_t *core, ur_backend_t *bd) {
+  ioc__spin_lock(&bd->x_lock);
+  ioc__queue_t ops = ioc__queue_take(&bd->xops);
+  ioc__spin_unlock(&bd->x_lock);
+  ioc__qnode_t *it;
+  while ((it = ioc__queue_pop(&ops)) != NULL)
+    ur_place_handed(core, bd, IOC__QUEUE_DATA(it, ioc__op_t, qn));
+  __u64 keys[64];
+  for (;;) {
+    unsigned n = 0;
+    ioc__spin_lock(&bd->x_lock);
+    while (n < 64 && bd->nx > 0)
+      keys[n++] = bd->xkeys[--bd->nx];
+    if (bd->nx == 0 && ioc__queue_empty(&bd->xops))
+      atomic_store_explicit(&bd->xpending, 0, memory_order_relaxed);
+    ioc__spin_unlock(&bd->x_lock);
+    for (unsigned i = 0; i < n; i++)
+      ur_cancel_here(core, bd, keys[i]);
+    if (n < 64)
       return;
-    /* The kernel takes no SQE (out of memory). A waiter already asleep can
-     * only be reached through the ring, so keep trying until it takes one. */
-    if (tries == 0)
-      ioc__log(core, "io_uring: no SQE for a wake-up, retrying");
+  }
+}
+
+/* A worker reaping another's ring (COOP_TASKRUN: see `owned`) may not
+ * submit to it: the op goes to the owner, woken to place it. */
+static void ur_hand_to_owner(ioc_core_t *core, ur_backend_t *bd, ioc__op_t *op) {
+  op->qn.next = NULL;
+  ioc__spin_lock(&bd->x_lock);
+  ioc__queue_push(&bd->xops, &op->qn);
+  atomic_store_explicit(&bd->xpending, 1, memory_order_relaxed);
+  ioc__spin_unlock(&bd->x_lock);
+  ur_wake(core, bd->loop);
+}
+
+static void ur_wake_efd(ur_backend_t *bd) {
+  uint64_t one = 1;
+  while (write(bd->efd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+/* Makes op finish soon; any thread. Only the loop's driver touches its
+ * ring: another thread leaves the key for it (x_lock) and wakes it. The
+ * core takes a loop nobody drives over for the call (ioc__op_cancel), so
+ * without a pool the cancel still goes out at once. Harmless on an op that
+ * already completed: the flag is reset by the next submit. */
+static void ur_cancel(ioc_core_t *core, ioc__op_t *op) {
+  if (!ur_net_op(op))
+    return;
+  ur_backend_t *bd = ur_of(core, op);
+  ur_flags_set(op, UR_F_CANCEL);
+  if (ioc__core_driving(bd->loop) && ur_may_submit(bd)) {
+    ur_cancel_here(core, bd, UR_UD(op));
+    return;
+  }
+  for (;;) {
+    ioc__spin_lock(&bd->x_lock);
+    if (bd->nx == bd->xcap) {
+      unsigned cap = bd->xcap ? bd->xcap * 2 : 16;
+      __u64 *keys = realloc(bd->xkeys, cap * sizeof *keys);
+      if (keys) {
+        bd->xkeys = keys;
+        bd->xcap = cap;
+      }
+    }
+    bool ok = bd->nx < bd->xcap;
+    if (ok) {
+      bd->xkeys[bd->nx++] = UR_UD(op);
+      atomic_store_explicit(&bd->xpending, 1, memory_order_relaxed);
+    }
+    ioc__spin_unlock(&bd->x_lock);
+    if (ok)
+      break;
+    /* Out of memory: better late than a cancel that never comes. */
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
+  ur_wake(core, bd->loop);
 }
 
-/* Wakes the thread waiting on loop with an entry of user_data 0 in its CQ.
+/* A worker wakes another loop's waiter with a MSG_RING from its own ring:
+ * the wake (user_data 0) lands in the target's CQ without this thread
+ * touching the target's ring or entering the kernel for it - the MSG_RING
+ * goes out with this worker's next submit (the end of its batch, or before
+ * it waits). Returns false when that is not possible (not a pool worker on
+ * its own ring, no MSG_RING, the target's ring being replaced, no SQE): the
+ * caller then writes the target's eventfd. */
+static bool ur_wake_by_msg(ioc_core_t *core, ur_backend_t *target) {
+  ioc__loop_t *mine = ioc__core_own_loop(core);
+  if (!mine || mine->bl == target || !ioc__core_driving(mine))
+    return false;
+  ur_backend_t *src = mine->bl;
+  if (!src->has_msg_ring || !src->worker_ring)
+    return false;
+  int fd = atomic_load_explicit(&target->ring_fd, memory_order_acquire);
+  if (fd < 0)
+    return false;
+  ur_sq_lock(src);
+  struct io_uring_sqe *sqe = src->swapping ? NULL : ur_get_sqe_locked(src);
+  if (sqe) {
+    io_uring_prep_msg_ring(sqe, fd, 0, 0, 0);
+    io_uring_sqe_set_data64(sqe, UR_UD(target) | UR_MSG_TAG);
+    atomic_store_explicit(&src->dirty, 1, memory_order_relaxed);
+  }
+  ur_sq_unlock(src);
+  return sqe != NULL;
+}
+
+/* Wakes the thread waiting on loop: a MSG_RING from a worker's own ring,
+ * else a write to the loop's eventfd (one syscall; never the target's SQ).
  * Wakes coalesce: while one is on its way to the waiter a second adds
  * nothing. The waiter clears wake_pending with an exchange when it reaps
  * it, which reads (and so synchronizes with) any wake that skipped posting:
@@ -918,17 +1315,20 @@ static void ur_wake(ioc_core_t *core, ioc__loop_t *loop) {
   if (atomic_exchange_explicit(&bd->wake_pending, 1, memory_order_acq_rel))
     return;
   if (!ur_wake_by_msg(core, bd))
-    ur_wake_nop(core, bd);
+    ur_wake_efd(bd);
 }
 
 static void ur_flush(ioc_core_t *core, ioc__loop_t *loop) {
-  IOC__UNUSED(core);
   ur_backend_t *bd = loop->bl;
+  if (!ur_may_submit(bd))
+    return; /* another worker reaping this one's ring */
+  if (atomic_load_explicit(&bd->xpending, memory_order_relaxed))
+    ur_run_handoffs(core, bd);
   if (!atomic_load_explicit(&bd->dirty, memory_order_relaxed))
     return;
-  ioc__mutex_lock(&bd->sq_lock);
+  ur_sq_lock(bd);
   ur_flush_locked(bd);
-  ioc__mutex_unlock(&bd->sq_lock);
+  ur_sq_unlock(bd);
 }
 
 /* ---- the completion side ---------------------------------------------------- */
@@ -939,15 +1339,22 @@ static int ur_reap(ur_backend_t *bd, ioc__cqe_t *out, int max, bool *woke) {
   unsigned head, seen = 0;
   struct io_uring_cqe *cqe;
   int n = 0;
+  bool efd_fired = false;
   io_uring_for_each_cqe(&bd->ring, head, cqe) {
     if (n == max)
       break;
     seen++;
-    if (cqe->user_data == 0) {
+    if (cqe->user_data == 0) { /* another worker's MSG_RING */
       *woke = true;
       continue;
     }
-    if (cqe->user_data == UR_UD(&ur_cancel_marker))
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+      atomic_fetch_sub_explicit(&bd->inflight, 1, memory_order_relaxed);
+    if (cqe->user_data == UR_UD(&bd->efd_val)) {
+      *woke = efd_fired = true;
+      continue;
+    }
+    if (cqe->user_data == UR_UD(&ur_cancel_marker) || cqe->user_data == UR_UD(&ur_close_marker))
       continue;
     if (cqe->flags & IORING_CQE_F_BUFFER)
       atomic_fetch_add_explicit(&bd->bufs_out, 1, memory_order_acq_rel);
@@ -957,16 +1364,22 @@ static int ur_reap(ur_backend_t *bd, ioc__cqe_t *out, int max, bool *woke) {
     n++;
   }
   io_uring_cq_advance(&bd->ring, seen);
+  if (efd_fired) {
+    atomic_store_explicit(&bd->efd_armed, false, memory_order_relaxed);
+    atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed);
+  }
   if (*woke)
     atomic_exchange_explicit(&bd->wake_pending, 0, memory_order_acq_rel);
   return n;
 }
 
 /* Asks the kernel to move overflowed CQEs (NODROP kept them aside when the CQ
- * was full) into the CQ. Needed only by the non-blocking peek: a blocking
- * wait flushes them itself. */
+ * was full) into the CQ, and to run the task work that posts completions
+ * (TASKRUN_FLAG says some is waiting: with DEFER_TASKRUN it runs only when
+ * the owner enters to get events). Needed only by the non-blocking peek: a
+ * blocking wait does both itself. */
 static void ur_flush_overflow(ur_backend_t *bd) {
-  if (IO_URING_READ_ONCE(*bd->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+  if (IO_URING_READ_ONCE(*bd->ring.sq.kflags) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN))
     io_uring_enter((unsigned)bd->ring.ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL);
 }
 
@@ -978,12 +1391,24 @@ static void ur_flush_overflow(ur_backend_t *bd) {
  * states the contract. */
 static int ur_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms) {
   ur_backend_t *bd = loop->bl;
+  if (bd->kept) {
+    int n = bd->nkept - bd->kept_next < max ? bd->nkept - bd->kept_next : max;
+    memcpy(out, bd->kept + bd->kept_next, (size_t)n * sizeof *out);
+    bd->kept_next += n;
+    if (bd->kept_next == bd->nkept) {
+      free(bd->kept);
+      bd->kept = NULL;
+      bd->nkept = bd->kept_next = 0;
+    }
+    if (n > 0)
+      return n;
+  }
   uint64_t deadline = timeout_ms > 0 ? ioc__now_ms() + (uint64_t)timeout_ms : 0;
   for (;;) {
     ur_flush(core, loop);
     /* A retry timer that could not be armed (no SQE) is armed here. */
     ioc__spin_lock(&bd->buf_lock);
-    bool rearm = bd->retry_lost && !bd->retry_armed;
+    bool rearm = bd->retry_lost && !bd->retry_armed && ur_may_submit(bd);
     if (rearm) {
       bd->retry_armed = true;
       bd->retry_lost = false;
@@ -1081,7 +1506,7 @@ static int ur_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
      * CQ overflowed), wake the target the other way. */
     ur_backend_t *target = (ur_backend_t *)((uintptr_t)cqe->ptr & ~UR_MSG_TAG);
     if (cqe->res < 0)
-      ur_wake_nop(core, target);
+      ur_wake_efd(target);
     return 0;
   }
   if (cqe->ptr == &ur_retry_marker)
@@ -1142,6 +1567,195 @@ static int ur_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
   return done;
 }
 
+/* ---- handing a loop's ring over ------------------------------------------------
+ *
+ * A SINGLE_ISSUER ring belongs to the thread that made it, for its whole
+ * life, and with DEFER_TASKRUN only that thread can even wait on it. Yet a
+ * loop outlives its workers: its sessions stay pinned to it when the pool is
+ * joined, and the next dispatcher (any thread) or the next pool's worker
+ * must carry them on. So the ring is replaced whenever the loop changes
+ * hands: a worker makes its own ring when it starts and swaps it in; when
+ * it exits it swaps in a plain ring that any thread may drive. The swap
+ * (ur_loop_own) runs on the thread taking the loop (start) or giving it
+ * (exit) - the one thread allowed on the SINGLE_ISSUER ring involved - with
+ * the loop's drive_lock held and nobody else running its completions, so
+ * no other thread can reach either ring:
+ *   1. the new ring is made first (failing, the loop keeps the old one);
+ *   2. the old ring is drained: one ASYNC_CANCEL(ANY | ALL) and its CQEs reaped
+ *      and kept until every SQE prepared on it has completed (`inflight` =
+ *      0); nothing is submitted to it meanwhile (`swapping`);
+ *   3. the old ring and its buffer ring are torn down, the new ring gets a
+ *      fresh buffer ring with every buffer but those the kept entries hold,
+ *      its eventfd READ and the starved ops; the kept entries complete in
+ *      the driver's next batch (wait() hands them out first). A cancel the owner did not ask for is not its business:
+ *      ur_complete submits such an op again, now on the new ring, losing no
+ *      data and no connection.
+ * MSG_RING wakes aimed at the old ring meanwhile land in its CQ (ignored),
+ * fail (the waker writes the eventfd instead), or see ring_fd = -1 and write
+ * the eventfd: the eventfd outlives every ring, and the core looks at the
+ * loop's queues after the swap anyway, so no wake is lost. So when the core
+ * is freed every ring is a plain one (ioc_core_destroy needs the pool
+ * joined) and any thread may free it; no op is in flight (stats) and no fd
+ * is left: the eventfd and the ring fd are closed by ur_loop_destroy. */
+
+/* Step 2 above: empties the current ring (see the comment above). The
+ * entries reaped are not completed here but returned (*out, *nout; the
+ * caller frees it) to be completed once the new ring is in: a completion
+ * runs the owner's callbacks, and a handler run from here that waits for
+ * another completion of this very drain (a Lua handler spinning on stats)
+ * would hold the drain up for as long as it waits. */
+static void ur_drain_ring(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t **out, int *nout) {
+  ur_backend_t *bd = loop->bl;
+  ur_sq_lock(bd); /* no one else is here; the lock orders us after past users */
+  bd->swapping = true;
+  atomic_store_explicit(&bd->ring_fd, -1, memory_order_release);
+  ur_sq_unlock(bd);
+  ioc__cqe_t cqes[IOC__CQE_BATCH];
+  uint64_t started = ioc__now_ms(), last_cancel = 0;
+  bool logged = false;
+  while (atomic_load_explicit(&bd->inflight, memory_order_relaxed) > 0) {
+    uint64_t now = ioc__now_ms();
+    if (!last_cancel || now - last_cancel >= 250) {
+      /* Again now and then: an op running in io-wq is not cancellable until
+       * it parks (it finishes by itself anyway). */
+      struct io_uring_sqe *sqe = io_uring_get_sqe(&bd->ring);
+      if (!sqe) {
+        ur_enter_locked(bd);
+        sqe = io_uring_get_sqe(&bd->ring);
+      }
+      if (sqe) {
+        atomic_fetch_add_explicit(&bd->inflight, 1, memory_order_relaxed);
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, UR_UD(&ur_cancel_marker));
+      }
+      ur_enter_locked(bd);
+      last_cancel = now;
+    }
+    if (!logged && now - started > 2000) {
+      ioc__log(core, "io_uring: %u requests still in flight while handing a ring over",
+               atomic_load_explicit(&bd->inflight, memory_order_relaxed));
+      logged = true;
+    }
+    struct __kernel_timespec ts = {0, 50L * 1000 * 1000};
+    struct io_uring_getevents_arg arg;
+    memset(&arg, 0, sizeof arg);
+    arg.sigmask_sz = _NSIG / 8;
+    arg.ts = (__u64)(uintptr_t)&ts;
+    io_uring_enter2((unsigned)bd->ring.ring_fd, 0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+                    (sigset_t *)(void *)&arg, sizeof arg);
+    bool woke = false;
+    int m = ur_reap(bd, cqes, IOC__CQE_BATCH, &woke);
+    if (m > 0) {
+      ioc__cqe_t *grown = realloc(*out, (size_t)(*nout + m) * sizeof *grown);
+      if (!grown) {
+        /* No room to keep them: complete them now, on the old ring. */
+        for (int i = 0; i < m; i++)
+          ur_complete(core, loop, &cqes[i]);
+        continue;
+      }
+      *out = grown;
+      memcpy(*out + *nout, cqes, (size_t)m * sizeof *cqes);
+      *nout += m;
+    }
+  }
+}
+
+/* Gives loop a new ring: the calling worker's own (own) or a plain one, and
+ * moves every op over (see above). The core calls it with the loop's
+ * drive_lock held and no other thread running its completions. Returns 1
+ * when the loop now runs a ring only the calling thread may touch
+ * (DEFER_TASKRUN: no other thread may reap it), 2 for a worker's ring other
+ * workers may reap, 0 for a plain ring, or a negative code when no new
+ * ring could be made (the loop keeps its ring; logged). */
+static int ur_loop_own(ioc_core_t *core, ioc__loop_t *loop, bool own) {
+  ur_backend_t *bd = loop->bl;
+  if (own == bd->worker_ring)
+    return !bd->owned ? 0 : atomic_load(&bd->mode) == UR_MODE_DEFER ? 1 : 2;
+  struct io_uring fresh;
+  int mode;
+  unsigned depth = core->queue_depth ? core->queue_depth : UR_DEFAULT_DEPTH;
+  int ret = ur_ring_create(core, &fresh, depth, own, &mode);
+  if (ret < 0) {
+    ioc__log(core, "io_uring: no new ring for loop %d (%s); it keeps its %s ring", loop->index,
+             ioc_err_name(ret), ur_mode_names[atomic_load(&bd->mode)]);
+    return ret;
+  }
+  /* entries kept from an earlier hand-over and not yet handed out stay
+   * first, in order */
+  ioc__cqe_t *kept = NULL;
+  int nkept = 0;
+  if (bd->kept) {
+    nkept = bd->nkept - bd->kept_next;
+    memmove(bd->kept, bd->kept + bd->kept_next, (size_t)nkept * sizeof *kept);
+    kept = bd->kept;
+    bd->kept = NULL;
+    bd->nkept = bd->kept_next = 0;
+  }
+  ur_drain_ring(core, loop, &kept, &nkept);
+  ur_ring_close(bd);
+  bd->ring = fresh;
+  atomic_store(&bd->mode, mode);
+  /* only a SINGLE_ISSUER ring refuses other threads' SQEs */
+  bd->owned = own && mode <= UR_MODE_COOP_SI;
+  bd->worker_ring = own;
+  atomic_store_explicit(&bd->inflight, 0, memory_order_relaxed);
+  atomic_store_explicit(&bd->efd_armed, false, memory_order_relaxed);
+  /* Every buffer goes to the new ring but those the kept entries hold:
+   * they are given back after their completions, as always. */
+  unsigned char *held = calloc(bd->nbufs, 1);
+  for (int i = 0; held && i < nkept; i++)
+    if (kept[i].flags & IORING_CQE_F_BUFFER)
+      held[(kept[i].flags >> IORING_CQE_BUFFER_SHIFT) % bd->nbufs] = 1;
+  if (!held || (ret = ur_bufs_attach(bd, held)) < 0)
+    ioc__log(core, "io_uring: loop %d has no receive buffers (%s)", loop->index,
+             ioc_err_name(held ? ret : IOC_ENOMEM));
+  free(held);
+  bd->swapping = false;
+  ioc__spin_lock(&bd->buf_lock);
+  ioc__queue_t starved = ioc__queue_take(&bd->starved);
+  for (ioc__qnode_t *it = ioc__queue_head(&starved); it; it = it->next)
+    ur_flags_clear(IOC__QUEUE_DATA(it, ioc__op_t, qn), UR_F_STARVED);
+  bd->retry_armed = bd->retry_lost = false;
+  ioc__spin_unlock(&bd->buf_lock);
+  ioc__queue_t again = ioc__queue_take(&bd->rehome);
+  ioc__queue_append(&again, &starved);
+  ioc__qnode_t *it;
+  while ((it = ioc__queue_pop(&again)) != NULL)
+    ur_resubmit(core, IOC__QUEUE_DATA(it, ioc__op_t, qn));
+  atomic_store_explicit(&bd->ring_fd, bd->ring.ring_fd, memory_order_release);
+  atomic_store_explicit(&bd->wake_pending, 0, memory_order_release);
+  /* The old ring's completions are handed out by the next wait(), as if
+   * reaped from the new ring: they run in the owner's usual batch, not
+   * here under drive_lock, and what they submit again goes to the new one. */
+  bd->kept = kept;
+  bd->nkept = nkept;
+  bd->kept_next = 0;
+  atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed);
+  ur_flush(core, loop);
+  return !bd->owned ? 0 : mode == UR_MODE_DEFER ? 1 : 2;
+}
+
+/* How many shutdowns and closes went through the core's rings (tests). */
+void ioc__uring_counts(ioc_core_t *core, uint64_t *shutdowns, uint64_t *closes) {
+  *shutdowns = *closes = 0;
+  if (core->backend != &ioc__backend_uring)
+    return;
+  for (int i = 0; i < atomic_load_explicit(&core->nloops, memory_order_acquire); i++) {
+    ur_backend_t *bd = core->loops[i]->bl;
+    *shutdowns += atomic_load(&bd->n_shutdown);
+    *closes += atomic_load(&bd->n_close);
+  }
+}
+
+/* The mode loop's ring runs in (tests, logs). */
+const char *ioc__uring_mode(ioc_core_t *core, int loop) {
+  if (core->backend != &ioc__backend_uring || loop < 0 ||
+      loop >= atomic_load_explicit(&core->nloops, memory_order_acquire))
+    return NULL;
+  ur_backend_t *bd = core->loops[loop]->bl;
+  return ur_mode_names[atomic_load(&bd->mode)];
+}
+
 /* ---- the rest of the contract ---------------------------------------------- */
 
 /* Sockets need no registration with io_uring. */
@@ -1163,6 +1777,40 @@ static void ur_run_deferred(ioc_core_t *core, ioc__op_t *op) {
   IOC__UNUSED(op);
 }
 
+/* backend->shutdown: shutdown(SHUT_WR) as an SQE in the batch, with
+ * submit's contract (so the session's FIN costs no syscall of its own).
+ * IOC_ENOSYS on a kernel without IORING_OP_SHUTDOWN: the caller makes the
+ * syscall. */
+static int ur_shutdown(ioc_core_t *core, ioc__op_t *op) {
+  ur_backend_t *bd = ur_of(core, op);
+  if (!bd->has_shutdown)
+    return IOC_ENOSYS;
+  atomic_fetch_add_explicit(&bd->n_shutdown, 1, memory_order_relaxed);
+  return ur_submit(core, op);
+}
+
+/* backend->close: the socket is closed by an IORING_OP_CLOSE in the batch,
+ * fire-and-forget (its CQE is ignored), when the calling thread may submit
+ * to the handle's ring now; else false and the caller closes it. The SQE
+ * goes out with the batch, or at the latest when the ring is torn down
+ * (ur_ring_close submits what is left). Nothing else refers to the socket:
+ * no op on it is in flight and none will be. */
+static bool ur_close(ioc_core_t *core, ioc__handle_t *h) {
+  ur_backend_t *bd = (ur_backend_t *)core->loops[h->loop]->bl;
+  if (!bd->has_close || !ioc__core_driving(bd->loop) || !ur_may_submit(bd))
+    return false;
+  ur_sq_lock(bd);
+  struct io_uring_sqe *sqe = bd->swapping ? NULL : ur_get_sqe_locked(bd);
+  if (sqe) {
+    io_uring_prep_close(sqe, h->fd);
+    io_uring_sqe_set_data64(sqe, UR_UD(&ur_close_marker));
+    atomic_fetch_add_explicit(&bd->n_close, 1, memory_order_relaxed);
+    ur_commit_locked(core, bd);
+  }
+  ur_sq_unlock(bd);
+  return sqe != NULL;
+}
+
 const ioc__backend_t ioc__backend_uring = {
     .name = "io_uring",
     .kind = IOC_BACKEND_IO_URING,
@@ -1182,6 +1830,9 @@ const ioc__backend_t ioc__backend_uring = {
     .run_deferred = ur_run_deferred,
     .wake = ur_wake,
     .flush = ur_flush,
+    .loop_own = ur_loop_own,
+    .shutdown = ur_shutdown,
+    .close = ur_close,
 };
 
 #endif /* __linux__ */

@@ -289,6 +289,10 @@ bool ioc__core_driving(const ioc__loop_t *loop) {
          atomic_load_explicit(&l->driver, memory_order_relaxed) == &tls_token;
 }
 
+bool ioc__core_owns(const ioc__loop_t *loop) {
+  return atomic_load_explicit(&((ioc__loop_t *)loop)->owner, memory_order_relaxed) == &tls_token;
+}
+
 ioc__loop_t *ioc__core_own_loop(ioc_core_t *core) {
   const ioc__worker_t *w = tls_worker;
   if (!w || w->core != core || !core->backend->single_waiter || w->index >= nloops(core)) return NULL;
@@ -306,6 +310,13 @@ static bool holds(const ioc__loop_t *loop) {
 static int loop_acquire(ioc__loop_t *l, bool try, uint64_t deadline) {
   if (holds(l)) return 2;
   if (!ioc__mutex_lock_until(&l->drive_lock, try ? 0 : deadline)) return 0;
+  if (atomic_load_explicit(&l->exclusive, memory_order_relaxed) &&
+      atomic_load_explicit(&l->owner, memory_order_relaxed) != &tls_token) {
+    /* Its ring is its worker's alone (a SINGLE_ISSUER ring): only that
+     * worker waits on it, reaps it and submits to it. */
+    ioc__mutex_unlock(&l->drive_lock);
+    return 0;
+  }
   atomic_store_explicit(&l->driver, (void *)&tls_token, memory_order_relaxed);
   return 1;
 }
@@ -374,7 +385,11 @@ int ioc__op_submit_on(ioc_core_t *core, ioc__op_t *op, int loop) {
   ioc__loop_t *l = core->loops[loop];
   int how = 2;
   if (core->backend->pinned_submit && !ioc__core_driving(l) &&
-      (atomic_load_explicit(&l->owner, memory_order_relaxed) || !(how = loop_acquire(l, true, 0)))) {
+      (atomic_load_explicit(&l->owner, memory_order_relaxed) || !(how = loop_acquire(l, true, 0)) ||
+       atomic_load_explicit(&l->owner, memory_order_relaxed))) {
+    /* (owner is looked at again once drive_lock is held: a worker that
+     * took the loop over meanwhile did so under it) */
+    loop_release(core, l, how);
     /* A worker owns the loop, or another thread drives it: that one starts
      * op (a completion comes from there). A loop nobody owns or drives is
      * taken over just for this submit, so an op started outside dispatch
@@ -398,7 +413,20 @@ int ioc__op_submit(ioc_core_t *core, ioc__op_t *op) {
   return ioc__op_submit_on(core, op, op->handle ? op->handle->loop : 0);
 }
 
-void ioc__op_cancel(ioc_core_t *core, ioc__op_t *op) { core->backend->cancel(core, op); }
+/* On io_uring a thread that does not drive the op's loop leaves the cancel
+ * to the driver; a loop nobody owns or drives is taken over for the call,
+ * so that without a pool the cancel goes out at once. */
+void ioc__op_cancel(ioc_core_t *core, ioc__op_t *op) {
+  ioc__loop_t *l = NULL;
+  int how = 0;
+  if (core->backend->pinned_submit && op->handle && op->loop < nloops(core)) {
+    l = core->loops[op->loop];
+    if (!ioc__core_driving(l) && !atomic_load_explicit(&l->owner, memory_order_relaxed))
+      how = loop_acquire(l, true, 0);
+  }
+  core->backend->cancel(core, op);
+  if (l) loop_release(core, l, how);
+}
 
 void ioc__op_complete(ioc_core_t *core, ioc__op_t *op) {
   IOC__STAT_ADD(core, completions, 1);
@@ -599,12 +627,16 @@ static int loop_wait_run(ioc_core_t *core, ioc__loop_t *l, int wait_ms, bool try
     uint64_t now = ioc__now_ms();
     atomic_store_explicit(&l->busy_since, now ? now : 1, memory_order_relaxed);
   }
+  /* Counted before drive_lock goes: a worker taking the loop over waits
+   * for the entries reaped before it (loop_hand_over). */
+  atomic_fetch_add_explicit(&l->runners, 1, memory_order_acq_rel);
   if (how == 1) {
     atomic_store_explicit(&l->driver, NULL, memory_order_relaxed);
     ioc__mutex_unlock(&l->drive_lock);
   }
   if (m < 0 && m != IOC_EINTR) *err = m;
-  if (owner && m > 0 && nloops(core) > 1) call_for_help(core);
+  if (owner && m > 0 && nloops(core) > 1 && !atomic_load_explicit(&l->exclusive, memory_order_relaxed))
+    call_for_help(core);
   ioc__loop_t *saved = tls_loop;
   tls_loop = l;
   int n = 0;
@@ -616,6 +648,7 @@ static int loop_wait_run(ioc_core_t *core, ioc__loop_t *l, int wait_ms, bool try
   /* Every entry absorbed by the backend (an op re-submitted or parked):
    * push what that batched before waiting again. */
   if (be->flush) be->flush(core, l);
+  atomic_fetch_sub_explicit(&l->runners, 1, memory_order_acq_rel);
   tls_loop = saved;
   return n;
 }
@@ -637,7 +670,9 @@ static int help_stuck_loops(ioc_core_t *core, int *busy) {
   uint64_t now = 0;
   for (int i = 0; i < count; i++) {
     ioc__loop_t *l = core->loops[i];
-    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == &tls_token) continue;
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == &tls_token ||
+        atomic_load_explicit(&l->exclusive, memory_order_relaxed))
+      continue;
     uint64_t since = atomic_load_explicit(&l->busy_since, memory_order_relaxed);
     if (!since) continue;
     (*busy)++;
@@ -664,10 +699,15 @@ static int drive(ioc_core_t *core, drive_set_t *set, uint64_t deadline) {
     for (int i = 0; i < set->n; i++) {
       ioc__loop_t *l = set->loops[i];
       if (!atomic_load_explicit(&l->pending, memory_order_acquire)) continue;
+      /* Under drive_lock, so that a worker taking the loop over never
+       * finds another thread starting its inbox's ops. */
+      int how = loop_acquire(l, true, 0);
+      if (!how) continue; /* its driver runs them */
       ioc__loop_t *saved = tls_loop;
       tls_loop = l;
       n += run_loop_queues(core, l);
       tls_loop = saved;
+      loop_release(core, l, how);
     }
     if (reap) {
       /* Posts and timers can be due at every round (timers slower than
@@ -810,12 +850,16 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
     }
   }
   tls_batch_left = 0;
+  /* Lua handlers may run long in the hook: another worker may reap this
+   * one's loop meanwhile (help_stuck_loops). Called for before the flush,
+   * so that a wake it sends from this worker's ring (io_uring: a MSG_RING)
+   * goes out with it. Submissions the hook makes (the handlers' sends) go
+   * out right after it. */
+  bool help = core->batch_hook && set.pool && !saved && nloops(core) > 1 &&
+              !atomic_load_explicit(&set.loops[0]->exclusive, memory_order_relaxed);
+  if (help) call_for_help(core);
   flush_own(core, &set);
   if (core->batch_hook) {
-    /* Lua handlers may run long here: another worker may reap this one's
-     * loop meanwhile (help_stuck_loops). Submissions the hook makes (the
-     * handlers' sends) go out right after it. */
-    if (set.pool && !saved && nloops(core) > 1) call_for_help(core);
     core->batch_hook(core->batch_hook_ud);
     flush_own(core, &set);
   }
@@ -825,6 +869,20 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
 }
 
 /* ---- worker pool ------------------------------------------------------------------------ */
+
+/* A worker takes loop l over (own) or gives it back when it exits:
+ * backend->loop_own, with drive_lock held once no other thread still runs
+ * entries it reaped from l (a dispatcher of the time before the pool). */
+static void loop_hand_over(ioc_core_t *core, ioc__loop_t *l, bool own) {
+  if (!core->backend->loop_own) return;
+  int how = loop_acquire(l, false, UINT64_MAX);
+  while (atomic_load_explicit(&l->runners, memory_order_acquire) > 0) ioc__thread_yield();
+  tls_loop = l;
+  int rc = core->backend->loop_own(core, l, own);
+  tls_loop = NULL;
+  if (rc >= 0) atomic_store_explicit(&l->exclusive, rc == 1, memory_order_relaxed);
+  loop_release(core, l, how);
+}
 
 /* A worker owns its loops for its whole life: it submits to them directly,
  * and it is the one that waits on them and reaps them (another worker only
@@ -836,18 +894,27 @@ static void worker_main(void *arg) {
   for (int i = w->index; i < count; i += w->count)
     atomic_store_explicit(&core->loops[i]->owner, (void *)&tls_token, memory_order_relaxed);
   tls_worker = w;
+  for (int i = w->index; i < count; i += w->count) loop_hand_over(core, core->loops[i], true);
+  /* No worker dispatches before every loop has been taken over: one that
+   * did could submit to another worker's loop while it is still the old
+   * ring, and a request belongs to the thread that submitted it (its
+   * cancel by the hand-over would then wait for that thread, busy in a
+   * handler). */
+  atomic_fetch_sub_explicit(&core->handovers_left, 1, memory_order_acq_rel);
+  while (atomic_load_explicit(&core->handovers_left, memory_order_acquire) > 0) ioc__thread_yield();
   for (;;) {
     int rc = ioc_core_dispatch(core, -1);
     if (rc == IOC_ECANCELED) break;
     if (rc < 0) ioc__log(core, "dispatch failed: %s", ioc_strerror(rc));
   }
-  tls_worker = NULL;
   for (int i = w->index; i < count; i += w->count) {
     ioc__loop_t *l = core->loops[i];
     if (core->backend->flush) core->backend->flush(core, l);
+    loop_hand_over(core, l, false);
     atomic_store_explicit(&l->busy_since, 0, memory_order_relaxed);
     atomic_store_explicit(&l->owner, NULL, memory_order_relaxed);
   }
+  tls_worker = NULL;
 }
 
 int ioc_core_start(ioc_core_t *core, int nthreads) {
@@ -867,6 +934,7 @@ int ioc_core_start(ioc_core_t *core, int nthreads) {
     }
   }
   core->workers = workers;
+  atomic_store(&core->handovers_left, nthreads);
   atomic_store(&core->stopping, 0);
   atomic_store_explicit(&core->pool_running, 1, memory_order_release);
   /* Threads dispatching without the pool leave the loops to it. */
@@ -879,6 +947,7 @@ int ioc_core_start(ioc_core_t *core, int nthreads) {
     if (rc < 0) {
       /* The loops are driven as workers index % count: start over with the
        * ones that did start, after they stop. */
+      atomic_fetch_sub(&core->handovers_left, nthreads - i);
       core->nworkers = i;
       ioc_core_stop(core);
       ioc_core_join(core);

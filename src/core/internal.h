@@ -169,6 +169,8 @@ bool ioc__core_in_dispatch(const ioc_core_t *core);
  * holding its drive_lock): it will flush the loop's submissions before it
  * waits or returns, so a backend may batch them. */
 bool ioc__core_driving(const ioc__loop_t *loop);
+/* True when the calling thread is the pool worker that owns loop. */
+bool ioc__core_owns(const ioc__loop_t *loop);
 /* The loop the calling thread owns as a worker of core's pool, or NULL. */
 ioc__loop_t *ioc__core_own_loop(ioc_core_t *core);
 /* The loop a new socket is pinned to: on io_uring the loop whose completion
@@ -239,6 +241,12 @@ struct ioc__loop {
   _Atomic(void *) owner;
   atomic_uint_fast64_t busy_since;
   atomic_int sleeping;
+  /* The loop's ring is its owner's alone (loop_own returned 1): no other
+   * worker helps with it. Written by its owner with drive_lock held. */
+  atomic_int exclusive;
+  /* threads running entries reaped from this loop right now (loop_wait_run
+   * runs them after releasing drive_lock) */
+  atomic_int runners;
   ioc__spin_t lock;        /* guards ready and inbox */
   ioc__queue_t ready;      /* ops of this loop whose result is known (ioc__core_defer) */
   ioc__queue_t inbox;      /* ops other threads submitted (pinned_submit backends) */
@@ -304,6 +312,15 @@ struct ioc__backend {
   void (*wake)(ioc_core_t *core, ioc__loop_t *loop);
   /* Pushes submissions batched on loop to the kernel. May be NULL. */
   void (*flush)(ioc_core_t *core, ioc__loop_t *loop);
+  /* May be NULL. A pool worker takes loop over (own) or gives it back:
+   * io_uring replaces the loop's ring by one of the worker's own
+   * (SINGLE_ISSUER) or a plain one. Called on that worker's thread with the
+   * loop's drive_lock held and no other thread running its completions.
+   * Returns 1 when only the calling thread may now wait on and reap the
+   * loop (the core then never lets another worker help with it), 2 when
+   * other workers may still reap it (the backend keeps its submissions to
+   * the owner), 0 when any thread may drive it, < 0 when nothing changed. */
+  int (*loop_own)(ioc_core_t *core, ioc__loop_t *loop, bool own);
 
   /* Optional asynchronous socket calls, for a backend that can batch them
    * with its other submissions (io_uring: IORING_OP_SHUTDOWN and
@@ -344,6 +361,11 @@ struct ioc__backend {
 };
 
 extern const ioc__backend_t ioc__backend_uring;
+/* The mode of loop's io_uring ring ("single_issuer+defer_taskrun", ...,
+ * "plain"), NULL on another backend. uring.c */
+const char *ioc__uring_mode(ioc_core_t *core, int loop);
+/* Shutdowns and closes made as SQEs on the core's rings (0 elsewhere). */
+void ioc__uring_counts(ioc_core_t *core, uint64_t *shutdowns, uint64_t *closes);
 extern const ioc__backend_t ioc__backend_epoll;
 extern const ioc__backend_t ioc__backend_iocp;
 
@@ -382,6 +404,7 @@ struct ioc_core {
   int foreign_waiting;      /* foreign_lock */
   atomic_int pool_running;  /* a pool's workers own the loops */
   atomic_int sleepers;      /* pool workers waiting with no time bound (core.c: call_for_help) */
+  atomic_int handovers_left; /* workers of a starting pool not done taking their loops over */
 
   ioc__mutex_t timer_lock;
   ioc__timer_heap_t timers;
@@ -471,6 +494,7 @@ int ioc__socket_set_linger_rst(ioc_fd_t fd);  /* SO_LINGER {1,0}: close sends RS
 int ioc__socket_bind(ioc_fd_t fd, const ioc_addr_t *addr);
 int ioc__socket_listen(ioc_fd_t fd, int backlog);
 int ioc__socket_shutdown_write(ioc_fd_t fd);
+int ioc__socket_connect_now(ioc_fd_t fd, const ioc_addr_t *addr); /* unix-domain: no op needed */
 int ioc__socket_local_addr(ioc_fd_t fd, ioc_addr_t *out);
 int ioc__socket_peer_addr(ioc_fd_t fd, ioc_addr_t *out);
 /* The last socket error of this thread as an IOC_E* code. */

@@ -69,6 +69,8 @@ bool ioc__cond_wait_ms(ioc__cond_t *c, ioc__mutex_t *m, uint64_t ms);
 
 int ioc__thread_create(ioc__thread_t *t, void (*fn)(void *), void *arg);
 void ioc__thread_join(ioc__thread_t t);
+/* Gives the CPU away for a moment (sched_yield / SwitchToThread). */
+void ioc__thread_yield(void);
 
 /* Monotonic milliseconds. */
 uint64_t ioc__now_ms(void);

@@ -215,6 +215,8 @@ int ioc__cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
+void ioc__thread_yield(void) { sched_yield(); }
+
 /* ---- spin lock ------------------------------------------------------------- */
 
 static inline void ioc__cpu_relax(void) {

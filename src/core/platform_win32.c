@@ -145,6 +145,8 @@ int ioc__cpu_count(void) {
 
 /* Spin on a plain load with a pause for a short while, then give the CPU away
  * so a preempted holder can run. */
+void ioc__thread_yield(void) { SwitchToThread(); }
+
 void ioc__spin_lock_slow(ioc__spin_t *s) {
   unsigned spins = 0;
   for (;;) {

@@ -67,6 +67,7 @@ extern "C" {
   X(EMFILE, -24, "too many open files")                                      \
   X(ENOSPC, -28, "no space left on device")                                  \
   X(EPIPE, -32, "broken pipe")                                               \
+  X(ENAMETOOLONG, -36, "file name too long")                                 \
   X(ENOSYS, -38, "function not implemented")                                 \
   X(EPROTO, -71, "protocol error")                                           \
   X(ENOTSOCK, -88, "socket operation on non-socket")                         \
@@ -109,8 +110,14 @@ IOC_API const char *ioc_strerror(int code);
 
 /* ---- addresses --------------------------------------------------------- */
 
-/* An IPv4 or IPv6 socket address. `storage` is large enough for either and is
- * laid out as a struct sockaddr_in / sockaddr_in6; `len` is its length. */
+/* An IPv4, IPv6 or unix-domain socket address. For IPv4 and IPv6 `bytes`
+ * is laid out as a struct sockaddr_in / sockaddr_in6 and `len` is its
+ * length. For a unix-domain address (family AF_UNIX, "unix:/path") the
+ * path is not inside: it is kept once per process by iocore (never freed,
+ * the same path always the same bytes), so the struct keeps its size and
+ * can be copied freely; `len` is the length of the struct sockaddr_un it
+ * stands for (2 for an unnamed socket, "unix:"). Read it only through
+ * ioc_addr_format. */
 typedef struct ioc_addr {
   union {
     uint16_t family; /* AF_INET or AF_INET6 (first member of any sockaddr) */
@@ -120,20 +127,28 @@ typedef struct ioc_addr {
   uint32_t len;
 } ioc_addr_t;
 
-/* The longest string ioc_addr_format() writes, NUL included:
- * "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535". */
-#define IOC_ADDRSTRLEN 64
+/* The longest string ioc_addr_format() writes, NUL included: "unix:" and
+ * a path of IOC_UNIX_PATH_MAX bytes (longer than any IPv6 text,
+ * "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535"). */
+#define IOC_UNIX_PATH_MAX 107
+#define IOC_ADDRSTRLEN (5 + IOC_UNIX_PATH_MAX + 1)
 
 /* Parses "1.2.3.4:80", "[::1]:80", "localhost:80" (loopback, IPv4) of exactly
  * `len` bytes (an embedded NUL is an error, not an end). Port 0..65535 is
  * required. Returns 0, or IOC_EINVAL for anything malformed; `out` is only
- * written on success. Host names other than "localhost" are not resolved. */
+ * written on success. Host names other than "localhost" are not resolved.
+ * "unix:PATH" is a unix-domain socket: PATH is 1..IOC_UNIX_PATH_MAX bytes
+ * (IOC_ENAMETOOLONG beyond), taken as it is (relative paths are relative
+ * to the working directory when the socket is bound or connected). At
+ * most IOC_UNIX_PATHS_MAX different paths are kept per process; a new
+ * one beyond that is IOC_ENOMEM. */
+#define IOC_UNIX_PATHS_MAX 4096
 IOC_API int ioc_addr_parse(ioc_addr_t *out, const char *str, size_t len);
-/* Writes "1.2.3.4:80" or "[::1]:80" into buf (always NUL-terminated when
- * size > 0). Returns the length written, or IOC_ENOBUFS if it does not fit
+/* Writes "1.2.3.4:80", "[::1]:80", "unix:/path" or "unix:" (an unnamed
+ * unix-domain socket) into buf (always NUL-terminated when size > 0). Returns the length written, or IOC_ENOBUFS if it does not fit
  * (nothing is truncated silently), or IOC_EINVAL for an unknown family. */
 IOC_API int ioc_addr_format(const ioc_addr_t *addr, char *buf, size_t size);
-/* Port in host byte order (0 for an unknown family). */
+/* Port in host byte order (0 for a unix-domain address or an unknown family). */
 IOC_API int ioc_addr_port(const ioc_addr_t *addr);
 
 /* ---- core -------------------------------------------------------------- */
@@ -439,6 +454,13 @@ IOC_API size_t ioc_core_broadcast(ioc_core_t *core, ioc_session_t *const *ss, si
                                   ioc_buffer_t *b);
 /* Bytes queued and not yet written to the socket. */
 IOC_API size_t ioc_session_pending(ioc_session_t *s);
+/* Asks for on_drain: when bytes are queued, on_drain runs once the queue
+ * next empties (whether or not the sends could be written at once) and the
+ * queued byte count is returned; when the queue is empty nothing is asked
+ * and 0 is returned. Checking and asking are one step, so a writer that
+ * waits whenever this returns non-zero never misses its on_drain (the
+ * stream style's write() above its high-water mark waits this way). */
+IOC_API size_t ioc_session_want_drain(ioc_session_t *s);
 /* Graceful: queued data is written, then FIN; the session then reads (and
  * discards) until the peer's FIN, so that a reset cannot destroy the reply,
  * and on_close(s, 0) follows. It waits as long as the peer makes progress

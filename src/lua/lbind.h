@@ -152,6 +152,7 @@ typedef struct lcore {
   lb_fifo timers;       /* timer events, in firing order; under q_lock */
   int queue_n;          /* events in `queue`; under q_lock */
   atomic_int q_len;     /* events in both */
+  atomic_int timers_n;  /* events in `timers` (changed under q_lock, read without) */
   atomic_int kick_posted; /* a drain that left timer events posted a kick, not run yet */
   atomic_int want_lock; /* run()'s thread wants lua_lock: drainers give it back */
 

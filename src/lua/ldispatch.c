@@ -35,6 +35,7 @@ void lb_queue_event(lcore *lc, lev *e) {
   lp_mutex_lock(lc->q_lock);
   if (e->type == LEV_TIMER) {
     lb_fifo_push(&lc->timers, e);
+    atomic_fetch_add(&lc->timers_n, 1);
   } else {
     lb_fifo_push(&lc->queue, e);
     lc->queue_n++;
@@ -71,19 +72,18 @@ static bool take_all(lcore *lc) {
 
 /* The timer event due next, or NULL. */
 static lev *take_timer(lcore *lc) {
+  if (!atomic_load(&lc->timers_n)) return NULL; /* one queued after this look is drained next (lb_drain) */
   lp_mutex_lock(lc->q_lock);
   lev *e = lb_fifo_pop(&lc->timers);
-  if (e) atomic_fetch_sub(&lc->q_len, 1);
+  if (e) {
+    atomic_fetch_sub(&lc->timers_n, 1);
+    atomic_fetch_sub(&lc->q_len, 1);
+  }
   lp_mutex_unlock(lc->q_lock);
   return e;
 }
 
-static bool timers_waiting(lcore *lc) {
-  lp_mutex_lock(lc->q_lock);
-  bool any = !lb_fifo_empty(&lc->timers);
-  lp_mutex_unlock(lc->q_lock);
-  return any;
-}
+static bool timers_waiting(lcore *lc) { return atomic_load(&lc->timers_n) > 0; }
 
 /* Events drained but not run (run()'s thread wants the lock) go back to the
  * head of the queue, ahead of anything queued since: order is kept. */
@@ -101,6 +101,7 @@ void lb_discard_events(lua_State *L, lcore *lc) {
   lb_fifo_take(&lc->queue, &all);
   lb_fifo_take(&lc->timers, &timers);
   lc->queue_n = 0;
+  atomic_store(&lc->timers_n, 0);
   atomic_store(&lc->q_len, 0);
   lp_mutex_unlock(lc->q_lock);
   for (lev *e; (e = lb_fifo_pop(&all)) != NULL || (e = lb_fifo_pop(&timers)) != NULL;) {

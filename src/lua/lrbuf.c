@@ -350,6 +350,16 @@ static int p_unpark(lua_State *L) {
 }
 
 /* closing(s): this side closed it; reads fail with ECLOSED from now on. */
+/* want_drain(s): the bytes still queued; while there are some, an on_drain
+ * is asked for once they are all written (ioc_session_want_drain), so a
+ * writer waiting for the queue to go down is woken even when the kernel
+ * took a large write at once. 0 once the C session is gone. */
+static int p_want_drain(lua_State *L) {
+  lsession *ls = check_ls(L);
+  lua_pushinteger(L, ls->s ? (lua_Integer)ioc_session_want_drain(ls->s) : 0);
+  return 1;
+}
+
 static int p_closing(lua_State *L) {
   lsession *ls = check_ls(L);
   if (ls->rb) ls->rb->closing = true;
@@ -594,7 +604,7 @@ static int p_make_writer(lua_State *L) {
 
 static const luaL_Reg primitives[] = {{"attach", p_attach},   {"len", p_len},         {"take", p_take},
                                       {"find", p_find},       {"park", p_park},       {"unpark", p_unpark},
-                                      {"closing", p_closing}, {"make_readers", p_make_readers}, {"put", p_put},
+                                      {"closing", p_closing}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
                                       {"make_writer", p_make_writer},
                                       {NULL, NULL}};
 

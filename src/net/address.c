@@ -20,8 +20,19 @@
  *   PORT  decimal 0..65535, no sign, no spaces, no leading zeros ("0" itself
  *         is fine; "080" is not), so each address has one spelling.
  *
+ *   "unix:" PATH           a unix-domain socket, PATH 1..IOC_UNIX_PATH_MAX
+ *                          bytes taken as they are
+ *
  * Every other host name is rejected: iocore resolves nothing. IPV6 without
  * brackets ("::1:80") is rejected since the port could not be told apart.
+ *
+ * Unix-domain paths (up to 107 bytes) do not fit the 28 bytes of an
+ * ioc_addr_t, and the struct must not grow (it is embedded in every
+ * session and operation). So each path is kept once per process in an
+ * append-only table (bounded, never freed, so a copied ioc_addr_t can
+ * never dangle) and the address holds a pointer to it: the same path is
+ * always the same bytes, which keeps "parse what the formatter wrote gives
+ * back the same bytes" true for unix: too.
  *
  * The formatter writes the canonical (RFC 5952) form: lower-case hex, the
  * longest run of two or more zero groups as "::" (the first on a tie), dotted
@@ -40,9 +51,12 @@
 #include <sys/socket.h>
 #endif
 
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "iocore.h"
+#include "address.h"
 
 _Static_assert(sizeof(struct sockaddr_in) <= sizeof(((ioc_addr_t *)0)->u.bytes),
                "ioc_addr_t too small for sockaddr_in");
@@ -184,6 +198,109 @@ static int ioc__ascii_ieq(const char *s, size_t len, const char *lower) {
   return i == len && lower[i] == '\0';
 }
 
+/* ---- unix-domain paths ----------------------------------------------------------- */
+
+/* Where the path pointer sits in a unix address's bytes (after the family). */
+#define IOC__UNIX_PTR_OFF 8
+#define IOC__UNIX_BUCKETS 256
+/* offsetof(struct sockaddr_un, sun_path) on every platform */
+#define IOC__SUN_PATH_OFF 2
+
+typedef struct ioc__upath {
+  struct ioc__upath *next;
+  size_t len;
+  char path[]; /* NUL-terminated */
+} ioc__upath_t;
+
+static struct {
+  atomic_flag lock;
+  size_t count;
+  ioc__upath_t *buckets[IOC__UNIX_BUCKETS];
+} ioc__upaths = {ATOMIC_FLAG_INIT, 0, {NULL}};
+
+/* The process's one copy of path (len bytes, no NUL among them), made on
+ * first use; NULL when IOC_UNIX_PATHS_MAX paths are kept already or
+ * memory ran out. Any thread. */
+static const char *ioc__upath_intern(const char *path, size_t len) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)path[i]) * 16777619u;
+  ioc__upath_t **b = &ioc__upaths.buckets[h % IOC__UNIX_BUCKETS];
+  while (atomic_flag_test_and_set_explicit(&ioc__upaths.lock, memory_order_acquire)) {
+  }
+  const char *found = NULL;
+  for (ioc__upath_t *e = *b; e && !found; e = e->next)
+    if (e->len == len && memcmp(e->path, path, len) == 0) found = e->path;
+  if (!found && ioc__upaths.count < IOC_UNIX_PATHS_MAX) {
+    ioc__upath_t *e = malloc(sizeof *e + len + 1);
+    if (e) {
+      e->len = len;
+      memcpy(e->path, path, len);
+      e->path[len] = '\0';
+      e->next = *b;
+      *b = e;
+      ioc__upaths.count++;
+      found = e->path;
+    }
+  }
+  atomic_flag_clear_explicit(&ioc__upaths.lock, memory_order_release);
+  return found;
+}
+
+/* A unix address for path (NULL: unnamed). */
+static void ioc__addr_set_unix(ioc_addr_t *a, const char *path) {
+  memset(a, 0, sizeof *a);
+  a->u.family = AF_UNIX;
+  memcpy(a->u.bytes + IOC__UNIX_PTR_OFF, &path, sizeof path);
+  a->len = (uint32_t)(IOC__SUN_PATH_OFF + (path ? strlen(path) + 1 : 0));
+}
+
+const char *ioc__addr_unix_path(const ioc_addr_t *a) {
+  const char *path = NULL;
+  if (a && a->u.family == AF_UNIX) memcpy(&path, a->u.bytes + IOC__UNIX_PTR_OFF, sizeof path);
+  return path;
+}
+
+int ioc__addr_sockaddr(const ioc_addr_t *a, void *sa, size_t cap) {
+  if (a->u.family != AF_UNIX) {
+    if (a->len == 0 || a->len > sizeof a->u.bytes || a->len > cap) return IOC_EINVAL;
+    memcpy(sa, a->u.bytes, a->len);
+    return (int)a->len;
+  }
+  const char *path = ioc__addr_unix_path(a);
+  size_t n = path ? strlen(path) : 0;
+  if (IOC__SUN_PATH_OFF + n + 1 > cap) return IOC_EINVAL;
+  memset(sa, 0, IOC__SUN_PATH_OFF + n + 1);
+  uint16_t family = AF_UNIX;
+  memcpy(sa, &family, sizeof family); /* sun_family: the first member, 2 bytes */
+  if (n) memcpy((char *)sa + IOC__SUN_PATH_OFF, path, n);
+  return (int)(IOC__SUN_PATH_OFF + n + (n ? 1 : 0));
+}
+
+int ioc__addr_from_unix(ioc_addr_t *out, const void *sa, size_t len) {
+  const char *p = (const char *)sa + IOC__SUN_PATH_OFF;
+  size_t n = 0;
+  if (len > IOC__SUN_PATH_OFF) {
+    const char *nul = memchr(p, '\0', len - IOC__SUN_PATH_OFF);
+    n = nul ? (size_t)(nul - p) : len - IOC__SUN_PATH_OFF;
+  }
+  if (n == 0 || n > IOC_UNIX_PATH_MAX) { /* unnamed (or abstract: not kept) */
+    ioc__addr_set_unix(out, NULL);
+    return 0;
+  }
+  const char *kept = ioc__upath_intern(p, n);
+  ioc__addr_set_unix(out, kept);
+  return kept ? 0 : IOC_ENOMEM;
+}
+
+static int ioc__parse_unix(ioc_addr_t *out, const char *path, size_t len) {
+  if (len == 0) return IOC_EINVAL;
+  if (len > IOC_UNIX_PATH_MAX) return IOC_ENAMETOOLONG;
+  const char *kept = ioc__upath_intern(path, len);
+  if (!kept) return IOC_ENOMEM;
+  ioc__addr_set_unix(out, kept);
+  return 0;
+}
+
 /* ---- public ------------------------------------------------------------------ */
 
 int ioc_addr_parse(ioc_addr_t *out, const char *str, size_t len) {
@@ -191,6 +308,8 @@ int ioc_addr_parse(ioc_addr_t *out, const char *str, size_t len) {
     return IOC_EINVAL;
   if (memchr(str, '\0', len) != NULL)
     return IOC_EINVAL;
+  if (len >= 5 && memcmp(str, "unix:", 5) == 0)
+    return ioc__parse_unix(out, str + 5, len - 5);
   const char *end = str + len;
 
   /* Split host and port. */
@@ -366,6 +485,11 @@ int ioc_addr_format(const ioc_addr_t *addr, char *buf, size_t size) {
     }
     ioc__w_str(&w, "]:");
     ioc__w_uint(&w, ntohs(sa6.sin6_port));
+  } else if (addr->u.family == AF_UNIX) {
+    const char *path = ioc__addr_unix_path(addr);
+    ioc__w_str(&w, "unix:");
+    if (path)
+      ioc__w_str(&w, path);
   } else {
     if (w.size > 0)
       buf[0] = '\0';

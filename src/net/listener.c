@@ -9,14 +9,25 @@
  *     reserve back, and re-post after a short back-off.
  *   - any other unexpected error: re-post after the same back-off.
  * Closing cancels the outstanding accepts; the socket is closed and the
- * memory freed when the last of their completions has come back. */
+ * memory freed when the last of their completions has come back.
+ *
+ * A unix-domain listener ("unix:/path") makes its socket file at bind:
+ * a file left by a listener that is gone (connecting to it is refused) is
+ * replaced, a live one gives IOC_EADDRINUSE, and so does anything that is
+ * not a socket. The file is removed when the listener's socket closes, if
+ * it is still the one this listener made (same device and inode): a newer
+ * listener's file on the same path is left alone. */
 #include "net.h"
+#include "address.h"
 
 #include <stdlib.h>
 #include <string.h>
 #ifndef _WIN32
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #endif
 
@@ -50,14 +61,65 @@ static int post_accept(ioc_listener_t *l, int i) {
 static void backoff_fire(ioc_timer_t *t, void *ud);
 static void arm_backoff(ioc_listener_t *l);
 
+#ifndef _WIN32
+/* True when a unix socket file is live: something accepts connections on
+ * it (or its backlog is full). A refused connect means a file left by a
+ * listener that is gone. */
+static bool unix_file_live(const ioc_addr_t *addr) {
+  int p = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (p < 0) return true; /* cannot tell: do not touch it */
+  int rc = ioc__socket_connect_now(p, addr);
+  close(p);
+  return rc != IOC_ECONNREFUSED && rc != IOC_ENOENT;
+}
+
+/* Binds a unix-domain listener's socket, replacing a stale socket file,
+ * and notes which file it made. */
+static int unix_bind(ioc_listener_t *l, ioc_fd_t fd, const ioc_addr_t *addr) {
+  const char *path = ioc__addr_unix_path(addr);
+  int rc = ioc__socket_bind(fd, addr);
+  struct stat st;
+  if (rc == IOC_EADDRINUSE && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      !unix_file_live(addr)) {
+    unlink(path);
+    rc = ioc__socket_bind(fd, addr);
+  }
+  if (rc == 0 && stat(path, &st) == 0) {
+    l->unix_file = true;
+    l->unix_dev = (uint64_t)st.st_dev;
+    l->unix_ino = (uint64_t)st.st_ino;
+  }
+  return rc;
+}
+
+/* Removes the listener's socket file if the path still names it. */
+static void unix_unlink(ioc_listener_t *l) {
+  if (!l->unix_file) return;
+  l->unix_file = false;
+  const char *path = ioc__addr_unix_path(&l->addr);
+  struct stat st;
+  if (path && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (uint64_t)st.st_dev == l->unix_dev &&
+      (uint64_t)st.st_ino == l->unix_ino)
+    unlink(path);
+}
+#endif
+
+/* Forgets and closes the listener's socket (and removes its socket file). */
+static void close_listen_socket(ioc_listener_t *l) {
+  ioc_core_t *core = l->obj.core;
+#ifndef _WIN32
+  unix_unlink(l); /* first: no moment with a file nobody will ever answer */
+#endif
+  core->backend->del(core, &l->h);
+  ioc__socket_close(core, l->h.fd);
+  l->h.fd = IOC_BAD_FD;
+}
+
 /* A closed listener gives its port back as soon as no accept is in flight,
  * not when the object is freed (its sessions keep it alive). Under l->lock. */
 static void close_socket_when_idle(ioc_listener_t *l) {
   if (!l->closing || l->nposted > 0 || l->h.fd == IOC_BAD_FD) return;
-  ioc_core_t *core = l->obj.core;
-  core->backend->del(core, &l->h);
-  ioc__socket_close(core, l->h.fd);
-  l->h.fd = IOC_BAD_FD;
+  close_listen_socket(l);
 }
 
 /* Re-posts every accept not in flight, or arms the back-off if that fails.
@@ -159,8 +221,11 @@ static void take_connection(ioc_listener_t *l, ioc__op_t *op, ioc_fd_t fd, bool 
     ioc__socket_close(core, fd);
     return;
   }
+  ioc_addr_t peer = op->u.accept.addr;
+  if (l->addr.u.family == AF_UNIX && (peer.len <= 2 || ioc__socket_peer_addr(fd, &peer) < 0))
+    ioc__addr_from_unix(&peer, "", 0); /* unnamed (as most clients are), or not asked */
   ioc_session_t *s = NULL;
-  int rc = ioc__session_new_accepted(core, l, fd, &op->u.accept.addr, &s);
+  int rc = ioc__session_new_accepted(core, l, fd, &peer, &s);
   if (rc < 0) {
     ioc__log(core, "listener: dropping a connection: %s", ioc_strerror(rc));
     ioc__socket_close(core, fd);
@@ -237,11 +302,7 @@ static void listener_dispatch(ioc__object_t *obj, ioc__op_t *op) {
 
 static void listener_destroy(ioc__object_t *obj) {
   ioc_listener_t *l = IOC__CONTAINER_OF(obj, ioc_listener_t, obj);
-  ioc_core_t *core = obj->core;
-  if (l->h.fd != IOC_BAD_FD) {
-    core->backend->del(core, &l->h);
-    ioc__socket_close(core, l->h.fd);
-  }
+  if (l->h.fd != IOC_BAD_FD) close_listen_socket(l);
 #ifndef _WIN32
   if (l->reserve_fd >= 0) close(l->reserve_fd);
 #endif
@@ -264,26 +325,42 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   ioc_addr_t addr;
   int rc = ioc_addr_parse(&addr, address, address_len);
   if (rc < 0) return rc;
+  bool is_unix = addr.u.family == AF_UNIX;
+#ifdef _WIN32
+  if (is_unix) return IOC_EAFNOSUPPORT; /* not in this build (wine has no AF_UNIX) */
+#endif
 
+  ioc_listener_t *l = calloc(1, sizeof *l);
+  if (!l) return IOC_ENOMEM;
   ioc_fd_t fd;
   rc = ioc__socket_open(core, addr.u.family, &fd);
-  if (rc < 0) return rc;
-  /* TCP_NODELAY here is inherited by every accepted socket (Linux): one
-   * syscall per listener instead of one per connection. */
-  ioc__socket_set_nodelay(fd);
-  if ((rc = ioc__socket_set_reuseaddr(fd)) < 0 ||
-      (o.reuseport && (rc = ioc__socket_set_reuseport(fd)) < 0) ||
-      (rc = ioc__socket_bind(fd, &addr)) < 0 || (rc = ioc__socket_listen(fd, o.backlog)) < 0 ||
-      (rc = ioc__socket_local_addr(fd, &addr)) < 0) {
+  if (rc < 0) {
+    free(l);
+    return rc;
+  }
+  if (is_unix) {
+#ifndef _WIN32
+    rc = unix_bind(l, fd, &addr);
+#endif
+  } else {
+    /* TCP_NODELAY here is inherited by every accepted socket (Linux): one
+     * syscall per listener instead of one per connection. */
+    ioc__socket_set_nodelay(fd);
+    if ((rc = ioc__socket_set_reuseaddr(fd)) == 0 && o.reuseport)
+      rc = ioc__socket_set_reuseport(fd);
+    if (rc == 0) rc = ioc__socket_bind(fd, &addr);
+  }
+  if (rc < 0 || (rc = ioc__socket_listen(fd, o.backlog)) < 0 ||
+      (!is_unix && (rc = ioc__socket_local_addr(fd, &addr)) < 0)) {
+    l->addr = addr;
+#ifndef _WIN32
+    unix_unlink(l);
+#endif
     ioc__socket_close(core, fd);
+    free(l);
     return rc;
   }
 
-  ioc_listener_t *l = calloc(1, sizeof *l);
-  if (!l) {
-    ioc__socket_close(core, fd);
-    return IOC_ENOMEM;
-  }
   ioc__object_init(&l->obj, core, &listener_vtbl); /* the open reference */
   l->h.fd = fd;
   l->addr = addr;
@@ -300,6 +377,9 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   if (rc < 0) {
     /* Never associated with the backend: close it here, so destroy does not
      * dissociate what was never added. */
+#ifndef _WIN32
+    unix_unlink(l);
+#endif
     ioc__socket_close(core, fd);
     l->h.fd = IOC_BAD_FD;
     ioc__object_unref(&l->obj);

@@ -28,6 +28,10 @@ struct ioc_listener {
   bool backoff_armed;
 #ifndef _WIN32
   int reserve_fd; /* spare fd given up to shed the backlog on EMFILE */
+  /* unix: listeners: the socket file this listener made (device and
+   * inode), removed when the listener closes if it is still that one */
+  bool unix_file;
+  uint64_t unix_dev, unix_ino;
 #endif
   atomic_uint_fast64_t nsessions; /* open sessions accepted here */
   ioc_listener_t *prev, *next;    /* core->listeners, under objects_lock */

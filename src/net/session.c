@@ -24,6 +24,7 @@
  * back into a session from inside them, so this cannot deadlock.
  */
 #include "net.h"
+#include "address.h"
 #include "framing.h"
 #include "proxy.h"
 
@@ -530,7 +531,7 @@ static void on_connect_done(ioc_session_t *s, ioc__op_t *op) {
   if (res == 0 && s->state < IOC__S_CLOSING) {
     if (s->state == IOC__S_CONNECTING) s->state = IOC__S_OPEN;
     s->last_recv_ms = s->progress_ms = ioc__now32(); /* idle counts from here */
-    ioc__socket_set_nodelay(s->h.fd);
+    if (s->peer.u.family != AF_UNIX) ioc__socket_set_nodelay(s->h.fd);
     IOC__STAT_ADD(core, connected, 1);
   } else {
     /* Closed while connecting (abort, fail, the connect time-out): on_open
@@ -583,6 +584,7 @@ static void session_destroy(ioc__object_t *obj) {
 
 static bool addr_is_wildcard(const ioc_addr_t *a) {
   static const unsigned char zero[16];
+  if (a->u.family == AF_UNIX) return false; /* its path: every session's local address */
   if (a->u.family == AF_INET) {
     const struct sockaddr_in *in = (const void *)a->u.bytes;
     return in->sin_addr.s_addr == 0;
@@ -723,16 +725,26 @@ void ioc__session_start_proxy(ioc_session_t *s) {
 
 /* Posts the connect of an outbound session to addr, or, when err (or the
  * submission) fails, completes it as failed from a dispatching thread, so
- * the owner hears on_open(err) then on_close(err), as for any failure.
- * Under s->lock. */
+ * the owner hears on_open(err) then on_close(err), as for any failure. A
+ * unix-domain connect is made here (it never waits) and its result
+ * completes the same way, so on_open still comes from dispatch. Under
+ * s->lock. */
 static void submit_connect(ioc_session_t *s, const ioc_addr_t *addr, int err) {
   ioc_core_t *core = s->obj.core;
   ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
   if (addr) s->rop.u.connect.addr = *addr;
   s->inflight++;
   s->connect_posted = true;
-  int rc = err < 0 ? err : ioc__op_submit(core, &s->rop);
-  if (rc < 0) {
+  int rc = err;
+  bool known = err < 0;
+  if (!known && addr->u.family == AF_UNIX) {
+    rc = ioc__socket_connect_now(s->h.fd, addr); /* at once: no operation needed */
+    known = true;
+  } else if (!known) {
+    rc = ioc__op_submit(core, &s->rop);
+    known = rc < 0;
+  }
+  if (known) {
     s->rop.res = rc;
     ioc__object_ref(&s->obj);
     IOC__STAT_ADD(core, ops_inflight, 1);
@@ -859,6 +871,9 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
   if (rc == IOC_EINVAL && is_host_name(address, address_len))
     return connect_by_name(core, address, address_len, cbs, ud, opts, out);
   if (rc < 0) return rc;
+#ifdef _WIN32
+  if (addr.u.family == AF_UNIX) return IOC_EAFNOSUPPORT; /* not in this build (wine has no AF_UNIX) */
+#endif
   ioc_fd_t fd;
   rc = ioc__socket_open(core, addr.u.family, &fd);
   if (rc < 0) return rc;
@@ -956,6 +971,14 @@ int ioc_session_send(ioc_session_t *s, const void *data, size_t len) {
 size_t ioc_session_pending(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
   size_t n = s->pending;
+  ioc__spin_unlock(&s->lock);
+  return n;
+}
+
+size_t ioc_session_want_drain(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  size_t n = s->pending;
+  if (n > 0) s->want_drain = true;
   ioc__spin_unlock(&s->lock);
   return n;
 }
@@ -1090,7 +1113,8 @@ const ioc_addr_t *ioc_session_local(const ioc_session_t *s) {
   ioc__spin_lock(&m->lock);
   if (!m->local && m->h.fd != IOC_BAD_FD) {
     ioc_addr_t *a = calloc(1, sizeof *a);
-    if (a && ioc__socket_local_addr(m->h.fd, a) == 0 && ioc_addr_port(a) != 0) {
+    if (a && ioc__socket_local_addr(m->h.fd, a) == 0 &&
+        (ioc_addr_port(a) != 0 || a->u.family == AF_UNIX)) {
       m->local = a;
       m->local_owned = true;
     } else {

@@ -17,6 +17,7 @@
 #endif
 
 #include "internal.h"
+#include "address.h"
 
 #include <string.h>
 
@@ -221,7 +222,8 @@ int ioc__socket_open(ioc_core_t *core, int family, ioc_fd_t *out) {
     return rc;
   }
 #else
-  int s = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  int s = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                 family == AF_UNIX ? 0 : IPPROTO_TCP);
   if (s < 0)
     return ioc__socket_error();
 #endif
@@ -352,11 +354,31 @@ int ioc__socket_set_linger_rst(ioc_fd_t fd) {
 /* ---- addresses and state ----------------------------------------------------------- */
 
 int ioc__socket_bind(ioc_fd_t fd, const ioc_addr_t *addr) {
-  if (addr == NULL || addr->len == 0 || addr->len > sizeof addr->u.bytes)
-    return IOC_EINVAL;
-  if (bind(fd, (const struct sockaddr *)addr->u.bytes, (ioc__socklen_t)addr->len) != 0)
+  struct sockaddr_storage ss;
+  int len = addr ? ioc__addr_sockaddr(addr, &ss, sizeof ss) : IOC_EINVAL;
+  if (len < 0)
+    return len;
+  if (bind(fd, (const struct sockaddr *)&ss, (ioc__socklen_t)len) != 0)
     return ioc__socket_error();
   return 0;
+}
+
+/* connect(2) now, for a unix-domain socket: it completes at once (or
+ * fails: ENOENT, ECONNREFUSED, EAGAIN when the listener's backlog is
+ * full), so it needs no operation. Returns 0 or a negative code. */
+int ioc__socket_connect_now(ioc_fd_t fd, const ioc_addr_t *addr) {
+  struct sockaddr_storage ss;
+  int len = ioc__addr_sockaddr(addr, &ss, sizeof ss);
+  if (len < 0)
+    return len;
+  int rc;
+  do rc = connect(fd, (const struct sockaddr *)&ss, (ioc__socklen_t)len);
+#ifdef _WIN32
+  while (0);
+#else
+  while (rc != 0 && errno == EINTR);
+#endif
+  return rc == 0 ? 0 : ioc__socket_error();
 }
 
 int ioc__socket_listen(ioc_fd_t fd, int backlog) {
@@ -371,11 +393,14 @@ int ioc__socket_shutdown_write(ioc_fd_t fd) {
   return 0;
 }
 
-/* Copies a sockaddr the kernel filled into an ioc_addr_t. Only IPv4 and
- * IPv6 fit; anything else is IOC_EAFNOSUPPORT. */
+/* Copies a sockaddr the kernel filled into an ioc_addr_t: IPv4, IPv6, or
+ * unix-domain (its path kept by address.c); anything else is
+ * IOC_EAFNOSUPPORT. */
 static int ioc__addr_from_storage(const struct sockaddr_storage *ss, ioc__socklen_t len,
                                   ioc_addr_t *out) {
   size_t want;
+  if (ss->ss_family == AF_UNIX)
+    return ioc__addr_from_unix(out, ss, (size_t)len);
   if (ss->ss_family == AF_INET)
     want = sizeof(struct sockaddr_in);
   else if (ss->ss_family == AF_INET6)

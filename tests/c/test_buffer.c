@@ -372,6 +372,36 @@ void test_send_buffer_follows_the_rules_of_send(void) {
   size_t p1 = ioc_session_pending(s);
   ASSERT(p1 == 0 || p1 == 3000);
   if (p1 == 3000) ASSERT_ERR(ioc_session_send_buffer(s, k3), IOC_ENOBUFS);
+  /* a session of another core is skipped by this core's broadcast */
+  {
+    ioc_core_t *other;
+    make_core(&other);
+    rec_server_t *osrv = rec_server_new(0, 0);
+    ioc_listener_t *ol = listen_loopback(other, NULL, rec_server_accept, osrv);
+    sock_t oc = tcp_connect(ioc_listener_address(ol));
+    WAIT_UNTIL(other, atomic_load(&osrv->naccepted) == 1, 10000);
+    ioc_session_t *os = osrv->recs[0].s;
+    ASSERT_EQ(ioc_core_broadcast(core, &os, 1, small), 0);
+    ASSERT_EQ(ioc_session_pending(os), 0);
+    ASSERT_EQ(ioc_core_broadcast(other, &os, 1, small), 1); /* its own core's takes it */
+    char got[10];
+    sock_set_timeouts(oc, 10000);
+    sock_set_nonblock(oc, false);
+    uint64_t odl = now_ms() + (uint64_t)scaled_ms(10000);
+    size_t have = 0;
+    while (have < sizeof got && now_ms() < odl) {
+      pump(other, 5);
+      sock_set_nonblock(oc, true);
+      long r = sock_recv(oc, got + have, sizeof got - have);
+      if (r > 0) have += (size_t)r;
+    }
+    ASSERT_EQ(have, 10);
+    ASSERT(memcmp(got, "0123456789", 10) == 0);
+    sock_close(oc);
+    ioc_listener_close(ol);
+    ASSERT_CORE_CLEAN(other);
+    rec_server_free(osrv);
+  }
   /* closed: ECLOSED, and nothing retained */
   ioc_session_close(s);
   ASSERT_ERR(ioc_session_send_buffer(s, small), IOC_ECLOSED);

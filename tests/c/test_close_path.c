@@ -158,3 +158,34 @@ void test_async_shutdown_enotconn_ends_the_session_cleanly(void) {
   ASSERT_CORE_CLEAN(core);
   rec_server_free(srv);
 }
+
+/* The peer's FIN is in and it has acknowledged everything: close() alone
+ * sends our FIN and loses nothing, so no separate shutdown is made. The
+ * client still sees a clean EOF and the session ends with 0. */
+void test_close_after_the_peers_fin_with_nothing_unacked_needs_no_shutdown(void) {
+  ioc_core_t *core = wrapped_core(SHUT_ASYNC);
+  rec_server_t *srv = rec_server_new(1, 0);
+  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, srv);
+  sock_t c = tcp_connect(ioc_listener_address(l));
+  sock_set_timeouts(c, 10000);
+  ASSERT_EQ(sock_send_all(c, "last words", 10), 0);
+  sock_shutdown_write(c); /* the server's session has no on_eof: FIN closes it */
+  rec_t *r = &srv->recs[0];
+  static reader_t rd;
+  read_to_eof(core, c, &rd);
+  ASSERT_EQ(rd.got, 0);
+  WAIT_UNTIL(core, atomic_load(&r->closes) == 1, 10000);
+  ASSERT_ERR(r->close_err, 0);
+  ASSERT_EQ(atomic_load(&r->total), 10);
+  sock_close(c);
+#ifdef __linux__
+  ASSERT_EQ(atomic_load(&g_shutdowns), 0);
+#else
+  /* where the kernel does not tell what the peer acknowledged, the FIN
+   * goes out with a shutdown and the close waits for the peer's as before */
+#endif
+  ASSERT_EQ(atomic_load(&g_closes), 1);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+  rec_server_free(srv);
+}

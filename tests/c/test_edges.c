@@ -681,6 +681,59 @@ void test_send_on_an_empty_queue_is_taken_whatever_its_size(void) {
   rec_server_free(srv);
 }
 
+/* ---- want_drain_brings_on_drain_for_a_send_written_at_once ---------------------------- */
+
+/* A writer that waits for the queue to go down (the stream style's write()
+ * above its high-water mark) asks with ioc_session_want_drain(): when bytes
+ * are still queued it gets an on_drain once they are out, even when the
+ * kernel took them in one write (a plain send then gives no on_drain). */
+void test_want_drain_brings_on_drain_for_a_send_written_at_once(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  rec_server_t *srv = rec_server_new(0, 0);
+  ioc_listener_t *l = listen_opts(core, srv, NULL);
+  sock_t c = tcp_connect(ioc_listener_address(l));
+  sock_set_timeouts(c, 30000);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].opens) == 1, 5000);
+  ioc_session_t *s = srv->recs[0].s;
+  ASSERT_EQ(ioc_session_want_drain(s), (size_t)0); /* empty queue: nothing asked */
+  const size_t chunk = 4096;
+  char *data = pattern_buf(67, chunk);
+  size_t sent = 0;
+  int asked = 0;
+  for (int i = 0; i < 200 && !asked; i++) {
+    int before = atomic_load(&srv->recs[0].drains);
+    ASSERT_OK(ioc_session_send(s, data, chunk));
+    sent += chunk;
+    size_t n = ioc_session_want_drain(s);
+    if (n > 0) {
+      asked = 1;
+      WAIT_UNTIL(core, atomic_load(&srv->recs[0].drains) == before + 1, 10000);
+    } else {
+      WAIT_UNTIL(core, ioc_session_pending(s) == 0, 10000);
+    }
+  }
+  ASSERT_MSG(asked, "never still queued when asked"); /* the send was still queued when asked, at least once */
+  ASSERT_EQ(ioc_session_pending(s), 0);
+  char *got = malloc(sent);
+  ASSERT(got != NULL);
+  size_t have = 0;
+  while (have < sent) {
+    long r = sock_recv(c, got + have, sent - have);
+    ASSERT_GT(r, 0);
+    have += (size_t)r;
+  }
+  for (size_t off = 0; off < sent; off += chunk) ASSERT_EQ(pattern_check(67, 0, got + off, chunk), -1);
+  ioc_session_close(s);
+  sock_close(c);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+  free(got);
+  free(data);
+  rec_server_free(srv);
+}
+
 /* ---- outbound_local_address_asked_before_the_connect_is_right_after ------------------- */
 
 typedef struct local_probe {

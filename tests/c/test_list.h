@@ -16,6 +16,15 @@
   X(core_destroy_refuses_while_objects_alive, 0)               \
   X(close_all_closes_listeners_and_sessions, 0)                \
   X(two_cores_run_independently, 0)                    \
+  /* test_uring.c */                                           \
+  X(uring_worker_rings_run_single_issuer_defer_taskrun, 60000) \
+  X(uring_mode_falls_back_to_coop_taskrun, 60000)              \
+  X(uring_mode_falls_back_to_coop_without_single_issuer, 60000) \
+  X(uring_mode_falls_back_to_plain_rings, 60000)               \
+  X(uring_rings_handed_over_mid_send_lose_no_byte, 60000)      \
+  X(uring_foreign_thread_sends_cancels_and_wakes_reach_owner_rings, 60000) \
+  X(uring_accepts_spread_over_worker_rings, 60000)             \
+  X(uring_graceful_close_shuts_down_and_closes_on_the_ring, 60000) \
   /* test_timer.c */                                           \
   X(timers_fire_in_order, 0)                                   \
   X(repeating_timer_repeats_and_cancel_stops_it, 0)            \
@@ -69,6 +78,19 @@
   X(half_close_goes_through_the_backends_async_shutdown, 0)   \
   X(close_falls_back_to_syscalls_when_the_backend_refuses, 0) \
   X(async_shutdown_enotconn_ends_the_session_cleanly, 0)      \
+  X(close_after_the_peers_fin_with_nothing_unacked_needs_no_shutdown, 0) \
+  /* test_unix.c */                                            \
+  X(unix_address_parse_and_format, 0)                          \
+  X(unix_echo_and_the_address_strings_of_both_ends, 0)        \
+  X(unix_listener_removes_its_socket_file_on_close, 0)         \
+  X(unix_listener_leaves_a_newer_socket_file_alone, 0)         \
+  X(unix_listener_replaces_a_stale_socket_file, 0)             \
+  X(unix_listener_on_a_live_socket_file_is_eaddrinuse, 0)      \
+  X(unix_path_too_long_is_enametoolong, 0)                     \
+  X(unix_connect_to_a_missing_path_a_dead_file_or_a_full_backlog_fails_with_its_code, 0) \
+  X(unix_graceful_close_delivers_everything_to_a_slow_reader, 60000) \
+  X(unix_listen_and_connect_are_eafnosupport_on_windows, 0)   \
+  X(unix_accepted_peer_is_the_name_a_client_bound, 0)         \
   /* test_echo.c */                                            \
   X(echo_large_stream_single_thread, 0)                        \
   X(echo_integrity_100_sessions_4_workers, 120000)             \
@@ -106,6 +128,7 @@
   X(connect_timeout_and_failures_give_one_code_to_on_open_and_on_close, 0) \
   X(set_timeout_changes_a_live_session, 0)                     \
   X(send_on_an_empty_queue_is_taken_whatever_its_size, 60000)  \
+  X(want_drain_brings_on_drain_for_a_send_written_at_once, 60000) \
   X(outbound_local_address_asked_before_the_connect_is_right_after, 0) \
   X(timers_fire_in_deadline_order_on_4_workers, 60000) \
   X(sweep_runs_only_while_a_session_needs_it, 0)               \

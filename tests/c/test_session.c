@@ -245,7 +245,12 @@ void test_session_accessors_report_ids_addresses_userdata(void) {
   ioc_session_t *out = connect_rec(core, ioc_listener_address(l), &r, NULL);
   WAIT_UNTIL(core, atomic_load(&srv->naccepted) == 5 && atomic_load(&r.opens) == 1, 5000);
   ioc_session_t *all[6];
-  for (int i = 0; i < 5; i++) all[i] = srv->recs[i].s;
+  /* references of ours while this thread reads them: the workers free a
+   * session once it has closed, and a close can come at any time */
+  for (int i = 0; i < 5; i++) {
+    all[i] = srv->recs[i].s;
+    ioc_session_retain(all[i]);
+  }
   all[5] = out;
   for (int i = 0; i < 6; i++) {
     ASSERT(ioc_session_core(all[i]) == core);
@@ -273,6 +278,7 @@ void test_session_accessors_report_ids_addresses_userdata(void) {
   ASSERT_EQ(atomic_load(&r.closes), 0);
   ioc_session_release(out);
   for (int i = 0; i < 4; i++) sock_close(c[i]);
+  for (int i = 0; i < 5; i++) ioc_session_release(all[i]);
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
   rec_free(&r);
