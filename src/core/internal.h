@@ -364,8 +364,8 @@ extern const ioc__backend_t ioc__backend_uring;
 /* The mode of loop's io_uring ring ("single_issuer+defer_taskrun", ...,
  * "plain"), NULL on another backend. uring.c */
 const char *ioc__uring_mode(ioc_core_t *core, int loop);
-/* Shutdowns and closes made as SQEs on the core's rings (0 elsewhere). */
-void ioc__uring_counts(ioc_core_t *core, uint64_t *shutdowns, uint64_t *closes);
+/* Sockets closed by SQEs on the core's rings (0 elsewhere). uring.c */
+uint64_t ioc__uring_closes(ioc_core_t *core);
 extern const ioc__backend_t ioc__backend_epoll;
 extern const ioc__backend_t ioc__backend_iocp;
 

@@ -24,7 +24,7 @@
   X(uring_rings_handed_over_mid_send_lose_no_byte, 60000)      \
   X(uring_foreign_thread_sends_cancels_and_wakes_reach_owner_rings, 60000) \
   X(uring_accepts_spread_over_worker_rings, 60000)             \
-  X(uring_graceful_close_shuts_down_and_closes_on_the_ring, 60000) \
+  X(uring_graceful_close_closes_sockets_on_the_ring, 60000)    \
   /* test_timer.c */                                           \
   X(timers_fire_in_order, 0)                                   \
   X(repeating_timer_repeats_and_cancel_stops_it, 0)            \
