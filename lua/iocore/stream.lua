@@ -29,7 +29,10 @@
 --     timer is cancelled by every other wake. The C buffer's record of the
 --     parked read (B.park) is cleared with the slot (B.unpark).
 --   * The buffer's memory comes from the Lua allocator (memory_limit covers
---     it) and is freed whenever it is empty.
+--     it) and is freed when a read parks on it empty.
+--   * A parked reader's coroutine holds only the script's frames and the C
+--     method's: the quick park (try_park) makes no C call, so it does not
+--     grow the coroutine's stack.
 local M = {}
 
 local co_running, co_yield, co_status, co_create = coroutine.running, coroutine.yield, coroutine.status,

@@ -258,6 +258,9 @@ typedef struct ur_backend {
 
   /* a wake is on its way to this loop's waiter and not yet reaped */
   atomic_int wake_pending;
+  /* a MSG_RING wake waits in this ring's SQ: the owner's flush sends it at
+   * once instead of leaving it to its next wait (see ur_flush) */
+  atomic_int urgent;
 
   ioc__spin_t buf_lock;
   struct io_uring_buf_ring *br;
@@ -1298,6 +1301,7 @@ static bool ur_wake_by_msg(ioc_core_t *core, ur_backend_t *target) {
     io_uring_prep_msg_ring(sqe, fd, 0, 0, 0);
     io_uring_sqe_set_data64(sqe, UR_UD(target) | UR_MSG_TAG);
     atomic_store_explicit(&src->dirty, 1, memory_order_relaxed);
+    atomic_store_explicit(&src->urgent, 1, memory_order_relaxed);
   }
   ur_sq_unlock(src);
   return sqe != NULL;
@@ -1318,7 +1322,13 @@ static void ur_wake(ioc_core_t *core, ioc__loop_t *loop) {
     ur_wake_efd(bd);
 }
 
-static void ur_flush(ioc_core_t *core, ioc__loop_t *loop) {
+/* Pushes what is prepared to the kernel. The worker that owns a ring
+ * leaves it to its own next wait(), which submits and waits in one
+ * io_uring_enter (a batch then costs one syscall, not two), unless a
+ * MSG_RING wake is among it (a worker about to run long handlers calls
+ * another one for help: that must go now). Every batch of a worker ends in
+ * a wait on its loops (0 ms when it has more to do), so nothing stays. */
+static void ur_flush_now(ioc_core_t *core, ioc__loop_t *loop, bool force) {
   ur_backend_t *bd = loop->bl;
   if (!ur_may_submit(bd))
     return; /* another worker reaping this one's ring */
@@ -1326,9 +1336,40 @@ static void ur_flush(ioc_core_t *core, ioc__loop_t *loop) {
     ur_run_handoffs(core, bd);
   if (!atomic_load_explicit(&bd->dirty, memory_order_relaxed))
     return;
+  if (!force && bd->worker_ring && ioc__core_owns(loop) && !bd->swapping &&
+      !atomic_load_explicit(&bd->urgent, memory_order_relaxed))
+    return;
   ur_sq_lock(bd);
   ur_flush_locked(bd);
   ur_sq_unlock(bd);
+  atomic_store_explicit(&bd->urgent, 0, memory_order_relaxed);
+}
+
+static void ur_flush(ioc_core_t *core, ioc__loop_t *loop) { ur_flush_now(core, loop, false); }
+
+/* The owner's half of ur_flush before it enters the kernel itself: moves
+ * the backlog and cancels into the SQ and publishes the SQ tail, without
+ * entering. Returns the number of SQEs for the kernel to take. */
+static unsigned ur_prepare(ioc_core_t *core, ur_backend_t *bd) {
+  if (atomic_load_explicit(&bd->xpending, memory_order_relaxed))
+    ur_run_handoffs(core, bd);
+  ur_sq_lock(bd);
+  ur_arm_efd_locked(bd);
+  ur_drain_locked(bd);
+  struct io_uring_sq *sq = &bd->ring.sq;
+  unsigned tail = sq->sqe_tail;
+  if (sq->sqe_head != tail) {
+    sq->sqe_head = tail;
+    io_uring_smp_store_release(sq->ktail, tail);
+  }
+  unsigned ready = tail - IO_URING_READ_ONCE(*sq->khead);
+  bool stuck = !ioc__queue_empty(&bd->backlog) || bd->ncancel ||
+               !atomic_load_explicit(&bd->efd_armed, memory_order_relaxed);
+  /* the caller's enter takes the ready ones (it sets dirty if it does not) */
+  atomic_store_explicit(&bd->dirty, stuck ? 1 : 0, memory_order_relaxed);
+  ur_sq_unlock(bd);
+  atomic_store_explicit(&bd->urgent, 0, memory_order_relaxed);
+  return ready;
 }
 
 /* ---- the completion side ---------------------------------------------------- */
@@ -1404,8 +1445,14 @@ static int ur_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max
       return n;
   }
   uint64_t deadline = timeout_ms > 0 ? ioc__now_ms() + (uint64_t)timeout_ms : 0;
+  /* The owner of a worker ring submits in the same enter that waits. */
+  bool combine = bd->worker_ring && ioc__core_owns(loop) && !bd->wait_in_poll;
   for (;;) {
-    ur_flush(core, loop);
+    unsigned to_submit = 0;
+    if (combine)
+      to_submit = ur_prepare(core, bd);
+    else
+      ur_flush_now(core, loop, true);
     /* A retry timer that could not be armed (no SQE) is armed here. */
     ioc__spin_lock(&bd->buf_lock);
     bool rearm = bd->retry_lost && !bd->retry_armed && ur_may_submit(bd);
@@ -1419,6 +1466,18 @@ static int ur_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max
 
     bool woke = false;
     int n = ur_reap(bd, out, max, &woke);
+    if (combine && to_submit && (n > 0 || woke || timeout_ms == 0)) {
+      /* not waiting: submit, and run task work / overflow while in */
+      int ret;
+      do
+        ret = io_uring_enter((unsigned)bd->ring.ring_fd, to_submit, 0, IORING_ENTER_GETEVENTS, NULL);
+      while (ret == -EINTR);
+      if (ret < 0 || (unsigned)ret < to_submit)
+        atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed); /* refused: again */
+      to_submit = 0;
+      if (n == 0 && !woke)
+        n = ur_reap(bd, out, max, &woke);
+    }
     if (n == 0 && !woke) {
       ur_flush_overflow(bd);
       n = ur_reap(bd, out, max, &woke);
@@ -1458,8 +1517,11 @@ static int ur_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max
       ts.tv_nsec = (wait_ms % 1000) * 1000000L;
       arg.ts = (__u64)(uintptr_t)&ts;
     }
-    int ret = io_uring_enter2((unsigned)bd->ring.ring_fd, 0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
-                              (sigset_t *)(void *)&arg, sizeof arg);
+    int ret = io_uring_enter2((unsigned)bd->ring.ring_fd, to_submit, 1,
+                              IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)(void *)&arg,
+                              sizeof arg);
+    if (to_submit && (ret < 0 || (unsigned)ret < to_submit))
+      atomic_store_explicit(&bd->dirty, 1, memory_order_relaxed); /* refused: again */
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
       return ur_map_res(ret);
     /* Loop: reap what came, or see that the deadline passed. */

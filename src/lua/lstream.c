@@ -8,7 +8,9 @@
  * part adds methods to the same objects instead of wrapping the module.
  * When the file is not found the C module works alone, without the stream
  * style; an error raised while loading it is passed on: a broken
- * installation should not go unnoticed. */
+ * installation should not go unnoticed. The stream sessions' receive
+ * buffer (lrbuf.c) comes as parts.rbuf, and stays in the registry as
+ * "iocore.rbuf" for a stream.lua installed by hand later. */
 #include "lbind.h"
 
 #define LUA_PART "iocore.stream"
