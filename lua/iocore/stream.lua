@@ -37,7 +37,7 @@ local M = {}
 
 local co_running, co_yield, co_status, co_create = coroutine.running, coroutine.yield, coroutine.status,
     coroutine.create
-local type, select, error, tostring = type, select, error, tostring
+local type, select, error, tostring, rawlen, rawget = type, select, error, tostring, rawlen, rawget
 local math_type = math.type
 
 local EOF_MSG = "EOF: end of stream"
@@ -428,9 +428,28 @@ end
 -- pending. The method is a C function (lrbuf.c) that sends a string at
 -- once when that cannot pass the mark, and calls this for the rest (so
 -- the script is at level 3 here).
+-- What write takes: a string, an iocore.buffer, or an array of them; a
+-- misuse raises naming write (not the send it calls).
+local function check_data(data)
+  local t = type(data)
+  if t == "string" or typename(data) == "iocore.buffer" then return end
+  if t ~= "table" then
+    error("bad argument #1 to 'write' (string, iocore.buffer or array of them expected, got " .. typename(data) .. ")",
+      SCRIPT + 1)
+  end
+  for i = 1, rawlen(data) do
+    local v = rawget(data, i)
+    if type(v) ~= "string" and typename(v) ~= "iocore.buffer" then
+      error(("bad argument #1 to 'write' (array of strings or iocore.buffer expected, item %d is %s)")
+        :format(i, typename(v)), SCRIPT + 1)
+    end
+  end
+end
+
 local function write(s, data)
   local co = current("write", SCRIPT + 1)
   local st = stream_of(s, "write", co, SCRIPT)
+  check_data(data)
   local ok, msg, code = S.send(s, data)
   if not ok and code == "ENOBUFS" then
     -- the queue is full: wait until it has drained, then the send is taken
@@ -562,8 +581,14 @@ local function sleep(ms)
   if math.type(ms) ~= "integer" and type(ms) ~= "number" then
     error("bad argument #1 to 'sleep' (number expected, got " .. type(ms) .. ")", 2)
   end
+  if ms ~= ms or ms == math.huge or ms == -math.huge then
+    error("bad argument #1 to 'sleep' (a finite number of milliseconds expected, got " .. tostring(ms) .. ")", 2)
+  end
   ms = math.floor(ms)
   if ms < 0 then ms = 0 end
+  if ms > 0x7fffffff then
+    error("bad argument #1 to 'sleep' (at most 2^31-1 ms, got " .. tostring(ms) .. ")", 2)
+  end
   C.after(core_of(owners[co]), ms, function() wake(co) end)
   co_yield()
   return true

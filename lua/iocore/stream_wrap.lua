@@ -132,6 +132,33 @@ return function(ctx)
   end
 
   local orig_listen = C.listen
+  -- `coroutine = true`, the older name of the stream style: the listener's
+  -- on_accept runs as its handler, in a coroutine of its own per session,
+  -- where s:read* and s:write wait (and the session closes when it
+  -- returns). Returns the options to use; raises (at the script's listen)
+  -- on a misuse.
+  local function coroutine_option(opts)
+    local co = opts.coroutine
+    if type(co) ~= "boolean" then
+      error("bad argument #2 to 'listen' (field 'coroutine' must be a boolean, got " .. typename(co) .. ")", 3)
+    end
+    local o = {}
+    for k, v in pairs(opts) do
+      if k ~= "coroutine" then o[k] = v end
+    end
+    if not co then return o end
+    if opts.handler ~= nil then
+      error("bad argument #2 to 'listen' (fields 'coroutine' and 'handler' exclude each other: "
+        .. "with coroutine = true, on_accept is the handler)", 3)
+    end
+    if type(opts.on_accept) ~= "function" then
+      error("bad argument #2 to 'listen' (field 'coroutine' needs 'on_accept', the function to run per session, got "
+        .. typename(opts.on_accept) .. ")", 3)
+    end
+    o.on_accept, o.handler = nil, opts.on_accept
+    return o
+  end
+
   cm.listen = function(core, address, opts)
     self_check(core, cmt, "listen")
     if tostring(core):find("(closed)", 1, true) then
@@ -143,6 +170,7 @@ return function(ctx)
     if opts ~= nil and type(opts) ~= "table" then
       error("bad argument #2 to 'listen' (table expected, got " .. typename(opts) .. ")", 2)
     end
+    if opts ~= nil and opts.coroutine ~= nil then opts = coroutine_option(opts) end
     if opts == nil or opts.handler == nil then
       local a, b, c = as_method("listen", 3, orig_listen, core, address, opts)
       return a, b, c

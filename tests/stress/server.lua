@@ -301,4 +301,8 @@ io.stdout:flush()
 
 local stopped = core:run()
 write_stats("stopped=" .. tostring(stopped))
-io.stdout:write(("STOPPED %s closed=%d clean=%d\n"):format(tostring(stopped), C.closed, C.close_clean))
+local codes = {}
+for code, n in pairs(close_codes) do codes[#codes + 1] = code .. ":" .. n end
+table.sort(codes)
+io.stdout:write(("STOPPED %s closed=%d clean=%d codes=%s\n"):format(tostring(stopped), C.closed, C.close_clean,
+  #codes > 0 and table.concat(codes, ",") or "-"))

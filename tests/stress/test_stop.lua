@@ -68,7 +68,7 @@ function TestStop:test_sigterm_flushes_queued_sends_and_exits_0()
   lu.assertNotNil(out:match("STOPPED true"), "run() did not return true:\n" .. out)
   lu.assertEquals(st.stopped, "true")
   lu.assertEquals(fin.closed, conns, "sessions closed")
-  lu.assertEquals(fin.clean, conns, "sessions closed without error")
+  lu.assertEquals(fin.clean, conns, "sessions closed without error (codes: " .. tostring(fin.codes) .. ")")
   lu.assertEquals(st.st_active, 0)
   lu.assertEquals(st.errors, 0, "handler errors: " .. tostring(st.last_error))
 end
