@@ -323,8 +323,9 @@ struct ioc__backend {
   int (*loop_own)(ioc_core_t *core, ioc__loop_t *loop, bool own);
 
   /* Optional asynchronous socket calls, for a backend that can batch them
-   * with its other submissions (io_uring: IORING_OP_SHUTDOWN and
-   * IORING_OP_CLOSE). NULL: net/ makes the plain syscall itself, inline,
+   * with its other submissions (io_uring: IORING_OP_CLOSE; its
+   * IORING_OP_SHUTDOWN was measured and dropped, since the kernel punts
+   * every one to an io-wq thread). NULL: net/ makes the plain syscall itself, inline,
    * and nothing else changes. epoll and IOCP leave them NULL: there the
    * call would be the same syscall, made later.
    *
