@@ -70,10 +70,20 @@ function TestLoad:test_echo_held_every_byte_back_rss_flat()
 
   lu.assertNotNil(s25, "no RSS sample at 25%")
   lu.assertNotNil(s100, "no RSS sample at 100%")
-  local limit = s25.rss_kb * 1.10 + 4096
+  -- The bound: the 25% floor (+10% + 4 MiB), or what the data that may be
+  -- in flight explains, whichever is larger. Up to ~64 KiB of receive
+  -- events per connection come and go (12.5 MiB for 200), and whether the
+  -- allocator gives such a peak back depends on fragmentation: the floor
+  -- can step up once, late, to about that working set and stay there
+  -- without a leak (seen under fault injection on epoll: 4.9 -> 15.4 MiB,
+  -- steady at ~15.5 MiB in every run). A leak grows with the half a million
+  -- messages exchanged and passes both; S.assert_no_leak above checks the
+  -- object and operation counts exactly.
+  local in_flight_kb = base.rss_kb + conns * 64 + 4096
+  local limit = math.max(s25.rss_kb * 1.10 + 4096, in_flight_kb)
   if s100.rss_kb > limit then
-    lu.fail(("server RSS grew from %d KiB (25%%) to %d KiB (100%%); allowed %d KiB"):format(s25.rss_kb,
-      s100.rss_kb, math.floor(limit)))
+    lu.fail(("server RSS grew from %d KiB (25%%) to %d KiB (100%%); allowed %d KiB")
+      :format(s25.rss_kb, s100.rss_kb, math.floor(limit)))
   end
   S.stop_server(srv)
 end
