@@ -62,6 +62,25 @@ void test_fail_(const char *file, int line, const char *fmt, ...) {
   report_and_exit("FAIL", 1, text);
 }
 
+void assert_c_api_doc_says_(const char *file, int line, const char *fmt, ...) {
+  static char doc[1 << 17];
+  static const char *path;
+  if (!path) {
+    path = getenv("IOCORE_DOCS") ? getenv("IOCORE_DOCS") : "docs/c-api.md";
+    FILE *f = fopen(path, "rb");
+    if (!f) SKIPF("%s not found (run from the source tree, or set IOCORE_DOCS)", path);
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = 0;
+  }
+  char want[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(want, sizeof want, fmt, ap);
+  va_end(ap);
+  if (!strstr(doc, want)) test_fail_(file, line, "%s does not say %s", path, want);
+}
+
 void test_skip_(const char *fmt, ...) {
   char msg[1500];
   va_list ap;

@@ -102,6 +102,13 @@ T_NORETURN void result_exit(int code);
     if (!(cond)) FAILF(__VA_ARGS__);                        \
   } while (0)
 
+/* Fails unless the C API page (IOCORE_DOCS, default docs/c-api.md from the
+ * source tree the suite runs in) contains the text `fmt` formats to: the
+ * numbers the page states are checked against the code this way. Skips the
+ * test when the page is not there. The page is read once per process. */
+#define ASSERT_C_API_DOC_SAYS(...) assert_c_api_doc_says_(__FILE__, __LINE__, __VA_ARGS__)
+void assert_c_api_doc_says_(const char *file, int line, const char *fmt, ...) T_PRINTF(3, 4);
+
 /* Integer comparison printing both sides. */
 #define ASSERT_EQ(a, b)                                                              \
   do {                                                                               \

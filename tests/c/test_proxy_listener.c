@@ -253,16 +253,6 @@ void test_proxy_listener_closes_a_silent_connection_at_the_deadline(void) {
 /* ---- proxy_header_timeout_matches_the_docs ------------------------------------------ */
 
 void test_proxy_header_timeout_matches_the_docs(void) {
-  const char *path = getenv("IOCORE_DOCS") ? getenv("IOCORE_DOCS") : "docs/c-api.md";
-  FILE *f = fopen(path, "rb");
-  if (!f) SKIPF("%s not found (run from the source tree, or set IOCORE_DOCS)", path);
-  static char doc[1 << 17];
-  size_t n = fread(doc, 1, sizeof doc - 1, f);
-  fclose(f);
-  doc[n] = 0;
-  char want[128];
-  snprintf(want, sizeof want, "`IOC_PROXY_HEADER_TIMEOUT_MS` (%d ms)", IOC_PROXY_HEADER_TIMEOUT_MS);
-  ASSERT_MSG(strstr(doc, want), "%s does not say %s", path, want);
-  snprintf(want, sizeof want, "at most %d bytes", IOC__PROXY_MAX);
-  ASSERT_MSG(strstr(doc, want), "%s does not say %s", path, want);
+  ASSERT_C_API_DOC_SAYS("`IOC_PROXY_HEADER_TIMEOUT_MS` (%d ms)", IOC_PROXY_HEADER_TIMEOUT_MS);
+  ASSERT_C_API_DOC_SAYS("at most %d bytes", IOC__PROXY_MAX);
 }
