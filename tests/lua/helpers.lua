@@ -258,6 +258,29 @@ end
 
 local pool
 -- A deterministic pseudo-random byte string of n bytes (seeded).
+-- A client session (callback style, H.client) that sends `chunks` one per
+-- `gap_ms` timer tick, then closes if `close` is set.
+function H.drip(core, address, chunks, gap_ms, close)
+  local c
+  c = H.client(core, address, {
+    on_connect = function()
+      local i = 0
+      local function step()
+        i = i + 1
+        if c.s:closed() then return end
+        if i <= #chunks then
+          c.s:send(chunks[i])
+          core:after(gap_ms, step)
+        elseif close then
+          c.s:close()
+        end
+      end
+      step()
+    end,
+  })
+  return c
+end
+
 function H.payload(n, seed)
   if not pool then
     local rnd = math.random

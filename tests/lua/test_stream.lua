@@ -45,28 +45,7 @@ local function run_client(core, fn, what, ms)
   H.wait_for(core, function() return finished end, what or "the client coroutine", ms)
 end
 
--- A client session (callback style) that sends `chunks` one per `gap_ms`
--- timer tick, then closes if `close` is set.
-local function drip(core, address, chunks, gap_ms, close)
-  local c
-  c = H.client(core, address, {
-    on_connect = function()
-      local i = 0
-      local function step()
-        i = i + 1
-        if c.s:closed() then return end
-        if i <= #chunks then
-          c.s:send(chunks[i])
-          core:after(gap_ms, step)
-        elseif close then
-          c.s:close()
-        end
-      end
-      step()
-    end,
-  })
-  return c
-end
+local drip = H.drip
 
 function TestStream:test_handler_echoes_lines_and_session_closes_when_handler_returns()
   with_core(function(core)

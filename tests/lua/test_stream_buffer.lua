@@ -32,26 +32,7 @@ local function with_server(opts, body)
 end
 
 -- A client that sends `pieces` one per `gap_ms` timer tick, then closes.
-local function send_pieces(core, address, pieces, gap_ms)
-  local c
-  c = H.client(core, address, {
-    on_connect = function()
-      local i = 0
-      local function step()
-        i = i + 1
-        if c.s:closed() then return end
-        if i <= #pieces then
-          c.s:send(pieces[i])
-          core:after(gap_ms, step)
-        else
-          c.s:close()
-        end
-      end
-      step()
-    end,
-  })
-  return c
-end
+local function send_pieces(core, address, pieces, gap_ms) return H.drip(core, address, pieces, gap_ms, true) end
 
 -- Every reader method, with the stream cut in two at every byte boundary
 -- (one connection per cut, all at once) and cut into single bytes: the
