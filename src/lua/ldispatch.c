@@ -278,10 +278,16 @@ static void handler_begin(lcore *lc) {
 
 static void handler_end(lcore *lc) {
   atomic_store(&lc->handler_started_ms, 0);
-  lp_mutex_lock(lc->co_lock); /* a resume that raised past its guard left it set */
-  lc->running_co = NULL;
-  lp_mutex_unlock(lc->co_lock);
-  if (atomic_exchange(&lc->hook_armed, 0)) lua_sethook(lc->T, NULL, 0, 0);
+  /* A resume that raised past its guard left it set. Only the lock holder
+   * writes running_co, so it may look without co_lock (the watchdog only
+   * reads it, under co_lock). */
+  if (lc->running_co) {
+    lp_mutex_lock(lc->co_lock);
+    lc->running_co = NULL;
+    lp_mutex_unlock(lc->co_lock);
+  }
+  if (atomic_load_explicit(&lc->hook_armed, memory_order_relaxed) && atomic_exchange(&lc->hook_armed, 0))
+    lua_sethook(lc->T, NULL, 0, 0);
 }
 
 static bool expired(lcore *lc) {
