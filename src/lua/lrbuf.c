@@ -44,6 +44,11 @@ struct lb_rbuf {
   char *delim;       /* WANT_DELIM (and the scan): delim_in, or allocated when longer */
   size_t dlen;
   size_t hwm;        /* write_hwm: a write that may pass it goes to the slow path (0: never waits) */
+  /* The session's handler coroutine while it is one of stream.lua's (own):
+   * a read or write from it needs no look-up in the owners table. It
+   * cannot be collected (and its address reused) meanwhile: stream.lua's
+   * state of the session refers to it. */
+  const lua_State *owner;
   uint8_t want;
   bool closing;      /* this side closed it: reads go to the slow path (ECLOSED) */
   bool ra_paused;    /* paused by the read-ahead bound */
@@ -342,6 +347,14 @@ static int p_put(lua_State *L) {
   return 0;
 }
 
+/* own(s, co): co (a coroutine, or nil for none) is the session's handler
+ * coroutine, in stream.lua's owners table until own(s, nil). */
+static int p_own(lua_State *L) {
+  lb_rbuf *rb = check_rb(L);
+  rb->owner = lua_tothread(L, 2);
+  return 0;
+}
+
 /* unpark(s): no reader is parked any more. */
 static int p_unpark(lua_State *L) {
   lsession *ls = check_ls(L);
@@ -437,6 +450,7 @@ static lsession *fast_session(lua_State *L) {
   lsession *ls = lua_touserdata(L, 1);
   lb_rbuf *rb = ls->rb;
   if (!rb || rb->closing || rb->want != WANT_NONE) return NULL;
+  if (L == rb->owner) return ls;
   if (lua_pushthread(L)) { /* the main thread */
     lua_pop(L, 1);
     return NULL;
@@ -568,9 +582,12 @@ static int f_write(lua_State *L) {
     lua_pop(L, 1);
     if (is) ls = lua_touserdata(L, 1);
   }
-  if (ls && ls->rb && !ls->closed && ls->s && !lua_pushthread(L)) {
-    bool owned = lua_rawget(L, lua_upvalueindex(UP_OWNERS)) != LUA_TNIL;
-    lua_pop(L, 1);
+  if (ls && ls->rb && !ls->closed && ls->s && (L == ls->rb->owner || !lua_pushthread(L))) {
+    bool owned = true;
+    if (L != ls->rb->owner) {
+      owned = lua_rawget(L, lua_upvalueindex(UP_OWNERS)) != LUA_TNIL;
+      lua_pop(L, 1);
+    }
     size_t len;
     const char *p = lua_tolstring(L, 2, &len);
     size_t hwm = ls->rb->hwm;
@@ -604,7 +621,7 @@ static int p_make_writer(lua_State *L) {
 
 static const luaL_Reg primitives[] = {{"attach", p_attach},   {"len", p_len},         {"take", p_take},
                                       {"find", p_find},       {"park", p_park},       {"unpark", p_unpark},
-                                      {"closing", p_closing}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
+                                      {"closing", p_closing}, {"own", p_own}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
                                       {"make_writer", p_make_writer},
                                       {NULL, NULL}};
 

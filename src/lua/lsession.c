@@ -598,18 +598,10 @@ static const luaL_Reg session_methods[] = {
     {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain}, {"on_connect", l_session_on_connect},
     {"on_eof", l_session_on_eof},     {NULL, NULL}};
 
-/* session.x: methods first, then the user's fields. Called for every
- * method call on a session, so a method is looked up before anything else
- * (handing a method to any object is harmless: each method checks its
- * self); self is checked, against the metatable in upvalue 2 (cheaper than
- * luaL_checkudata's registry lookup), only to reach the user's fields. */
-static int l_session_index(lua_State *L) {
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  int has_mt = lua_getmetatable(L, 1);
-  bool ours = has_mt && lua_rawequal(L, -1, lua_upvalueindex(2));
-  if (has_mt) lua_pop(L, 1);
-  if (!ours) check_session(L, 1);
+/* The user's field k of session s (__index's second step, after the
+ * methods). Raises for an object that is not a session. */
+static int l_session_field(lua_State *L) {
+  check_session(L, 1);
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
     lua_pushnil(L);
     return 1;
@@ -618,6 +610,23 @@ static int l_session_index(lua_State *L) {
   lua_rawget(L, -2);
   return 1;
 }
+
+/* session.x: methods first, then the user's fields. It runs for every
+ * method call on a session, so it is a Lua function: the VM calls a
+ * metamethod at the top of the caller's whole frame, and a C function
+ * there needs LUA_MINSTACK free slots, which doubles the stack of a
+ * coroutine whose handler has a frame of ~14 slots or more (640 bytes kept
+ * by every parked session); a Lua function needs only its few slots, and
+ * costs no more per call. Handing a method to any object is harmless: each
+ * method checks its self. Its first upvalue is the method table (the
+ * stream style finds it there). */
+static const char session_index_lua[] =
+    "local methods, field = ...\n"
+    "return function(s, k)\n"
+    "  local m = methods[k]\n"
+    "  if m ~= nil then return m end\n"
+    "  return field(s, k)\n"
+    "end\n";
 
 static int l_session_newindex(lua_State *L) {
   check_session(L, 1);
@@ -736,8 +745,11 @@ void lb_open_session(lua_State *L) {
   luaL_newlib(L, session_methods);
   luaL_setfuncs(L, lb_flow_methods, 0);
   luaL_setfuncs(L, lb_framing_methods, 0);
-  lua_pushvalue(L, -2); /* the metatable */
-  lua_pushcclosure(L, l_session_index, 2);
-  lua_setfield(L, -2, "__index");
+  if (luaL_loadbufferx(L, session_index_lua, sizeof session_index_lua - 1, "=iocore.session", "t") != LUA_OK)
+    lua_error(L);
+  lua_pushvalue(L, -2); /* the methods */
+  lua_pushcfunction(L, l_session_field);
+  lua_call(L, 2, 1);
+  lua_setfield(L, -3, "__index");
   lua_pop(L, 1);
 }
