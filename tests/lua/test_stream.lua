@@ -674,6 +674,63 @@ function TestStream:test_thousand_sessions_parked_in_read_line()
   end)
 end
 
+-- N sessions of a listener whose handler is `handler`, parked in
+-- read_line by a client process; the Lua memory each costs the server
+-- (collected, so garbage is not counted). They are then served and end.
+local function parked_bytes_each(core, N, handler)
+  local parked, served = 0, 0
+  local addr = serve(core, function(s)
+    parked = parked + 1
+    handler(s)
+    served = served + 1
+  end)
+  local script, go = os.tmpname(), os.tmpname()
+  os.remove(go)
+  local f = assert(io.open(script, "w"))
+  f:write(PARKED_CLIENT)
+  f:close()
+  collectgarbage()
+  collectgarbage()
+  local before = collectgarbage("count")
+  local p = H.spawn(script, addr:match(":(%d+)$"), tostring(N), go)
+  H.wait_output(core, p, "connected", 60000)
+  H.wait_for(core, function() return parked == N end, "all sessions parked", 60000)
+  collectgarbage()
+  collectgarbage()
+  local per = (collectgarbage("count") - before) * 1024 / N
+  assert(io.open(go, "w")):close()
+  H.wait_output(core, p, "served (%d+)", 60000)
+  os.remove(go)
+  os.remove(script)
+  lu.assertEquals(p:output():match("served (%d+)"), tostring(N))
+  H.wait_for(core, function() return served == N end, "every handler to finish", 60000)
+  return per
+end
+
+-- A method call on a session (s:read_line()) looks the method up without
+-- growing the coroutine's stack: a parked handler whose function has a
+-- large frame (16 slots) costs about what one with a small frame does.
+-- (A C __index runs at the top of the caller's frame and needs 20 free
+-- slots there: it doubled such a coroutine's stack, 640 bytes more each.)
+function TestStream:test_a_parked_handler_with_a_large_frame_costs_what_a_small_one_does()
+  with_core(function(core)
+    local N = 200
+    local small = parked_bytes_each(core, N, function(s)
+      local line = s:read_line()
+      s:write(line .. "\n")
+    end)
+    local large = parked_bytes_each(core, N, function(s)
+      local line = s:read_line()
+      local a, b, c, d, e, f, g, h, i, j, k, l, m, n = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
+      if a + b + c + d + e + f + g + h + i + j + k + l + m + n < 0 then error("unreachable") end
+      s:write(line .. "\n")
+    end)
+    print(("    parked sessions: %.0f bytes of Lua memory each with a small handler frame, %.0f with a large one")
+      :format(small, large))
+    lu.assertTrue(large - small < 320, ("a large handler frame costs %.0f bytes more per parked session"):format(large - small))
+  end)
+end
+
 -- The methods the stream layer wraps (listen, on_accept, on_recv,
 -- on_close, on_drain, close, abort) raise the binding's messages, naming
 -- the method and the argument, for callback-style objects too.
