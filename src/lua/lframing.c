@@ -60,7 +60,7 @@ void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr) {
   lua_settop(L, f - 1);
 }
 
-static lsession *check_session(lua_State *L, int idx) { return luaL_checkudata(L, idx, LSESSION_MT); }
+static lsession *check_session(lua_State *L, int idx) { return lb_checksession(L, idx); }
 
 /* s:send_frame(payload): length prefix + payload as one send. Raises on a
  * session without length framing (a programming error, not an operational

@@ -229,7 +229,7 @@ void lb_rbuf_deliver(lcore *lc, lsession *ls, int idx, const char *data, size_t 
 
 /* ---- the slow path's primitives (stream.lua), each on a session object ------------------- */
 
-static lsession *check_ls(lua_State *L) { return luaL_checkudata(L, 1, LSESSION_MT); }
+static lsession *check_ls(lua_State *L) { return lb_checksession(L, 1); }
 
 static lb_rbuf *check_rb(lua_State *L) {
   lsession *ls = check_ls(L);
@@ -382,7 +382,7 @@ static int p_closing(lua_State *L) {
 /* ---- the fast paths ------------------------------------------------------------------------ */
 
 /* Upvalues of the reader closures. */
-enum { UP_MT = 1, UP_OWNERS, UP_SLOW, UP_PARK, UP_TRY_PARK };
+enum { UP_MT = 1, UP_OWNERS, UP_SLOW, UP_PARK, UP_TRY_PARK, UP_MT_FIELDS };
 
 static int call_slow_m(lua_State *L, int nargs, int method);
 static int f_read(lua_State *L);
@@ -444,7 +444,7 @@ static int slow(lua_State *L, int method) {
  * stream.lua's coroutines (the owners table); else NULL. */
 static lsession *fast_session(lua_State *L) {
   if (!lua_getmetatable(L, 1)) return NULL;
-  bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT));
+  bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT)) || lua_rawequal(L, -1, lua_upvalueindex(UP_MT_FIELDS));
   lua_pop(L, 1);
   if (!is) return NULL;
   lsession *ls = lua_touserdata(L, 1);
@@ -557,7 +557,8 @@ static int p_make_readers(lua_State *L) {
     lua_pushvalue(L, 4 + i);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
-    lua_pushcclosure(L, methods[i], 5);
+    luaL_getmetatable(L, LSESSION_FIELDS_MT);
+    lua_pushcclosure(L, methods[i], 6);
   }
   return 3;
 }
@@ -570,6 +571,9 @@ static int write_done(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L);
 }
 
+/* The write closure's upvalues: UP_MT, UP_OWNERS, UP_SLOW, then this. */
+#define W_MT_FIELDS 4
+
 /* s:write(data): a string that cannot take the send queue past write_hwm
  * is sent at once, from one of stream.lua's coroutines; everything else
  * (arrays, buffers, a full queue, waiting below the mark, misuse) is the
@@ -578,7 +582,7 @@ static int f_write(lua_State *L) {
   int nargs = lua_gettop(L);
   lsession *ls = NULL;
   if (nargs == 2 && lua_type(L, 2) == LUA_TSTRING && lua_getmetatable(L, 1)) {
-    bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT));
+    bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT)) || lua_rawequal(L, -1, lua_upvalueindex(W_MT_FIELDS));
     lua_pop(L, 1);
     if (is) ls = lua_touserdata(L, 1);
   }
@@ -615,7 +619,8 @@ static int p_make_writer(lua_State *L) {
   luaL_getmetatable(L, LSESSION_MT);
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
-  lua_pushcclosure(L, f_write, 3);
+  luaL_getmetatable(L, LSESSION_FIELDS_MT);
+  lua_pushcclosure(L, f_write, W_MT_FIELDS);
   return 1;
 }
 

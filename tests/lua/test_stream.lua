@@ -731,6 +731,43 @@ function TestStream:test_a_parked_handler_with_a_large_frame_costs_what_a_small_
   end)
 end
 
+-- A session that carries user fields (which changes how its methods are
+-- found) reads, writes, pauses and is broadcast to like one without; a
+-- field never hides a method, and an unset field reads nil on both.
+function TestStream:test_a_session_with_user_fields_works_like_one_without()
+  with_core(function(core)
+    local sessions, lines = {}, {}
+    local addr = serve(core, function(s)
+      lu.assertNil(s.name)
+      if #sessions == 0 then
+        s.name, s.read_line = "first", "not a method"
+        lu.assertIsFunction(s.read_line)
+      end
+      sessions[#sessions + 1] = s
+      s:pause()
+      s:resume()
+      for _ = 1, 2 do
+        local line = assert(s:read_line())
+        lines[#lines + 1] = (s.name or "plain") .. ":" .. line
+      end
+      assert(s:write("done\n"))
+    end)
+    local a = H.client(core, addr, { on_connect = function(c) c.s:send("a1\n") end })
+    H.wait_for(core, function() return #lines == 1 end, "the first session's first line")
+    local b = H.client(core, addr, { on_connect = function(c) c.s:send("b1\n") end })
+    H.wait_for(core, function() return #lines == 2 end, "the second session's first line")
+    lu.assertEquals(core:broadcast(sessions, "hello\n"), 2)
+    a.s:send("a2\n")
+    b.s:send("b2\n")
+    H.wait_for(core, function() return a.closed and b.closed end, "both handlers to end")
+    table.sort(lines)
+    lu.assertEquals(lines, { "first:a1", "first:a2", "plain:b1", "plain:b2" })
+    lu.assertEquals(a:data(), "hello\ndone\n")
+    lu.assertEquals(b:data(), "hello\ndone\n")
+    lu.assertStrContains(tostring(sessions[1]), "iocore.session")
+  end)
+end
+
 -- The methods the stream layer wraps (listen, on_accept, on_recv,
 -- on_close, on_drain, close, abort) raise the binding's messages, naming
 -- the method and the argument, for callback-style objects too.
@@ -791,7 +828,8 @@ local function binding_has(method)
   return debug.getregistry()["iocore.session"] and require("iocore.stream") and
       (function()
         local idx = debug.getregistry()["iocore.session"].__index
-        local _, m = debug.getupvalue(idx, 1)
+        local m = idx
+        if type(idx) == "function" then _, m = debug.getupvalue(idx, 1) end
         return type(m) == "table" and m[method] ~= nil
       end)()
 end
