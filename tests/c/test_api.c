@@ -3,6 +3,7 @@
  * a session with a cause, the user slot, listener references, and the
  * documented values of the public constants. */
 #include "rec.h"
+#include "net.h" /* sizeof(ioc_session_t) */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +198,62 @@ void test_session_user_slot_starts_null_and_keeps_a_pointer(void) {
   ASSERT_CORE_CLEAN(core);
   rec_free(&r);
   rec_server_free(srv);
+}
+
+/* ---- callbacks_given_on_the_stack_are_copied ------------------------------------- */
+
+static atomic_int eofs_seen;
+static void count_eof(ioc_session_t *s) {
+  atomic_fetch_add(&eofs_seen, 1);
+  ioc_session_close(s);
+}
+
+/* Sessions point to one kept copy of each distinct callback set: what the
+ * caller passed may be gone or changed right after the call, for
+ * ioc_connect and for ioc_session_set_callbacks with a set never seen
+ * before. */
+void test_callbacks_given_on_the_stack_are_copied(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  rec_server_t *srv = rec_server_new(0, 0);
+  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, srv);
+  char a[IOC_ADDRSTRLEN];
+  listener_addr_str(l, a);
+  rec_t r;
+  rec_init(&r, 0);
+  ioc_session_t *s;
+  ioc_session_callbacks_t cb = rec_callbacks();
+  ASSERT_OK(ioc_connect(core, a, strlen(a), &cb, &r, NULL, &s));
+  memset(&cb, 0, sizeof cb);
+  WAIT_UNTIL(core, atomic_load(&r.opens) == 1, 5000);
+  WAIT_UNTIL(core, atomic_load(&srv->naccepted) == 1, 5000);
+  /* a new set (rec's with an on_eof of this file's), then the struct is wiped */
+  atomic_store(&eofs_seen, 0);
+  cb = rec_callbacks();
+  cb.on_eof = count_eof;
+  ioc_session_set_callbacks(s, &cb, &r);
+  memset(&cb, 0, sizeof cb);
+  ASSERT(ioc_session_userdata(s) == &r);
+  ioc_session_t *peer = atomic_load(&srv->recs[0].s);
+  ASSERT(peer != NULL);
+  ASSERT_OK(ioc_session_shutdown(peer)); /* our side sees the FIN: on_eof, which closes */
+  WAIT_UNTIL(core, atomic_load(&r.closes) == 1, 5000);
+  ASSERT_EQ(atomic_load(&eofs_seen), 1);
+  ASSERT_EQ(r.close_err, 0);
+  ioc_session_release(s);
+  ioc_listener_close(l);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
+  ASSERT_CORE_CLEAN(core);
+  rec_free(&r);
+  rec_server_free(srv);
+}
+
+/* ---- session_is_one_allocation_of_the_size_the_docs_state ----------------------- */
+
+/* An idle connection costs its session struct (the benchmark's memory per
+ * idle connection is mostly this), so the C API page states its size. */
+void test_session_is_one_allocation_of_the_size_the_docs_state(void) {
+  ASSERT_C_API_DOC_SAYS("`sizeof(ioc_session_t)` (%d)", (int)sizeof(ioc_session_t));
 }
 
 /* ---- listener_close_twice_with_a_reference_is_safe ---------------------------------- */
