@@ -256,6 +256,33 @@ void test_session_is_one_allocation_of_the_size_the_docs_state(void) {
   ASSERT_C_API_DOC_SAYS("`sizeof(ioc_session_t)` (%d)", (int)sizeof(ioc_session_t));
 }
 
+/* ---- max_pending_above_4_gib_counts_as_4_gib ------------------------------------- */
+
+/* A session keeps its send-queue limit in 32 bits; a larger one is
+ * clamped, as the C API page says, never wrapped to something small. */
+void test_max_pending_above_4_gib_counts_as_4_gib(void) {
+  ASSERT_C_API_DOC_SAYS("a value above %d GiB − 1 counts as %d GiB − 1", 4, 4);
+  ioc_core_t *core;
+  make_core(&core);
+  ioc_listener_t *l = listen_loopback(core, NULL, NULL, NULL);
+  char a[IOC_ADDRSTRLEN];
+  listener_addr_str(l, a);
+  size_t asks[3] = {(size_t)1 << 20, (size_t)UINT32_MAX + 2, SIZE_MAX};
+  size_t want[3] = {(size_t)1 << 20, UINT32_MAX, UINT32_MAX};
+  for (int i = 0; i < 3; i++) {
+    ioc_session_options_t o;
+    memset(&o, 0, sizeof o);
+    o.max_pending = asks[i];
+    ioc_session_t *s;
+    ASSERT_OK(ioc_connect(core, a, strlen(a), NULL, NULL, &o, &s));
+    ASSERT_EQ(s->max_pending, want[i]);
+    ioc_session_abort(s);
+    ioc_session_release(s);
+  }
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+}
+
 /* ---- listener_close_twice_with_a_reference_is_safe ---------------------------------- */
 
 void test_listener_close_twice_with_a_reference_is_safe(void) {
