@@ -19,6 +19,7 @@ set linetype 8 lc rgb "#cc3311"   # io_uring 2 threads (= iocore default)
 set linetype 9 lc rgb "#ddaa33"   # epoll 1 thread
 set linetype 10 lc rgb "#bb5566"  # epoll 2 threads
 set linetype 11 lc rgb "#ee99aa"  # iocore with luv's RESP parser (control)
+set linetype 12 lc rgb "#882255"  # iocore at its default thread count
 
 set style fill solid 0.85 border -1
 set boxwidth 0.6

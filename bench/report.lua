@@ -108,7 +108,8 @@ local SYSTEMS = {
   stream_min = "iocore, stream style doing the callback server's work (control)",
   c_framing = "callback style, framing = \"line\" (C)", lua_lines = "callback style, lines found in Lua",
   stream_lines = "stream style, s:read_line()",
-  iocore = "iocore (Lua)", luv = "luv (Lua)", nginx_c = "nginx C", nginx_lua = "nginx Lua",
+  iocore = "iocore (Lua)", dflt = "iocore (Lua), its default thread count", epoll = "iocore (Lua), epoll",
+  luv = "luv (Lua)", nginx_c = "nginx C", nginx_lua = "nginx Lua",
   floor = "floor: io_uring C, 1 thread", redis = "redis-server",
   iocore_luvparse = "iocore running luv_redis.lua's parser (control)",
   uring_1t = "io_uring, 1 thread", uring_2t = "io_uring, 2 threads",
@@ -125,8 +126,8 @@ local JOBS = { sresp = "RESP -P16, stream vs callback", shttp = "HTTP keep-alive
                nb = "HTTP keep-alive beside a CPU-bound neighbour", http1 = "HTTP keep-alive, client on one core",
                bcast = "broadcast" }
 local ORDER = {
-  http = { "iocore", "luv", "nginx_c", "nginx_lua", "floor" },
-  conn = { "iocore", "luv", "nginx_c" },
+  http = { "iocore", "dflt", "luv", "nginx_c", "nginx_lua", "floor" },
+  conn = { "iocore", "epoll", "dflt", "luv", "nginx_c" },
   resp = { "iocore", "iocore_luvparse", "luv", "redis" },
   idle = { "iocore", "luv", "nginx_c" },
   sresp = { "stream", "callback", "stream_min", "luv" },
@@ -153,7 +154,7 @@ local targets = {
     value = ratio(cpu("http", "iocore"), cpu("http", "nginx_c")), limit = 1.0, le = true },
   { what = "HTTP keep-alive: p99 latency ≤ luv",
     value = ratio((stat("cmp", "http", "iocore", "p99_ms")), (stat("cmp", "http", "luv", "p99_ms"))), limit = 1.0, le = true },
-  { what = "new connection per request: server CPU per request ≤ 1.0 × nginx C",
+  { what = "new connection per request on the default backend: server CPU per request ≤ 1.0 × nginx C",
     value = ratio(cpu("conn", "iocore"), cpu("conn", "nginx_c")), limit = 1.0, le = true },
   { what = "RESP: server CPU per request ≤ 0.6 × luv",
     value = ratio(cpu("resp", "iocore"), cpu("resp", "luv")), limit = 0.6, le = true,
@@ -164,6 +165,30 @@ local targets = {
   { what = "idle connection: server RSS ≤ 400 bytes each",
     value = (stat("cmp", "idle", "iocore", "bytes_conn")), limit = 400, le = true, bytes = true },
 }
+-- The worker-thread targets: keep-alive at the default thread count beside
+-- the peers (job 1), the new-connection path on both Linux backends (job 2),
+-- what a second worker costs (job 5), and a busy neighbour (job 6).
+local function var_cpu(job, sys) return (stat("var", job, sys, "cpu_us")) end
+local nb_quiet = ratio(stat("nb", "http", "iocore_quiet", "cpu_us"), stat("nb", "http", "luv_quiet", "cpu_us"))
+local nb_busy = ratio(stat("nb", "http", "iocore_busy", "cpu_us"), stat("nb", "http", "luv_busy", "cpu_us"))
+for _, t in ipairs({
+  { what = "HTTP keep-alive, iocore at its default thread count: server CPU per request ≤ 0.85 × luv",
+    value = ratio(cpu("http", "dflt"), cpu("http", "luv")), limit = 0.85, le = true },
+  { what = "HTTP keep-alive, iocore at its default thread count: server CPU per request ≤ 1.0 × nginx C",
+    value = ratio(cpu("http", "dflt"), cpu("http", "nginx_c")), limit = 1.0, le = true },
+  { what = "HTTP keep-alive, iocore at its default thread count: server CPU per request ≤ 1.2 × the floor program",
+    value = ratio(cpu("http", "dflt"), cpu("http", "floor")), limit = 1.2, le = true },
+  { what = "new connection per request on epoll: server CPU per request ≤ 1.0 × nginx C",
+    value = ratio(cpu("conn", "epoll"), cpu("conn", "nginx_c")), limit = 1.0, le = true },
+  { what = "HTTP keep-alive: 2 workers ≤ 1.05 × the CPU per request of 1 worker (io_uring)",
+    value = ratio(var_cpu("http", "uring_2t"), var_cpu("http", "uring_1t")), limit = 1.05, le = true,
+    control = ratio(var_cpu("http", "epoll_2t"), var_cpu("http", "epoll_1t")), control_what = "epoll" },
+  { what = "new connection per request: 2 workers ≤ 1.05 × the CPU per request of 1 worker (io_uring)",
+    value = ratio(var_cpu("conn", "uring_2t"), var_cpu("conn", "uring_1t")), limit = 1.05, le = true,
+    control = ratio(var_cpu("conn", "epoll_2t"), var_cpu("conn", "epoll_1t")), control_what = "epoll" },
+  { what = "HTTP keep-alive beside a CPU-bound neighbour: iocore ÷ luv moves by ≤ 10 %",
+    value = nb_quiet and nb_busy and math.abs(nb_busy / nb_quiet - 1) * 100, limit = 10, le = true, pct = true },
+}) do targets[#targets + 1] = t end
 -- Jobs 9-12 (group "st"): the stream style beside the callback style.
 local function st_cpu(job, sys) return (stat("st", job, sys, "cpu_us")) end
 for _, t in ipairs({
@@ -197,7 +222,8 @@ for _, t in ipairs(targets) do
     t.met = t.le and t.value <= t.limit or (not t.le and t.value >= t.limit)
     if t.met then met_count = met_count + 1 end
   end
-  t.shown = t.value == nil and "—" or (t.bytes and (fmt(t.value, "bytes") .. " B") or fmt(t.value, "ratio"))
+  t.shown = t.value == nil and "—" or (t.bytes and (fmt(t.value, "bytes") .. " B"))
+    or (t.pct and string.format("%.0f %%", t.value)) or fmt(t.value, "ratio")
   t.verdict = t.value == nil and "not measured" or (t.met and "**met**" or "not met")
   t.short = t.shown
   if t.control then
@@ -288,12 +314,12 @@ local function load_table(job, title, how)
 end
 
 load_table("http", "1. HTTP/1.1 keep-alive \"Hello, World!\"",
-  "`wrk " .. (meta.wrk or "") .. "`. iocore: `examples/http_hello.lua` (" .. (meta.threads or "1") .. " worker thread(s) like each peer, default backend; job 5 has 2); " ..
+  "`wrk " .. (meta.wrk or "") .. "`. iocore: `examples/http_hello.lua` (" .. (meta.threads or "1") .. " worker thread(s) like each peer, default backend; the second row runs it at its default thread count); " ..
   "luv: `peers/luv_http.lua`; nginx: `peers/nginx.conf` (port 8082 `return 200`, port 8083 `content_by_lua_block`). " ..
   "The floor program (one thread, io_uring, no parsing) shows what the kernel's loopback TCP alone costs.")
 load_table("conn", "2. A new connection per request",
   "`ab " .. (meta.ab or "") .. "` without `-k`: HTTP/1.0, the server closes after each answer, so every request " ..
-  "is an accept, a read, a write and a close. Same servers as job 1.")
+  "is an accept, a read, a write and a close. Same servers as job 1, and iocore with one worker on epoll.")
 load_table("resp", "3. RESP: PING, SET, GET",
   "`redis-benchmark " .. (meta.redis or "") .. "` (four tests: PING inline, PING bulk, SET, GET; " ..
   "requests/s = all requests ÷ the sum of the tests' times; p99 = the worst test's). " ..
@@ -554,10 +580,10 @@ f:close()
 -- ---- chart data ---------------------------------------------------------------------------
 -- One file per panel of bench/chart.gp: rows of  "label" value colour
 os.execute("mkdir -p '" .. chart_dir:gsub("'", "'\\''") .. "'")
-local COLOUR = { iocore = 1, luv = 2, nginx_c = 3, nginx_lua = 4, redis = 5, floor = 6, iocore_luvparse = 11,
+local COLOUR = { iocore = 1, dflt = 12, epoll = 9, luv = 2, nginx_c = 3, nginx_lua = 4, redis = 5, floor = 6, iocore_luvparse = 11,
                  uring_1t = 7, uring_2t = 8, epoll_1t = 9, epoll_2t = 10,
                  uring_4t = 7, uring_8t = 8, epoll_4t = 9, epoll_8t = 10 }
-local CHART_LABEL = { iocore = "iocore", luv = "luv", nginx_c = "nginx C", nginx_lua = "nginx Lua",
+local CHART_LABEL = { iocore = "iocore", dflt = "iocore default threads", epoll = "iocore epoll", luv = "luv", nginx_c = "nginx C", nginx_lua = "nginx Lua",
                       redis = "redis-server", floor = "floor", uring_1t = "uring 1t",
                       iocore_luvparse = "iocore (luv parser)",
                       uring_2t = "uring 2t", epoll_1t = "epoll 1t", epoll_2t = "epoll 2t",

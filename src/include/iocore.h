@@ -340,6 +340,12 @@ typedef struct ioc_framing {
   size_t max;
   size_t delimiter_len; /* IOC_FRAMING_DELIMITER: 1..IOC_FRAMING_DELIMITER_MAX */
   char delimiter[IOC_FRAMING_DELIMITER_MAX];
+  /* Nonzero: after the messages of one receive (or of a resume) have been
+   * handed to on_recv, on_recv(s, NULL, 0) marks the end (a message is never
+   * NULL; an empty one is (non-NULL, 0)), before a failure of that receive
+   * ends the session. An owner that gathers the messages and hands them on
+   * together does so at the mark. */
+  int end_marks;
 } ioc_framing_t;
 
 /* Time-outs all close the session with IOC_ETIMEDOUT (a reset); 0 = off.

@@ -41,6 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LCORE_MT "iocore.core"
 #define LLISTENER_MT "iocore.listener"
@@ -72,7 +73,8 @@ typedef enum {
   LEV_POST,       /* run posts[id] */
   LEV_EOF,        /* s: the peer sent FIN: on_eof, or a graceful close after the handlers before it */
   LEV_STOP_FLUSH, /* the stop's grace is over: every session's held events are delivered */
-  LEV_RESOLVE     /* core:resolve's answer for posts[id]: err, or data[len] (lresolve.c) */
+  LEV_RESOLVE,    /* core:resolve's answer for posts[id]: err, or data[len] (lresolve.c) */
+  LEV_FRAMES      /* s received the messages in data[len], each a frame record (lframing.c) */
 } lev_type;
 
 typedef struct lev {
@@ -138,6 +140,7 @@ typedef struct lb_direct {
   ioc_session_t *s;
   const char *data;
   size_t len;
+  bool frames; /* data holds frame records (lframing.c), not one chunk */
 } lb_direct;
 
 typedef struct lcore {
@@ -299,6 +302,11 @@ bool lb_try_direct(lcore *lc, lb_direct *d);
 /* Runs the function on top of T's stack with nargs arguments under the
  * handler protections; on error reports it and aborts `s` if given. */
 void lb_call(lcore *lc, int nargs, ioc_session_t *s);
+/* lb_call with the error handler already on the stack, at index msgh below
+ * the function (pushed once by a caller that makes many calls). */
+void lb_call_at(lcore *lc, int nargs, ioc_session_t *s, int msgh);
+/* The error handler of handler calls: the message with a traceback. */
+int lb_msgh(lua_State *L);
 /* Reports the error message on top of T (popped) like a handler's: counted,
  * then on_error(msg, session) or stderr. */
 void lb_report(lcore *lc, ioc_session_t *s);
@@ -316,6 +324,11 @@ int lb_core_stop(lua_State *L);
 void lb_open_session(lua_State *L);
 void lb_process(lcore *lc, lev *e); /* one event, under the lock, on lc->T */
 void lb_process_direct(lcore *lc, lb_direct *d);
+/* Queues e (NULL: could not be made, the session fails with ENOMEM). */
+void lb_push_or_fail(lcore *lc, lev *e, ioc_session_t *s);
+void lb_recv_one(lcore *lc, lsession *ls, int sidx, int key, int msgh, const char *data, size_t len,
+                 bool *synced);
+extern const ioc_session_callbacks_t lb_session_framed_cbs, lb_accepted_framed_cbs;
 void lb_process_stop_flush(lcore *lc);
 void lb_free_event(lev *e);
 lev *lb_new_event(int type, ioc_session_t *s, size_t len);
@@ -390,6 +403,17 @@ void lb_flow_free(lsession *ls); /* the session object goes, or the core closes 
 extern const luaL_Reg lb_flow_methods[];
 /* lframing.c: the `framing` option (absent: none; misuse raises) and s:send_frame. */
 void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr);
+/* The on_recv of framed sessions (worker thread, no Lua): gathers the
+ * messages of one receive into one frame-record run, handed on at the
+ * core's end mark, under the lock at once or as one LEV_FRAMES event. */
+void lb_recv_frame(ioc_session_t *s, const char *data, size_t len);
+/* A frame record: the message length (LB_FRAME_HDR bytes), then the bytes. */
+#define LB_FRAME_HDR sizeof(uint32_t)
+static inline size_t lb_frame_len(const char *rec) {
+  uint32_t n;
+  memcpy(&n, rec, sizeof n);
+  return n;
+}
 extern const luaL_Reg lb_framing_methods[];
 /* lresolve.c: core:resolve(name, callback) and its event. */
 int lb_core_resolve(lua_State *L);

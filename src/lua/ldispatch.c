@@ -259,7 +259,7 @@ bool lb_try_direct(lcore *lc, lb_direct *d) {
 
 /* ---- calling handlers ----------------------------------------------------------------- */
 
-static int msgh(lua_State *L) {
+int lb_msgh(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (!msg) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
@@ -278,10 +278,16 @@ static void handler_begin(lcore *lc) {
 
 static void handler_end(lcore *lc) {
   atomic_store(&lc->handler_started_ms, 0);
-  lp_mutex_lock(lc->co_lock); /* a resume that raised past its guard left it set */
-  lc->running_co = NULL;
-  lp_mutex_unlock(lc->co_lock);
-  if (atomic_exchange(&lc->hook_armed, 0)) lua_sethook(lc->T, NULL, 0, 0);
+  /* A resume that raised past its guard left it set. Only the lock holder
+   * writes running_co, so it may look without co_lock (the watchdog only
+   * reads it, under co_lock). */
+  if (lc->running_co) {
+    lp_mutex_lock(lc->co_lock);
+    lc->running_co = NULL;
+    lp_mutex_unlock(lc->co_lock);
+  }
+  if (atomic_load_explicit(&lc->hook_armed, memory_order_relaxed) && atomic_exchange(&lc->hook_armed, 0))
+    lua_sethook(lc->T, NULL, 0, 0);
 }
 
 static bool expired(lcore *lc) {
@@ -359,19 +365,26 @@ void lb_report(lcore *lc, ioc_session_t *s) {
   lua_pop(T, 1);
 }
 
-void lb_call(lcore *lc, int nargs, ioc_session_t *s) {
+void lb_call_at(lcore *lc, int nargs, ioc_session_t *s, int msgh) {
   lua_State *T = lc->T;
-  int base = lua_gettop(T) - nargs; /* the function's slot */
-  lua_pushcfunction(T, msgh);
-  lua_insert(T, base);
+  int fn = lua_gettop(T) - nargs; /* the function's slot */
   handler_begin(lc);
-  int st = lua_pcall(T, nargs, 0, base);
+  int st = lua_pcall(T, nargs, 0, msgh);
   handler_end(lc);
   if (st != LUA_OK) {
     normalize_error(T, st);
     lb_report(lc, s);
     if (s) lb_session_fail(s, IOC_ECONNABORTED);
   }
+  lua_settop(T, fn - 1);
+}
+
+void lb_call(lcore *lc, int nargs, ioc_session_t *s) {
+  lua_State *T = lc->T;
+  int base = lua_gettop(T) - nargs; /* the function's slot */
+  lua_pushcfunction(T, lb_msgh);
+  lua_insert(T, base);
+  lb_call_at(lc, nargs, s, base);
   lua_settop(T, base - 1);
 }
 

@@ -1,8 +1,10 @@
 /* Framing in C for the callback style: the `framing` option of listen and
  * connect (read into ioc_session_options_t.framing, so the core runs the
- * framer and on_recv gets one message per call) and s:send_frame. */
+ * framer and on_recv gets one message per call), the gathering of one
+ * receive's messages for delivery in one go, and s:send_frame. */
 #include "lbind.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static int framing_error(lua_State *L, int arg, const char *what) {
@@ -23,6 +25,7 @@ void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr) {
     if (strcmp(lua_tostring(L, -1), "line") != 0)
       framing_error(L, o, "a string must be \"line\" (or give a table)");
     fr->kind = IOC_FRAMING_LINE;
+    fr->end_marks = 1; /* lb_recv_frame gathers */
     lua_pop(L, 1);
     return;
   }
@@ -57,7 +60,91 @@ void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr) {
       framing_error(L, o, "max must be an integer from 1 to 2147483647");
     fr->max = (size_t)n;
   }
+  fr->end_marks = 1; /* lb_recv_frame gathers */
   lua_settop(L, f - 1);
+}
+
+/* ---- gathering (worker threads, no Lua) ------------------------------------------------- */
+
+/* The core hands a framed session's messages to on_recv one by one, then
+ * an end mark (on_recv(s, NULL, 0)) once the receive they came in is done.
+ * Taking the Lua lock, setting up a protected call and queueing an event
+ * for each message would cost more than the handler; so the messages are
+ * copied, as frame records, into one event, and at the mark that event runs
+ * under the lock at once (when nothing is queued and the lock is free, like
+ * an unframed receive) or is queued whole. Either way each message is
+ * checked and delivered as its own on_recv (lsession.c, deliver_frames).
+ * A session's receives never overlap, and marks come on the thread of
+ * their messages, so the run in progress is per thread. */
+
+typedef struct gather {
+  ioc_session_t *s; /* whose messages `e` holds (NULL: none) */
+  lev *e;           /* LEV_FRAMES; e->len bytes used of cap */
+  size_t cap;
+} gather;
+
+static _Thread_local gather tls_gather;
+
+#define GATHER_MIN 2048 /* the first allocation of a run: a few messages */
+
+/* Hands the run on: runs it under the lock now, or queues it. */
+static void hand_on(gather *g) {
+  ioc_session_t *s = g->s;
+  lev *e = g->e;
+  g->s = NULL;
+  g->e = NULL;
+  g->cap = 0;
+  if (!e) return;
+  lcore *lc = LB_SESS(s)->lc;
+  lb_direct d = {s, e->data, e->len, true};
+  if (lb_try_direct(lc, &d)) {
+    free(e);
+    return;
+  }
+  lb_push_event(lc, e);
+}
+
+/* Appends one message to the run of s, growing it; false without memory. */
+static bool gather_add(gather *g, ioc_session_t *s, const char *data, size_t len) {
+  size_t used = g->e ? g->e->len : 0;
+  size_t need = used + LB_FRAME_HDR + len;
+  if (need > g->cap) {
+    size_t cap = g->cap ? g->cap : GATHER_MIN;
+    while (cap < need) cap *= 2;
+    lev *e = realloc(g->e, sizeof *e + cap);
+    if (!e) return false;
+    if (!g->e) {
+      memset(e, 0, sizeof *e);
+      e->type = LEV_FRAMES;
+      e->s = s;
+    }
+    g->e = e;
+    g->cap = cap;
+  }
+  uint32_t n = (uint32_t)len; /* max is at most INT32_MAX (lb_opt_framing) */
+  memcpy(g->e->data + used, &n, LB_FRAME_HDR);
+  memcpy(g->e->data + used + LB_FRAME_HDR, data, len);
+  g->e->len = need;
+  return true;
+}
+
+void lb_recv_frame(ioc_session_t *s, const char *data, size_t len) {
+  gather *g = &tls_gather;
+  if (g->s && g->s != s) hand_on(g); /* never expected: a run is ended by its mark */
+  if (!data) {
+    if (g->s) hand_on(g);
+    return;
+  }
+  g->s = s;
+  if (atomic_load(&LB_SESS(s)->hold_recv)) {
+    /* No handler to take it: it will be held, and reading stops here (the
+     * framer keeps the messages after this one). */
+    ioc_session_pause(s);
+  }
+  if (!gather_add(g, s, data, len)) {
+    hand_on(g); /* the messages before it still go, in order */
+    ioc_session_fail(s, IOC_ENOMEM); /* this session cannot be served correctly any more; the others can */
+  }
 }
 
 static lsession *check_session(lua_State *L, int idx) { return luaL_checkudata(L, idx, LSESSION_MT); }

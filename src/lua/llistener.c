@@ -15,8 +15,7 @@
 static llistener *check_listener(lua_State *L, int idx) { return luaL_checkudata(L, idx, LLISTENER_MT); }
 
 /* Worker thread, no Lua: the session is the binding's from here on. */
-static void cb_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
-  lcore *lc = ud;
+static void accept_with(ioc_listener_t *l, ioc_session_t *s, lcore *lc, const ioc_session_callbacks_t *cbs) {
   lev *e = lb_new_event(LEV_ACCEPT, s, 0);
   lb_sess *st = lb_sess_new(lc);
   if (!e || !st) {
@@ -26,10 +25,17 @@ static void cb_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
     return;
   }
   ioc_session_retain(s); /* the binding's, until the close event is freed */
-  ioc_session_set_callbacks(s, &lb_accepted_cbs, st);
+  ioc_session_set_callbacks(s, cbs, st);
   ioc_listener_retain(l); /* the event's, until it is freed */
   e->l = l;
   lb_push_event(lc, e);
+}
+
+static void cb_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) { accept_with(l, s, ud, &lb_accepted_cbs); }
+
+/* A listener with framing: its sessions' messages are gathered (lframing.c). */
+static void cb_accept_framed(ioc_listener_t *l, ioc_session_t *s, void *ud) {
+  accept_with(l, s, ud, &lb_accepted_framed_cbs);
 }
 
 /* Under the lock: the session gets its Lua object and on_accept runs, or,
@@ -86,7 +92,7 @@ int lb_core_listen(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   lb_push_registry(L, lc, K_LISTENERS);
   ioc_listener_t *l;
-  int rc = ioc_listen(lc->core, addr, alen, &lo, cb_accept, lc, &l);
+  int rc = ioc_listen(lc->core, addr, alen, &lo, lo.session.framing.kind ? cb_accept_framed : cb_accept, lc, &l);
   if (rc < 0) return lb_fail(L, rc);
   ioc_listener_retain(l); /* the userdata's, dropped by __gc */
   ll->l = l;

@@ -93,7 +93,7 @@ void lb_free_event(lev *e) {
   free(e);
 }
 
-static void push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
+void lb_push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
   if (e)
     lb_push_event(lc, e);
   else
@@ -103,7 +103,7 @@ static void push_or_fail(lcore *lc, lev *e, ioc_session_t *s) {
 static void cb_open(ioc_session_t *s, int err) {
   lev *e = lb_new_event(LEV_CONNECT, s, 0);
   if (e) e->err = err;
-  push_or_fail(LB_SESS(s)->lc, e, s);
+  lb_push_or_fail(LB_SESS(s)->lc, e, s);
 }
 
 static void cb_recv(ioc_session_t *s, const char *data, size_t len) {
@@ -113,15 +113,15 @@ static void cb_recv(ioc_session_t *s, const char *data, size_t len) {
      * worker that waited for Lua would read on, up to the whole stream). */
     ioc_session_pause(s);
   } else {
-    lb_direct d = {s, data, len};
+    lb_direct d = {s, data, len, false};
     if (lb_try_direct(st->lc, &d)) return;
   }
   lev *e = lb_new_event(LEV_RECV, s, len);
   if (e) memcpy(e->data, data, len);
-  push_or_fail(st->lc, e, s);
+  lb_push_or_fail(st->lc, e, s);
 }
 
-static void cb_drain(ioc_session_t *s) { push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_DRAIN, s, 0), s); }
+static void cb_drain(ioc_session_t *s) { lb_push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_DRAIN, s, 0), s); }
 
 static void cb_close(ioc_session_t *s, int err) {
   lev *e = lb_new_event(LEV_CLOSE, s, 0);
@@ -136,12 +136,15 @@ static void cb_close(ioc_session_t *s, int err) {
 
 /* The peer's FIN: queued behind the session's earlier events, so the Lua
  * handlers of the data before it can still reply; then a graceful close. */
-static void cb_eof(ioc_session_t *s) { push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_EOF, s, 0), s); }
+static void cb_eof(ioc_session_t *s) { lb_push_or_fail(LB_SESS(s)->lc, lb_new_event(LEV_EOF, s, 0), s); }
 
 /* Outbound sessions get on_open; accepted ones are announced by the accept
  * event instead. */
 const ioc_session_callbacks_t lb_session_cbs = {cb_open, cb_recv, cb_drain, cb_close, cb_eof};
 const ioc_session_callbacks_t lb_accepted_cbs = {NULL, cb_recv, cb_drain, cb_close, cb_eof};
+/* Framed sessions: the messages of one receive are gathered (lframing.c). */
+const ioc_session_callbacks_t lb_session_framed_cbs = {cb_open, lb_recv_frame, cb_drain, cb_close, cb_eof};
+const ioc_session_callbacks_t lb_accepted_framed_cbs = {NULL, lb_recv_frame, cb_drain, cb_close, cb_eof};
 
 const char *const lb_handler_names[] = {"on_accept", "on_recv", "on_close", "on_drain", "on_connect", "on_eof", NULL};
 /* The key of the handler table that carries the read_timeout option. */
@@ -210,45 +213,106 @@ void lb_push_handler(lua_State *L, int idx, const char *name) {
 
 /* ---- events (under the lock, on lc->T, inside the drain's protected call) ---------------- */
 
-static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
+/* One received chunk (or message) for the session object at sidx: held
+ * behind what is held already, into a stream's buffer, or on_recv(s, data).
+ * `key` is the index of the string "on_recv" and `msgh` that of the error
+ * handler (lb_msgh), pushed once by a caller that delivers many; *synced
+ * says the flow was synced already by this caller. */
+void lb_recv_one(lcore *lc, lsession *ls, int sidx, int key, int msgh, const char *data, size_t len,
+                 bool *synced) {
   lua_State *T = lc->T;
-  /* Queued before the script closed or aborted it: no on_recv after that. */
-  if (lb_closed_by_script(s)) return;
-  lb_push_session(T, lc, s);
-  if (lua_isnil(T, -1)) {
+  ioc_session_t *s = ls->s;
+  if (lb_closed_by_script(s)) return; /* closed or aborted by a handler before */
+  /* the handler: looked up for each message (the one before may change it) */
+  if (lua_getiuservalue(T, sidx, 2) == LUA_TTABLE) {
+    lua_pushvalue(T, key);
+    lua_gettable(T, -2);
+    lua_remove(T, -2);
+  } else {
     lua_pop(T, 1);
-    return;
+    lua_pushnil(T);
   }
-  lsession *ls = lua_touserdata(T, -1);
-  if (lb_flow_must_hold(lc, ls, -1, LEV_RECV)) {
+  bool has = lua_isfunction(T, -1);
+  if (!lb_fifo_empty(&ls->held) || (!atomic_load(&lc->stop_closing) && (ls->paused || !has))) {
+    lua_pop(T, 1);
     lb_flow_hold(ls, LEV_RECV, s, 0, data, len);
-    if (!ls->paused && !lb_has_handler(T, -1, "on_recv")) {
+    if (!ls->paused && !has) {
       /* about one read held: the kernel keeps the rest until a handler comes */
       ls->hold_paused = true;
       lb_flow_sync(ls);
     }
-    lua_pop(T, 1);
     return;
   }
-  /* A worker that found no on_recv paused the session (cb_recv); if the
-   * script set one just before that pause took effect, nobody resumed it. */
-  lb_flow_sync(ls);
+  if (!*synced) {
+    /* A worker that found no on_recv paused the session (cb_recv); if the
+     * script set one just before that pause took effect, nobody resumed it. */
+    lb_flow_sync(ls);
+    *synced = true;
+  }
   if (ls->rb) { /* stream style: into its buffer, no string made */
-    lb_rbuf_deliver(lc, ls, -1, data, len);
+    lua_pop(T, 1);
+    lb_rbuf_deliver(lc, ls, sidx, data, len);
+    return;
+  }
+  if (!has) { /* the stop's end: nobody left to take it */
     lua_pop(T, 1);
     return;
   }
-  lb_push_handler(T, -1, "on_recv");
-  if (!lua_isfunction(T, -1)) { /* the stop's end: nobody left to take it */
-    lua_pop(T, 2);
-    return;
-  }
-  lua_insert(T, -2);
+  lua_pushvalue(T, sidx);
   lua_pushlstring(T, data, len);
-  lb_call(lc, 2, s);
+  lb_call_at(lc, 2, s, msgh);
 }
 
-void lb_process_direct(lcore *lc, lb_direct *d) { deliver_recv(lc, d->s, d->data, d->len); }
+static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
+  lua_State *T = lc->T;
+  /* Queued before the script closed or aborted it: no on_recv after that. */
+  if (lb_closed_by_script(s)) return;
+  int top = lua_gettop(T);
+  lb_push_session(T, lc, s);
+  if (lua_isnil(T, -1)) {
+    lua_settop(T, top);
+    return;
+  }
+  lsession *ls = lua_touserdata(T, -1);
+  lua_pushcfunction(T, lb_msgh);
+  lua_pushliteral(T, "on_recv");
+  bool synced = false;
+  lb_recv_one(lc, ls, top + 1, top + 3, top + 2, data, len, &synced);
+  lua_settop(T, top);
+}
+
+/* The messages gathered from one receive of a framed session (lframing.c),
+ * in one go: the session, its handler's key and the error handler are
+ * pushed once; each message is then checked and delivered like a receive of
+ * its own, so a pause, a close or an error in one handler holds or drops
+ * the messages after it exactly as if each had come alone. */
+static void deliver_frames(lcore *lc, ioc_session_t *s, const char *p, size_t len) {
+  lua_State *T = lc->T;
+  if (lb_closed_by_script(s)) return;
+  int top = lua_gettop(T);
+  lb_push_session(T, lc, s);
+  if (lua_isnil(T, -1)) {
+    lua_settop(T, top);
+    return;
+  }
+  lsession *ls = lua_touserdata(T, -1);
+  lua_pushcfunction(T, lb_msgh);
+  lua_pushliteral(T, "on_recv");
+  bool synced = false;
+  for (const char *end = p + len; p < end && !lb_closed_by_script(s);) {
+    size_t n = lb_frame_len(p);
+    lb_recv_one(lc, ls, top + 1, top + 3, top + 2, p + LB_FRAME_HDR, n, &synced);
+    p += LB_FRAME_HDR + n;
+  }
+  lua_settop(T, top);
+}
+
+void lb_process_direct(lcore *lc, lb_direct *d) {
+  if (d->frames)
+    deliver_frames(lc, d->s, d->data, d->len);
+  else
+    deliver_recv(lc, d->s, d->data, d->len);
+}
 
 /* The peer's FIN. With on_eof the session stays open (the script ends it);
  * without, it closes gracefully now that the handlers before it have run. */
@@ -376,6 +440,7 @@ void lb_process(lcore *lc, lev *e) {
   case LEV_ACCEPT: lb_process_accept(lc, e); break;
   case LEV_CONNECT: deliver_simple(lc, e->s, "on_connect", 2, e->err); break;
   case LEV_RECV: deliver_recv(lc, e->s, e->data, e->len); break;
+  case LEV_FRAMES: deliver_frames(lc, e->s, e->data, e->len); break;
   case LEV_DRAIN: deliver_simple(lc, e->s, "on_drain", 1, 0); break;
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;
@@ -721,7 +786,8 @@ int lb_core_connect(lua_State *L) {
   atomic_store(&st->hold_recv, !lb_has_handler_in(L, htab, "on_recv"));
   ioc_session_t *s;
   /* Our reference from ioc_connect is the binding's: released with the close event. */
-  int rc = ioc_connect(lc->core, addr, alen, &lb_session_cbs, st, &so, &s);
+  const ioc_session_callbacks_t *cbs = so.framing.kind ? &lb_session_framed_cbs : &lb_session_cbs;
+  int rc = ioc_connect(lc->core, addr, alen, cbs, st, &so, &s);
   if (rc < 0) {
     lb_sess_free(st);
     return lb_fail(L, rc);

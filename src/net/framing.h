@@ -29,6 +29,7 @@ typedef struct ioc__framer {
   uint8_t kind;
   uint8_t paused;  /* ioc__framer_pause: hold messages until resume */
   uint8_t kept;    /* buf may hold complete messages (kept while paused) */
+  uint8_t end_mark; /* the session's owner wants on_recv(NULL, 0) after each feed's messages */
   int err;         /* IOC_EMSGSIZE / IOC_ENOMEM once failed: every feed says so again */
   size_t max;
   size_t delimlen;

@@ -283,9 +283,11 @@ static void frame_emit(void *ud, const char *msg, size_t n) {
   if (stop) ioc__framer_pause(s->framer);
 }
 
-/* A framer's verdict: a message over max (or no memory for one) fails
- * the session at once. */
+/* After a feed (or resume) of the framer: the end mark if the owner asked
+ * for one (ioc_framing_t.end_marks), then the framer's verdict: a message
+ * over max (or no memory for one) fails the session at once. */
 static void deliver_framed(ioc_session_t *s, int rc) {
+  if (s->framer->end_mark && s->cbs.on_recv) s->cbs.on_recv(s, NULL, 0);
   if (rc < 0) ioc_session_fail(s, rc);
 }
 
@@ -611,8 +613,10 @@ _Static_assert((int)IOC_FRAMING_LINE == (int)IOC__FRAME_LINE && (int)IOC_FRAMING
 
 static int framer_init(ioc__framer_t *f, const ioc_framing_t *fr) {
   if (fr->kind < IOC_FRAMING_LINE || fr->kind > IOC_FRAMING_DELIMITER) return IOC_EINVAL;
-  return ioc__framer_init(f, (ioc__frame_kind_t)fr->kind, fr->max, fr->delimiter,
-                          fr->delimiter_len);
+  int rc = ioc__framer_init(f, (ioc__frame_kind_t)fr->kind, fr->max, fr->delimiter,
+                            fr->delimiter_len);
+  f->end_mark = fr->end_marks != 0;
+  return rc;
 }
 
 int ioc__framing_check(const ioc_framing_t *fr) {

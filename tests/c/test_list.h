@@ -155,6 +155,7 @@
   X(framed_session_max_is_taken_and_max_plus_one_fails_with_emsgsize, 0) \
   X(framed_session_pause_in_on_recv_holds_later_messages_until_resume, 0) \
   X(framed_session_closed_in_on_recv_ends_cleanly_without_more_messages, 0) \
+  X(framed_session_end_marks_follow_each_receives_messages, 0) \
   X(send_frame_prefixes_length_framed_sessions_only, 0)        \
   X(framing_options_are_checked, 0)                            \
   X(framing_constants_match_the_docs, 0)                       \

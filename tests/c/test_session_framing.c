@@ -297,3 +297,86 @@ void test_framing_constants_match_the_docs(void) {
   ASSERT_C_API_DOC_SAYS("`IOC_FRAMING_DEFAULT_MAX` (%d)", IOC_FRAMING_DEFAULT_MAX);
   ASSERT_C_API_DOC_SAYS("`IOC_FRAMING_DELIMITER_MAX` (%d)", IOC_FRAMING_DELIMITER_MAX);
 }
+
+/* ---- framed_session_end_marks_follow_each_receives_messages ------------------------------ */
+
+/* The order of what a framed session saw: each message, "|" for an end
+ * mark, "X" for on_close. */
+static char em_log[256];
+static atomic_int em_len;
+/* written after the log (read first by the test thread, so the log it reads
+ * is complete): messages seen, the last entry is a mark, closed */
+static atomic_int em_msgs, em_last_mark, em_closed;
+
+static void em_add(const char *p, size_t n) {
+  int at = atomic_load(&em_len);
+  ASSERT((size_t)at + n < sizeof em_log);
+  memcpy(em_log + at, p, n);
+  em_log[at + (int)n] = 0;
+  atomic_store(&em_len, at + (int)n);
+}
+/* em_log without its marks. */
+static const char *em_strip(void) {
+  static char out[sizeof em_log];
+  size_t k = 0;
+  for (const char *p = em_log; *p; p++)
+    if (*p != '|') out[k++] = *p;
+  out[k] = 0;
+  return out;
+}
+static void em_recv(ioc_session_t *s, const char *data, size_t len) {
+  (void)s;
+  if (data) {
+    em_add(data, len);
+    atomic_fetch_add(&em_msgs, 1);
+  } else {
+    em_add("|", 1);
+  }
+  atomic_store(&em_last_mark, data == NULL);
+}
+static void em_close(ioc_session_t *s, int err) {
+  (void)s;
+  atomic_store(&fr.close_err, err);
+  em_add("X", 1);
+  atomic_store(&em_closed, 1);
+}
+static void em_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
+  (void)l;
+  (void)ud;
+  ioc_session_callbacks_t cb = callbacks(NULL, em_recv, NULL, em_close);
+  ioc_session_set_callbacks(s, &cb, NULL);
+}
+
+void test_framed_session_end_marks_follow_each_receives_messages(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  ioc_listener_options_t o;
+  memset(&o, 0, sizeof o);
+  o.session.framing.kind = IOC_FRAMING_LINE;
+  o.session.framing.max = 8;
+  o.session.framing.end_marks = 1;
+  ioc_listener_t *l = listen_loopback(core, &o, em_accept, NULL);
+  ioc_addr_t addr = *ioc_listener_address(l);
+  atomic_store(&em_len, 0);
+  atomic_store(&em_msgs, 0);
+  atomic_store(&em_last_mark, 0);
+  atomic_store(&em_closed, 0);
+  em_log[0] = 0;
+  sock_t c = tcp_connect(&addr);
+  /* three lines, in one receive unless the machine splits them: the
+   * messages, each run of them followed by a mark */
+  ASSERT_OK(sock_send_all(c, "a\nb\nc\n", 6));
+  WAIT_UNTIL(core, atomic_load(&em_msgs) == 3 && atomic_load(&em_last_mark), 10000);
+  ASSERT_STR_EQ(em_strip(), "abc");
+  ASSERT(em_log[0] != '|');
+  /* a message over max: the messages before it and a mark, then the close */
+  ASSERT_OK(sock_send_all(c, "d\n123456789", 11));
+  WAIT_UNTIL(core, atomic_load(&em_closed), 10000);
+  ASSERT_STR_EQ(em_strip(), "abcdX");
+  size_t n = strlen(em_log);
+  ASSERT_MSG(n >= 2 && em_log[n - 2] == '|', "no mark before the close: \"%s\"", em_log);
+  ASSERT_EQ(atomic_load(&fr.close_err), IOC_EMSGSIZE);
+  sock_close(c);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+}

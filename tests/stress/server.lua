@@ -3,9 +3,10 @@
 --
 --   lua5.4 tests/stress/server.lua stats=FILE [key=value ...]
 --
--- Keys: threads, handler_timeout, memory_limit (core options); idle_timeout,
--- max_connections, max_pending, accepts, backlog (listener options); greet=1
--- (send "G\n" to every accepted session); port (default 0 = any);
+-- Keys: threads, handler_timeout, memory_limit, close_timeout (core
+-- options); idle_timeout, max_connections, max_pending, accepts, backlog
+-- (listener options); greet=1 (send "G\n" to every accepted session); port
+-- (default 0 = any);
 -- echo_delay_ms (every echo handler call spins that long first);
 -- storm_ms (a repeating timer every 2 ms whose handler spins this long: a
 -- timer slower than its interval, for the whole run).
@@ -67,6 +68,7 @@ local core = assert(iocore.core {
   threads = num("threads"),
   handler_timeout = num("handler_timeout"),
   memory_limit = num("memory_limit"),
+  close_timeout = num("close_timeout"),
 })
 
 -- ---- counters --------------------------------------------------------------------

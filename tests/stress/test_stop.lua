@@ -16,11 +16,18 @@ TestStop.limits = {
 local BIG_SIZE = 8 * 2 ^ 20
 local function sizes() return S.size(500, 5000), S.size(128 * 1024, 64 * 1024), 20 end
 
+-- The stop resets what has not closed close_timeout + 1 s after it began
+-- closing (the default 5 s: tests/lua/test_stop.lua checks that). Here the
+-- clients must read ~100 MiB first, which took 7.8 s on a loaded 2-core
+-- machine (a client reset after 8177664 of its 8 MiB): the server gets 30 s,
+-- so only a flush that stalls or loses bytes fails.
+local CLOSE_TIMEOUT = 30000
+
 -- Starts the server and the holding clients; returns them once every
 -- client has its request in and the server reports bytes queued.
 local function setup()
   local conns, size, big = sizes()
-  local srv = S.server({ backlog = 4096 })
+  local srv = S.server({ backlog = 4096, close_timeout = CLOSE_TIMEOUT })
   local lg = S.loadgen("hold", srv:addr(), { conns = conns, size = size, rcvbuf = 4096, timeout = 60000, big = big,
                                              ["big-size"] = math.floor(BIG_SIZE) })
   lu.assertNotNil(lg:wait_line("READY", 60000), "the clients never got connected\n" .. lg:output())
