@@ -287,7 +287,7 @@ static void frame_emit(void *ud, const char *msg, size_t n) {
  * for one (ioc_framing_t.end_marks), then the framer's verdict: a message
  * over max (or no memory for one) fails the session at once. */
 static void deliver_framed(ioc_session_t *s, int rc) {
-  if (s->framer->end_mark && s->cbs.on_recv) s->cbs.on_recv(s, NULL, 0);
+  if (s->framer->end_mark && s->cbs->on_recv) s->cbs->on_recv(s, NULL, 0);
   if (rc < 0) ioc_session_fail(s, rc);
 }
 
