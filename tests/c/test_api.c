@@ -208,10 +208,20 @@ static void count_eof(ioc_session_t *s) {
   ioc_session_close(s);
 }
 
+/* on_open of the test's session: swaps in a set never seen before (rec's
+ * callbacks with this file's on_eof) from a struct on this stack, wipes
+ * the struct, then counts the open as rec's on_open does. */
+static void open_then_swap(ioc_session_t *s, int err) {
+  ioc_session_callbacks_t next = rec_callbacks();
+  next.on_eof = count_eof;
+  ioc_session_set_callbacks(s, &next, ioc_session_userdata(s));
+  memset(&next, 0, sizeof next);
+  rec_callbacks().on_open(s, err);
+}
+
 /* Sessions point to one kept copy of each distinct callback set: what the
  * caller passed may be gone or changed right after the call, for
- * ioc_connect and for ioc_session_set_callbacks with a set never seen
- * before. */
+ * ioc_connect and for ioc_session_set_callbacks with a new set. */
 void test_callbacks_given_on_the_stack_are_copied(void) {
   ioc_core_t *core;
   make_core(&core);
@@ -221,19 +231,14 @@ void test_callbacks_given_on_the_stack_are_copied(void) {
   listener_addr_str(l, a);
   rec_t r;
   rec_init(&r, 0);
+  atomic_store(&eofs_seen, 0);
   ioc_session_t *s;
   ioc_session_callbacks_t cb = rec_callbacks();
+  cb.on_open = open_then_swap;
   ASSERT_OK(ioc_connect(core, a, strlen(a), &cb, &r, NULL, &s));
   memset(&cb, 0, sizeof cb);
   WAIT_UNTIL(core, atomic_load(&r.opens) == 1, 5000);
   WAIT_UNTIL(core, atomic_load(&srv->naccepted) == 1, 5000);
-  /* a new set (rec's with an on_eof of this file's), then the struct is wiped */
-  atomic_store(&eofs_seen, 0);
-  cb = rec_callbacks();
-  cb.on_eof = count_eof;
-  ioc_session_set_callbacks(s, &cb, &r);
-  memset(&cb, 0, sizeof cb);
-  ASSERT(ioc_session_userdata(s) == &r);
   ioc_session_t *peer = atomic_load(&srv->recs[0].s);
   ASSERT(peer != NULL);
   ASSERT_OK(ioc_session_shutdown(peer)); /* our side sees the FIN: on_eof, which closes */
