@@ -271,8 +271,10 @@ int lb_msgh(lua_State *L) {
   return 1;
 }
 
+/* The start is read from the coarse clock (a handler call is often shorter
+ * than reading the fine one); the watchdog allows for its lag. */
 static void handler_begin(lcore *lc) {
-  atomic_store(&lc->handler_started_ms, ioc_now_ms());
+  atomic_store(&lc->handler_started_ms, lp_coarse_ms());
   atomic_fetch_add(&lc->handler_seq, 1);
 }
 
@@ -470,7 +472,9 @@ static void watchdog(lcore *lc) {
   uint64_t seq = atomic_load(&lc->handler_seq);
   uint64_t started = atomic_load(&lc->handler_started_ms);
   if (!started || seq != atomic_load(&lc->handler_seq)) return;
-  if (ioc_now_ms() - started < lc->handler_timeout_ms) return;
+  /* started may be up to the coarse clock's lag early: never interrupt
+   * before handler_timeout has really passed */
+  if (ioc_now_ms() - started < lc->handler_timeout_ms + (uint64_t)lp_coarse_lag_ms()) return;
   atomic_store(&lc->expired_seq, seq);
   atomic_store(&lc->hook_armed, 1);
   /* lua_sethook is documented as safe to call asynchronously (ldebug.c).

@@ -85,7 +85,9 @@ typedef struct gather {
 
 static _Thread_local gather tls_gather;
 
-#define GATHER_MIN 2048 /* the first allocation of a run: a few messages */
+/* The first allocation of a run: 1 KiB in all, a few messages, and small
+ * enough for the allocator's per-thread cache (glibc's takes up to 1032). */
+#define GATHER_MIN (1024 - sizeof(lev))
 
 /* Hands the run on: runs it under the lock now, or queues it. */
 static void hand_on(gather *g) {

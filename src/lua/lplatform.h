@@ -11,6 +11,7 @@
 #ifndef IOC_LPLATFORM_H
 #define IOC_LPLATFORM_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 /* ---- mutex ------------------------------------------------------------------
@@ -96,5 +97,11 @@ int lp_child_wait(long pid, int *status);
 
 /* Sleeps the calling thread for about ms milliseconds. */
 void lp_sleep_ms(int ms);
+/* A clock cheaper to read than ioc_now_ms, on its time base: it never runs
+ * ahead of ioc_now_ms, and lags it by at most lp_coarse_lag_ms(). (Linux:
+ * CLOCK_MONOTONIC_COARSE, the time of the last tick; elsewhere ioc_now_ms
+ * itself, lag 0.) */
+uint64_t lp_coarse_ms(void);
+int lp_coarse_lag_ms(void);
 
 #endif /* IOC_LPLATFORM_H */

@@ -3,6 +3,8 @@
 #ifndef _WIN32
 #include "lplatform.h"
 
+#include "iocore.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -219,6 +221,27 @@ void lp_sleep_ms(int ms) {
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
   }
 }
+
+#ifdef CLOCK_MONOTONIC_COARSE
+/* The same clock as ioc_now_ms (CLOCK_MONOTONIC) as of the last tick, read
+ * without the hardware counter, so never ahead of it. */
+uint64_t lp_coarse_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One tick (its resolution), rounded up, plus 1 ms for the truncation of
+ * both clocks to whole ms. */
+int lp_coarse_lag_ms(void) {
+  struct timespec res;
+  if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) < 0) return 1000; /* unknown: a wide margin */
+  return (int)(res.tv_sec * 1000 + (res.tv_nsec + 999999) / 1000000) + 1;
+}
+#else
+uint64_t lp_coarse_ms(void) { return ioc_now_ms(); }
+int lp_coarse_lag_ms(void) { return 0; }
+#endif
 
 #endif /* !_WIN32 */
 

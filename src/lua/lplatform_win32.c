@@ -20,6 +20,8 @@
 #define _WIN32_WINNT 0x0601 /* TryAcquireSRWLockExclusive: Windows 7 and later */
 #include "lplatform.h"
 
+#include "iocore.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -196,6 +198,9 @@ void lp_waiter_release_signals(lp_waiter_t *w) {
 /* ---- time -------------------------------------------------------------------- */
 
 void lp_sleep_ms(int ms) { Sleep(ms < 0 ? 0 : (DWORD)ms); }
+
+uint64_t lp_coarse_ms(void) { return ioc_now_ms(); }
+int lp_coarse_lag_ms(void) { return 0; }
 
 #endif /* _WIN32 */
 

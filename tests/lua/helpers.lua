@@ -333,7 +333,8 @@ end
 -- The same for any command: argv is { program, args... }.
 function H.spawn_argv(argv)
   local base = os.tmpname()
-  local p = { out = base .. ".out", pidf = base .. ".pid", statusf = base .. ".status", base = base }
+  local p = { out = base .. ".out", pidf = base .. ".pid", statusf = base .. ".status", base = base,
+              started = H.now() }
   local args = {}
   for i, a in ipairs(argv) do
     if H.windows and a == H.lua and argv[i - 1] ~= "wine" then
@@ -438,8 +439,10 @@ function H.wait_output(core, p, pattern, ms)
     while not check() and H.now() < deadline do H.sleep(10) end
   end
   if not found then
-    lu.fail(("subprocess %s: no output matching %q (exited: %s)\n--- output:\n%s"):format(
-      p.base, pattern, tostring(p.status), p:output()), 2)
+    -- how long it had run tells a process that never started from one
+    -- that ended later (wine's own start-up errors are hidden by WINEDEBUG)
+    lu.fail(("subprocess %s: no output matching %q (exited: %s, seen %.0f ms after its start)\n--- output:\n%s")
+      :format(p.base, pattern, tostring(p.status), H.now() - p.started, p:output()), 2)
   end
   return found
 end
