@@ -94,13 +94,22 @@ end
 -- coroutine serves; a handler coroutine that returns closes its session
 -- gracefully. coroutine.resume is looked up at each call: the binding
 -- replaces it with a version that puts the coroutine under handler_timeout.
+-- co is no iocore coroutine any more (it ended).
+local function disown(co, owner)
+  owners[co] = nil
+  if type(owner) == "table" and owner.co == co then
+    owner.co = nil
+    B.own(owner.s, nil)
+  end
+end
+
 local function wake(co, ...)
   if co_status(co) ~= "suspended" then return end
   local ok, err = coroutine.resume(co, ...)
   if ok then
     if co_status(co) == "dead" then
       local st = owners[co]
-      owners[co] = nil
+      disown(co, st)
       if type(st) == "table" then -- a handler coroutine: its session is closed
         local s = st.s
         if not st.closed and not S.closed(s) then
@@ -113,7 +122,7 @@ local function wake(co, ...)
     return
   end
   local owner = owners[co]
-  owners[co] = nil
+  disown(co, owner)
   local msg = debug.traceback(co, tostring(err))
   local st = type(owner) == "table" and owner or nil
   if st and not st.closed then
@@ -536,6 +545,9 @@ local function accept_with_handler(rec)
     end
     local co = co_create(rec.handler)
     owners[co] = st
+    -- (st.co: the C buffer knows co by its address; this keeps it alive)
+    st.co = co
+    B.own(s, co)
     wake(co, s)
   end
 end

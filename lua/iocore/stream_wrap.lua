@@ -18,8 +18,11 @@ return function(ctx)
   local wake_reader, wake_writers, listen, typename = ctx.wake_reader, ctx.wake_writers, ctx.listen, ctx.typename
   local ECLOSED_MSG, HAS_EOF, B = ctx.ECLOSED_MSG, ctx.HAS_EOF, ctx.B
 
+  -- (a session with user fields has a metatable of its own kind)
+  local smt_fields = debug.getregistry()["iocore.session+fields"]
   local function self_check(obj, mt, method)
-    if getmetatable(obj) ~= mt then
+    local omt = getmetatable(obj)
+    if omt ~= mt and not (mt == smt and omt == smt_fields and omt ~= nil) then
       error(("calling '%s' on bad self (%s expected, got %s)"):format(method, mt.__name, typename(obj)), 3)
     end
   end

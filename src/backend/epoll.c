@@ -107,7 +107,7 @@ typedef struct ep_state {
   _Atomic(ep_slot_t *) *chunks; /* chunks[fd >> EP_CHUNK_SHIFT], allocated on first add */
 } ep_state_t;
 
-/* The receive buffer of this thread. A RECV completion points op->buf here;
+/* The receive buffer of this thread. A RECV completion points op->u.recv.buf here;
  * it stays valid until that op's ioc__op_complete returns. ep_recv_buf_busy
  * covers a dispatch that re-enters the backend on the same thread (a
  * callback calling ioc_core_dispatch): the nested read gets a heap buffer. */
@@ -246,13 +246,13 @@ static int do_accept(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
       if (inj == -EINTR || inj == -ECONNABORTED) continue; /* as below */
       if (inj) return inj;
     }
-    socklen_t len = sizeof op->u.accept.addr.u.bytes;
-    int fd = accept4(h->fd, (struct sockaddr *)op->u.accept.addr.u.bytes, &len,
+    socklen_t len = sizeof op->u.accept.slot->addr.u.bytes;
+    int fd = accept4(h->fd, (struct sockaddr *)op->u.accept.slot->addr.u.bytes, &len,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       op->u.accept.fd = fd;
-      op->u.accept.addr.len = (uint32_t)len;
-      op->u.accept.addrlen = (uint32_t)len;
+      op->u.accept.slot->addr.len = (uint32_t)len;
+      op->u.accept.slot->addrlen = (uint32_t)len;
       return fd;
     }
     /* The connection died in the backlog: take the next one. */
@@ -425,7 +425,7 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
         break;
       }
       if (op->type == IOC__OP_RECV) {
-        op->buf = buf;
+        op->u.recv.buf = buf;
         tls_taken = buf == ep_recv_buf;
         /* A short read drained the socket: any later data or FIN raises a
          * new edge. Not so if FIN or an error was already reported (its
@@ -670,7 +670,7 @@ static int ep_submit_send(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
 static int ep_submit_connect(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) {
   ep_handle_t *eh = ep_h(h);
   ioc__spin_lock(&eh->lock);
-  const ioc_addr_t *a = &op->u.connect.addr;
+  const ioc_addr_t *a = op->u.connect.addr;
   int rc = connect(h->fd, (const struct sockaddr *)a->u.bytes, (socklen_t)a->len);
   if (rc < 0 && (errno == EINPROGRESS || errno == EINTR)) {
     eh->bits &= ~EP_WRITABLE;

@@ -18,7 +18,7 @@
  *   RECV     a zero-byte WSARecv (the classic IOCP "PreRecv"): an idle session
  *            pins no receive buffer in the kernel. When it completes, data
  *            (or FIN, or an error) is there; a non-blocking recv() copies it
- *            into this thread's 64 KiB buffer, op->buf points at it for the
+ *            into this thread's 64 KiB buffer, op->u.recv.buf points at it for the
  *            duration of the dispatch. If that recv finds nothing after all
  *            (WSAEWOULDBLOCK), the zero-byte receive is posted again without
  *            completing the op.
@@ -246,7 +246,7 @@ static int submit_accept(ioc_core_t *core, ioc__op_t *op) {
   op->u.accept.fd = s;
   DWORD bytes = 0;
   memset(&op->ov, 0, sizeof op->ov);
-  if (st->accept_ex(h->fd, s, op->u.accept.acceptex_buf, 0, (DWORD)IOCP_ADDR_SPACE,
+  if (st->accept_ex(h->fd, s, op->u.accept.slot->acceptex_buf, 0, (DWORD)IOCP_ADDR_SPACE,
                     (DWORD)IOCP_ADDR_SPACE, &bytes, &op->ov))
     return 0;
   int e = WSAGetLastError();
@@ -259,7 +259,7 @@ static int submit_accept(ioc_core_t *core, ioc__op_t *op) {
 static int submit_connect(ioc_core_t *core, ioc__op_t *op) {
   iocp_state_t *st = iocp_state(core);
   SOCKET s = op->handle->fd;
-  const ioc_addr_t *a = &op->u.connect.addr;
+  const ioc_addr_t *a = op->u.connect.addr;
   ioc_addr_t any;
   memset(&any, 0, sizeof any);
   any.u.family = a->u.family;
@@ -363,7 +363,7 @@ static int iocp_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int m
 }
 
 /* The zero-byte receive came back with success: read what is there. Returns
- * true if op is finished (op->res and op->buf set), false if it was posted
+ * true if op is finished (op->res and op->u.recv.buf set), false if it was posted
  * again and its completion is still to come. *heap receives a buffer the
  * caller frees after completing op. */
 static bool finish_recv(ioc__op_t *op, char **heap) {
@@ -377,7 +377,7 @@ static bool finish_recv(ioc__op_t *op, char **heap) {
     int n = recv(h->fd, buf, IOCP_RECV_BUF, 0);
     if (n >= 0) {
       op->res = n; /* 0: the peer's FIN */
-      op->buf = buf;
+      op->u.recv.buf = buf;
       return true;
     }
     int e = WSAGetLastError();
@@ -415,7 +415,7 @@ static int iocp_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
   DWORD status = cqe->flags;
   int err = status ? iocp_status_error(status) : 0;
   char *heap = NULL;
-  op->buf = NULL;
+  if (op->type == IOC__OP_RECV) op->u.recv.buf = NULL;
   /* Wine (8.0, under load) sometimes hands out the packet of a finished
    * AcceptEx or zero-byte WSARecv while its OVERLAPPED still reads
    * STATUS_PENDING, for good: the connection is in the accept socket, the
@@ -442,16 +442,16 @@ static int iocp_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
     }
     struct sockaddr *local = NULL, *remote = NULL;
     int llen = 0, rlen = 0;
-    iocp_state(core)->accept_ex_sockaddrs(op->u.accept.acceptex_buf, 0, (DWORD)IOCP_ADDR_SPACE,
+    iocp_state(core)->accept_ex_sockaddrs(op->u.accept.slot->acceptex_buf, 0, (DWORD)IOCP_ADDR_SPACE,
                                           (DWORD)IOCP_ADDR_SPACE, &local, &llen, &remote, &rlen);
-    memset(&op->u.accept.addr, 0, sizeof op->u.accept.addr);
-    if (!pending && remote && rlen > 0 && (size_t)rlen <= sizeof op->u.accept.addr.u.bytes) {
-      memcpy(op->u.accept.addr.u.bytes, remote, (size_t)rlen);
-      op->u.accept.addr.len = (uint32_t)rlen;
+    memset(&op->u.accept.slot->addr, 0, sizeof op->u.accept.slot->addr);
+    if (!pending && remote && rlen > 0 && (size_t)rlen <= sizeof op->u.accept.slot->addr.u.bytes) {
+      memcpy(op->u.accept.slot->addr.u.bytes, remote, (size_t)rlen);
+      op->u.accept.slot->addr.len = (uint32_t)rlen;
     } else {
-      ioc__socket_peer_addr(s, &op->u.accept.addr);
+      ioc__socket_peer_addr(s, &op->u.accept.slot->addr);
     }
-    op->u.accept.addrlen = op->u.accept.addr.len;
+    op->u.accept.slot->addrlen = op->u.accept.slot->addr.len;
     op->res = 0;
     break;
   }
@@ -479,7 +479,7 @@ static int iocp_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
     break;
   }
 
-  bool tls = op->buf == iocp_recv_buf;
+  bool tls = op->type == IOC__OP_RECV && op->u.recv.buf == iocp_recv_buf;
   if (tls) iocp_recv_buf_busy = 1;
   ioc__op_complete(core, op);
   if (tls) iocp_recv_buf_busy = 0;

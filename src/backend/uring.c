@@ -820,16 +820,16 @@ static void ur_prep(ur_backend_t *bd, struct io_uring_sqe *sqe, ioc__op_t *op) {
   }
   switch (op->type) {
   case IOC__OP_ACCEPT:
-    op->u.accept.addrlen = (uint32_t)sizeof op->u.accept.addr.u.bytes;
-    io_uring_prep_accept(sqe, fd, (struct sockaddr *)(void *)op->u.accept.addr.u.bytes,
-                         (socklen_t *)&op->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    op->u.accept.slot->addrlen = (uint32_t)sizeof op->u.accept.slot->addr.u.bytes;
+    io_uring_prep_accept(sqe, fd, (struct sockaddr *)(void *)op->u.accept.slot->addr.u.bytes,
+                         (socklen_t *)&op->u.accept.slot->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     break;
   case IOC__OP_CONNECT:
     if (ur_flags(op) & UR_F_POLL)
       io_uring_prep_poll_add(sqe, fd, POLLOUT);
     else
-      io_uring_prep_connect(sqe, fd, (const struct sockaddr *)(const void *)op->u.connect.addr.u.bytes,
-                            (socklen_t)op->u.connect.addr.len);
+      io_uring_prep_connect(sqe, fd, (const struct sockaddr *)(const void *)op->u.connect.addr->u.bytes,
+                            (socklen_t)op->u.connect.addr->len);
     break;
   case IOC__OP_RECV:
     io_uring_prep_recv(sqe, fd, NULL, bd->buf_size, 0);
@@ -967,7 +967,7 @@ static int ur_submit(ioc_core_t *core, ioc__op_t *op) {
   ur_backend_t *bd = ur_of(core, op);
   if (!ur_net_op(op) || !op->handle)
     return IOC_EINVAL;
-  op->buf = NULL;
+  if (op->type == IOC__OP_RECV) op->u.recv.buf = NULL;
   op->qn.next = NULL;
   if (!ur_may_submit(bd)) {
     ur_hand_to_owner(core, bd, op);
@@ -1536,7 +1536,7 @@ static int32_t ur_connect_result(ioc__op_t *op, int32_t res) {
 }
 
 /* Turns one reaped CQE into the op's completion. Beyond the plain case:
- *  - a RECV with a buffer exposes it in op->buf for the owner's dispatch and
+ *  - a RECV with a buffer exposes it in op->u.recv.buf for the owner's dispatch and
  *    hands it back to the ring afterwards (the op may be gone by then: the
  *    buffer id is kept in a local);
  *  - a RECV with ENOBUFS is parked, not completed (ur_starve);
@@ -1604,13 +1604,13 @@ static int ur_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
   switch (op->type) {
   case IOC__OP_ACCEPT:
     op->u.accept.fd = res >= 0 ? (ioc_fd_t)res : IOC_BAD_FD;
-    op->u.accept.addr.len = res >= 0 ? op->u.accept.addrlen : 0;
+    op->u.accept.slot->addr.len = res >= 0 ? op->u.accept.slot->addrlen : 0;
     break;
   case IOC__OP_RECV:
     if (has_buf && res > 0) {
-      op->buf = bd->bufs + (size_t)bid * bd->buf_size;
+      op->u.recv.buf = bd->bufs + (size_t)bid * bd->buf_size;
     } else {
-      op->buf = NULL;
+      op->u.recv.buf = NULL;
     }
     break;
   default:

@@ -57,7 +57,7 @@ void ioc__object_unref(ioc__object_t *obj);
 
 typedef enum ioc__op_type {
   IOC__OP_NONE = 0,
-  IOC__OP_ACCEPT,  /* handle = listening socket; res = new fd; u.accept.addr = peer */
+  IOC__OP_ACCEPT,  /* handle = listening socket; res = new fd; u.accept.slot->addr = peer */
   IOC__OP_CONNECT, /* handle = session socket; u.connect.addr = target; res = 0 */
   IOC__OP_RECV,    /* handle = session socket; res = bytes (0 = EOF); buf = data */
   IOC__OP_SEND,    /* handle = session socket; u.send.iov/iovcnt; res = bytes written */
@@ -67,6 +67,17 @@ typedef enum ioc__op_type {
   IOC__OP_SHUTDOWN /* handle = session socket; shutdown(SHUT_WR); res = 0 or a negative
                       IOC_E* code. Only through backend->shutdown (below). */
 } ioc__op_type_t;
+
+/* Where an accept writes the peer's address (and, on Windows, AcceptEx's
+ * buffer). A listener keeps one beside each of its accept operations, so
+ * the operation type, which every session embeds, stays small. */
+typedef struct ioc__accept_slot {
+  ioc_addr_t addr;  /* peer */
+  uint32_t addrlen; /* scratch for accept(2) */
+#ifdef _WIN32
+  char acceptex_buf[2 * (sizeof(struct sockaddr_in6) + 16)];
+#endif
+} ioc__accept_slot_t;
 
 /* The IocpEvent of a classic IOCP core: one in-flight request. On Windows the
  * OVERLAPPED comes first so a completion is turned back into its op with
@@ -83,18 +94,16 @@ struct ioc__op {
   uint8_t to_backend;     /* the ready queue's: true = run it through backend->run_deferred */
   uint8_t loop;           /* the loop that carries it (set by ioc__op_submit) */
   int32_t res;            /* result */
-  char *buf;              /* RECV: the received bytes, valid during dispatch only */
   union {
     struct {
-      ioc_fd_t fd;        /* the accepted socket (also in res on POSIX) */
-      ioc_addr_t addr;    /* peer */
-      uint32_t addrlen;   /* scratch for accept(2) */
-#ifdef _WIN32
-      char acceptex_buf[2 * (sizeof(struct sockaddr_in6) + 16)];
-#endif
+      ioc_fd_t fd;              /* the accepted socket (also in res on POSIX) */
+      ioc__accept_slot_t *slot; /* the peer's address, kept by the listener */
     } accept;
     struct {
-      ioc_addr_t addr;
+      char *buf; /* the received bytes, valid during dispatch only */
+    } recv;
+    struct {
+      const ioc_addr_t *addr; /* the target: the session's own peer field, alive as long as the op */
     } connect;
     struct {
       ioc__iov_t *iov;
@@ -131,7 +140,7 @@ static inline void ioc__op_init(ioc__op_t *op, ioc__op_type_t type, ioc__object_
   op->to_backend = 0;
   op->loop = 0;
   op->res = 0;
-  op->buf = NULL;
+  op->u.recv.buf = NULL; /* (the caller fills in the other kinds) */
 }
 
 /* While an op is in flight the backend owns op->qn, flags and res; the owner reads them only in its dispatch. An op is never

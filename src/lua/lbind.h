@@ -46,6 +46,10 @@
 #define LCORE_MT "iocore.core"
 #define LLISTENER_MT "iocore.listener"
 #define LSESSION_MT "iocore.session"
+/* The metatable of sessions that carry user fields (`s.x = v`): the same
+ * methods, but its __index looks at the fields after them. LSESSION_MT's
+ * __index is the method table itself (no call per method look-up). */
+#define LSESSION_FIELDS_MT "iocore.session+fields"
 #define LTIMER_MT "iocore.timer"
 
 #define LB_UNUSED(x) ((void)(x))
@@ -341,6 +345,10 @@ void lb_sessions_forget(lua_State *L, lcore *lc);
 void lb_close_done(lua_State *L, lcore *lc, ioc_session_t *s); /* core close: drop every session's Lua side */
 /* Pushes the session userdata of s (made now for a lazy session), or nil. */
 void lb_push_session(lua_State *L, lcore *lc, ioc_session_t *s);
+/* The session object at idx (either session metatable), or NULL. */
+lsession *lb_tosession(lua_State *L, int idx);
+/* lb_tosession, raising luaL_checkudata's error for anything else. */
+lsession *lb_checksession(lua_State *L, int idx);
 void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab);
 void lb_defer_session(lua_State *L, ioc_session_t *s); /* handler table on top: popped */
 /* Before an unprocessed event is dropped (core close): its session's lazy

@@ -59,12 +59,13 @@ static int l_buffer_gc(lua_State *L) {
 
 /* ---- core:broadcast -------------------------------------------------------------------- */
 
-/* The session object at idx (its metatable is the one at mt), or NULL. */
+/* The session object at idx, or NULL (the metatable at mt, the usual
+ * one, is compared first; a session with user fields has the other). */
 static lsession *as_session(lua_State *L, int idx, int mt) {
   if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
   bool same = lua_rawequal(L, -1, mt);
   lua_pop(L, 1);
-  return same ? lua_touserdata(L, idx) : NULL;
+  return same ? lua_touserdata(L, idx) : lb_tosession(L, idx);
 }
 
 /* Adds the session object ls to ss[0..*n) (grown in the userdata at

@@ -98,7 +98,7 @@ void lb_process_stop_flush(lcore *lc) {
 
 /* ---- methods ------------------------------------------------------------------------------ */
 
-static lsession *check_session(lua_State *L, int idx) { return luaL_checkudata(L, idx, LSESSION_MT); }
+static lsession *check_session(lua_State *L, int idx) { return lb_checksession(L, idx); }
 
 /* The C session, or NULL once on_close ran (or the object was collected). */
 static ioc_session_t *open_session(lsession *ls) { return ls->closed ? NULL : ls->s; }

@@ -149,7 +149,7 @@ void lb_recv_frame(ioc_session_t *s, const char *data, size_t len) {
   }
 }
 
-static lsession *check_session(lua_State *L, int idx) { return luaL_checkudata(L, idx, LSESSION_MT); }
+static lsession *check_session(lua_State *L, int idx) { return lb_checksession(L, idx); }
 
 /* s:send_frame(payload): length prefix + payload as one send. Raises on a
  * session without length framing (a programming error, not an operational

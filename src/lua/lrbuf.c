@@ -44,6 +44,11 @@ struct lb_rbuf {
   char *delim;       /* WANT_DELIM (and the scan): delim_in, or allocated when longer */
   size_t dlen;
   size_t hwm;        /* write_hwm: a write that may pass it goes to the slow path (0: never waits) */
+  /* The session's handler coroutine while it is one of stream.lua's (own):
+   * a read or write from it needs no look-up in the owners table. It
+   * cannot be collected (and its address reused) meanwhile: stream.lua's
+   * state of the session refers to it. */
+  const lua_State *owner;
   uint8_t want;
   bool closing;      /* this side closed it: reads go to the slow path (ECLOSED) */
   bool ra_paused;    /* paused by the read-ahead bound */
@@ -224,7 +229,7 @@ void lb_rbuf_deliver(lcore *lc, lsession *ls, int idx, const char *data, size_t 
 
 /* ---- the slow path's primitives (stream.lua), each on a session object ------------------- */
 
-static lsession *check_ls(lua_State *L) { return luaL_checkudata(L, 1, LSESSION_MT); }
+static lsession *check_ls(lua_State *L) { return lb_checksession(L, 1); }
 
 static lb_rbuf *check_rb(lua_State *L) {
   lsession *ls = check_ls(L);
@@ -342,6 +347,14 @@ static int p_put(lua_State *L) {
   return 0;
 }
 
+/* own(s, co): co (a coroutine, or nil for none) is the session's handler
+ * coroutine, in stream.lua's owners table until own(s, nil). */
+static int p_own(lua_State *L) {
+  lb_rbuf *rb = check_rb(L);
+  rb->owner = lua_tothread(L, 2);
+  return 0;
+}
+
 /* unpark(s): no reader is parked any more. */
 static int p_unpark(lua_State *L) {
   lsession *ls = check_ls(L);
@@ -369,7 +382,7 @@ static int p_closing(lua_State *L) {
 /* ---- the fast paths ------------------------------------------------------------------------ */
 
 /* Upvalues of the reader closures. */
-enum { UP_MT = 1, UP_OWNERS, UP_SLOW, UP_PARK, UP_TRY_PARK };
+enum { UP_MT = 1, UP_OWNERS, UP_SLOW, UP_PARK, UP_TRY_PARK, UP_MT_FIELDS };
 
 static int call_slow_m(lua_State *L, int nargs, int method);
 static int f_read(lua_State *L);
@@ -431,12 +444,13 @@ static int slow(lua_State *L, int method) {
  * stream.lua's coroutines (the owners table); else NULL. */
 static lsession *fast_session(lua_State *L) {
   if (!lua_getmetatable(L, 1)) return NULL;
-  bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT));
+  bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT)) || lua_rawequal(L, -1, lua_upvalueindex(UP_MT_FIELDS));
   lua_pop(L, 1);
   if (!is) return NULL;
   lsession *ls = lua_touserdata(L, 1);
   lb_rbuf *rb = ls->rb;
   if (!rb || rb->closing || rb->want != WANT_NONE) return NULL;
+  if (L == rb->owner) return ls;
   if (lua_pushthread(L)) { /* the main thread */
     lua_pop(L, 1);
     return NULL;
@@ -543,7 +557,8 @@ static int p_make_readers(lua_State *L) {
     lua_pushvalue(L, 4 + i);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
-    lua_pushcclosure(L, methods[i], 5);
+    luaL_getmetatable(L, LSESSION_FIELDS_MT);
+    lua_pushcclosure(L, methods[i], 6);
   }
   return 3;
 }
@@ -556,6 +571,9 @@ static int write_done(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L);
 }
 
+/* The write closure's upvalues: UP_MT, UP_OWNERS, UP_SLOW, then this. */
+#define W_MT_FIELDS 4
+
 /* s:write(data): a string that cannot take the send queue past write_hwm
  * is sent at once, from one of stream.lua's coroutines; everything else
  * (arrays, buffers, a full queue, waiting below the mark, misuse) is the
@@ -564,13 +582,16 @@ static int f_write(lua_State *L) {
   int nargs = lua_gettop(L);
   lsession *ls = NULL;
   if (nargs == 2 && lua_type(L, 2) == LUA_TSTRING && lua_getmetatable(L, 1)) {
-    bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT));
+    bool is = lua_rawequal(L, -1, lua_upvalueindex(UP_MT)) || lua_rawequal(L, -1, lua_upvalueindex(W_MT_FIELDS));
     lua_pop(L, 1);
     if (is) ls = lua_touserdata(L, 1);
   }
-  if (ls && ls->rb && !ls->closed && ls->s && !lua_pushthread(L)) {
-    bool owned = lua_rawget(L, lua_upvalueindex(UP_OWNERS)) != LUA_TNIL;
-    lua_pop(L, 1);
+  if (ls && ls->rb && !ls->closed && ls->s && (L == ls->rb->owner || !lua_pushthread(L))) {
+    bool owned = true;
+    if (L != ls->rb->owner) {
+      owned = lua_rawget(L, lua_upvalueindex(UP_OWNERS)) != LUA_TNIL;
+      lua_pop(L, 1);
+    }
     size_t len;
     const char *p = lua_tolstring(L, 2, &len);
     size_t hwm = ls->rb->hwm;
@@ -598,13 +619,14 @@ static int p_make_writer(lua_State *L) {
   luaL_getmetatable(L, LSESSION_MT);
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
-  lua_pushcclosure(L, f_write, 3);
+  luaL_getmetatable(L, LSESSION_FIELDS_MT);
+  lua_pushcclosure(L, f_write, W_MT_FIELDS);
   return 1;
 }
 
 static const luaL_Reg primitives[] = {{"attach", p_attach},   {"len", p_len},         {"take", p_take},
                                       {"find", p_find},       {"park", p_park},       {"unpark", p_unpark},
-                                      {"closing", p_closing}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
+                                      {"closing", p_closing}, {"own", p_own}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
                                       {"make_writer", p_make_writer},
                                       {NULL, NULL}};
 

@@ -154,7 +154,26 @@ const char *const lb_handler_names[] = {"on_accept", "on_recv", "on_close", "on_
 
 /* ---- session objects ------------------------------------------------------------------ */
 
-static lsession *check_session(lua_State *L, int idx) { return luaL_checkudata(L, idx, LSESSION_MT); }
+lsession *lb_tosession(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  luaL_getmetatable(L, LSESSION_MT);
+  bool is = lua_rawequal(L, -1, -2);
+  if (!is) {
+    luaL_getmetatable(L, LSESSION_FIELDS_MT);
+    is = lua_rawequal(L, -1, -3);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  return is ? lua_touserdata(L, idx) : NULL;
+}
+
+lsession *lb_checksession(lua_State *L, int idx) {
+  lsession *ls = lb_tosession(L, idx);
+  if (!ls) luaL_typeerror(L, idx, LSESSION_MT);
+  return ls;
+}
+
+static lsession *check_session(lua_State *L, int idx) { return lb_checksession(L, idx); }
 
 /* Pushes a new session userdata for s, anchored in K_SESSIONS, with the
  * handler table at index htab. */
@@ -663,18 +682,10 @@ static const luaL_Reg session_methods[] = {
     {"on_close", l_session_on_close}, {"on_drain", l_session_on_drain}, {"on_connect", l_session_on_connect},
     {"on_eof", l_session_on_eof},     {NULL, NULL}};
 
-/* session.x: methods first, then the user's fields. Called for every
- * method call on a session, so a method is looked up before anything else
- * (handing a method to any object is harmless: each method checks its
- * self); self is checked, against the metatable in upvalue 2 (cheaper than
- * luaL_checkudata's registry lookup), only to reach the user's fields. */
-static int l_session_index(lua_State *L) {
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  int has_mt = lua_getmetatable(L, 1);
-  bool ours = has_mt && lua_rawequal(L, -1, lua_upvalueindex(2));
-  if (has_mt) lua_pop(L, 1);
-  if (!ours) check_session(L, 1);
+/* The user's field k of session s (the fields metatable's __index, after
+ * the methods). Raises for an object that is not a session. */
+static int l_session_field(lua_State *L) {
+  check_session(L, 1);
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
     lua_pushnil(L);
     return 1;
@@ -684,6 +695,27 @@ static int l_session_index(lua_State *L) {
   return 1;
 }
 
+/* Method look-up. It runs for every method call on a session (s:send()),
+ * so a session without user fields has the method table itself as its
+ * __index: the VM finds a method with no call at all. Its first user field
+ * gives it the fields metatable, whose __index is this Lua function:
+ * methods first, then the fields. (A Lua function, not a C one: the VM
+ * calls a metamethod at the top of the caller's whole frame, and a C
+ * function there needs LUA_MINSTACK free slots, which doubles the stack of
+ * a coroutine whose handler has a frame of ~14 slots or more, 640 bytes
+ * kept by every parked session.) Handing a method to any object is
+ * harmless: each method checks its self. The function's first upvalue is
+ * the method table. */
+static const char session_index_lua[] =
+    "local methods, field = ...\n"
+    "return function(s, k)\n"
+    "  local m = methods[k]\n"
+    "  if m ~= nil then return m end\n"
+    "  return field(s, k)\n"
+    "end\n";
+
+/* session.k = v: into the user's fields (user value 1), made by the first
+ * one, which also gives the session the fields metatable. */
 static int l_session_newindex(lua_State *L) {
   check_session(L, 1);
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
@@ -691,6 +723,8 @@ static int l_session_newindex(lua_State *L) {
     lua_newtable(L);
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, 1, 1);
+    luaL_getmetatable(L, LSESSION_FIELDS_MT);
+    lua_setmetatable(L, 1);
   }
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
@@ -797,13 +831,24 @@ int lb_core_connect(lua_State *L) {
 }
 
 void lb_open_session(lua_State *L) {
-  luaL_newmetatable(L, LSESSION_MT);
+  luaL_newmetatable(L, LSESSION_MT); /* 1: sessions without user fields */
   luaL_setfuncs(L, session_meta, 0);
-  luaL_newlib(L, session_methods);
+  lua_newtable(L); /* 2: sessions with user fields */
+  luaL_setfuncs(L, session_meta, 0);
+  lua_pushliteral(L, LSESSION_MT);
+  lua_setfield(L, -2, "__name");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LSESSION_FIELDS_MT);
+  luaL_newlib(L, session_methods); /* 3 */
   luaL_setfuncs(L, lb_flow_methods, 0);
   luaL_setfuncs(L, lb_framing_methods, 0);
-  lua_pushvalue(L, -2); /* the metatable */
-  lua_pushcclosure(L, l_session_index, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "__index");
+  if (luaL_loadbufferx(L, session_index_lua, sizeof session_index_lua - 1, "=iocore.session", "t") != LUA_OK)
+    lua_error(L);
+  lua_pushvalue(L, -2); /* the methods */
+  lua_pushcfunction(L, l_session_field);
+  lua_call(L, 2, 1);
+  lua_setfield(L, -3, "__index");
+  lua_pop(L, 3);
 }

@@ -25,7 +25,7 @@ static int l_report(lua_State *L) {
   lcore *lc = lb_checkcore(L, 1);
   luaL_checktype(L, 2, LUA_TSTRING);
   ioc_session_t *s = NULL;
-  if (!lua_isnoneornil(L, 3)) s = ((lsession *)luaL_checkudata(L, 3, LSESSION_MT))->s;
+  if (!lua_isnoneornil(L, 3)) s = lb_checksession(L, 3)->s;
   if (L != lc->T || !lc->running) {
     lua_pushboolean(L, 0);
     return 1;

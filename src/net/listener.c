@@ -43,7 +43,8 @@ static int post_accept(ioc_listener_t *l, int i) {
   ioc__op_t *op = &l->ops[i];
   ioc__op_init(op, IOC__OP_ACCEPT, &l->obj, &l->h);
   op->u.accept.fd = IOC_BAD_FD;
-  op->u.accept.addrlen = sizeof op->u.accept.addr.u.bytes;
+  op->u.accept.slot = &l->slots[i];
+  op->u.accept.slot->addrlen = sizeof op->u.accept.slot->addr.u.bytes;
   l->posted[i] = 1;
   l->nposted++;
   IOC__STAT_ADD(l->obj.core, accepts_posted, 1);
@@ -221,7 +222,7 @@ static void take_connection(ioc_listener_t *l, ioc__op_t *op, ioc_fd_t fd, bool 
     ioc__socket_close(core, fd);
     return;
   }
-  ioc_addr_t peer = op->u.accept.addr;
+  ioc_addr_t peer = op->u.accept.slot->addr;
   if (l->addr.u.family == AF_UNIX && (peer.len <= 2 || ioc__socket_peer_addr(fd, &peer) < 0))
     ioc__addr_from_unix(&peer, "", 0); /* unnamed (as most clients are), or not asked */
   ioc_session_t *s = NULL;
@@ -307,6 +308,7 @@ static void listener_destroy(ioc__object_t *obj) {
   if (l->reserve_fd >= 0) close(l->reserve_fd);
 #endif
   free(l->ops);
+  free(l->slots);
   free(l->posted);
   free(l);
 }
@@ -372,8 +374,9 @@ int ioc_listen(ioc_core_t *core, const char *address, size_t address_len,
   l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 #endif
   l->ops = calloc((size_t)o.accepts, sizeof *l->ops);
+  l->slots = calloc((size_t)o.accepts, sizeof *l->slots);
   l->posted = calloc((size_t)o.accepts, 1);
-  rc = (!l->ops || !l->posted) ? IOC_ENOMEM : core->backend->add(core, &l->h);
+  rc = (!l->ops || !l->slots || !l->posted) ? IOC_ENOMEM : core->backend->add(core, &l->h);
   if (rc < 0) {
     /* Never associated with the backend: close it here, so destroy does not
      * dissociate what was never added. */
@@ -475,7 +478,10 @@ void ioc_core_close_listeners(ioc_core_t *core) {
 /* Sessions the embedder knows of (not those still reading a PROXY header). */
 static bool announced(ioc_session_t *s, uint64_t now) {
   IOC__UNUSED(now);
-  return !s->hidden;
+  ioc__spin_lock(&s->lock); /* (under objects_lock: that order is allowed) */
+  bool shown = !s->hidden;
+  ioc__spin_unlock(&s->lock);
+  return shown;
 }
 
 void ioc_core_foreach_session(ioc_core_t *core, void (*fn)(ioc_session_t *s, void *arg),

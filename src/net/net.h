@@ -22,6 +22,7 @@ struct ioc_listener {
   ioc_listener_options_t opts;
   int naccepts;
   ioc__op_t *ops;           /* naccepts accept operations */
+  ioc__accept_slot_t *slots; /* slots[i]: where ops[i] puts the peer's address */
   uint8_t *posted;          /* posted[i]: ops[i] is in flight */
   int nposted;
   bool closing;
@@ -59,6 +60,7 @@ typedef struct ioc__chunk {
  * drains, so a session holds no send state (nor buffer) between replies. */
 typedef struct ioc__sendq {
   ioc__op_t op;
+  size_t pending; /* bytes queued and not yet written (the session's pending()) */
 #ifndef _WIN32
   struct msghdr msg;
 #endif
@@ -69,6 +71,12 @@ typedef struct ioc__sendq {
   bool ref_slot_used;
   ioc__iov_t iov[IOC__SEND_IOV_MAX];
 } ioc__sendq_t;
+
+/* The bytes of a receive that completed while its session was paused. */
+typedef struct ioc__held {
+  size_t len;
+  char data[];
+} ioc__held_t;
 
 typedef enum ioc__session_state {
   IOC__S_CONNECTING, /* outbound, connect in flight */
@@ -82,56 +90,71 @@ typedef enum ioc__session_state {
 
 enum { IOC__FIN_NONE, IOC__FIN_POSTED, IOC__FIN_SENT };
 
+/* Every accepted connection is one of these, idle ones included, so its
+ * size is the memory an idle connection costs: fields are ordered to leave
+ * no padding, flags are bits, and what few sessions use lives behind a
+ * pointer made on demand (the send state, held bytes, a framer, a PROXY
+ * header being read). The callbacks are a pointer to the process's one
+ * copy of the set (callbacks.c). */
 struct ioc_session {
   ioc__object_t obj;
   ioc__handle_t h;
-  ioc__spin_t lock; /* guards the fields below */
-  uint8_t state;
-  bool recv_posted, send_posted, connect_posted;
-  bool recv_busy;   /* a receive's completion is being run (rop not free) */
-  bool peer_eof;    /* the peer sent FIN (and it was processed) */
-  bool want_drain;  /* a send found the socket busy or was refused: on_drain when the queue empties */
-  bool aborting;    /* reset on close */
-  bool outbound;
-  bool local_owned; /* local was allocated here */
-  bool in_drain;    /* on_drain is running (on some worker) */
-  bool drain_again; /* ...and another one was due meanwhile */
-  bool half;        /* the owner called ioc_session_shutdown */
-  uint8_t fin;      /* our FIN: IOC__FIN_NONE, _POSTED (asynchronous shutdown in flight, on sq->op), _SENT */
-  bool paused;      /* ioc_session_pause */
-  bool has_held;    /* a receive completed while paused: held_len bytes, or the FIN (held_len 0) */
-  bool resume_queued; /* the job delivering the held bytes is queued (it uses rop) */
-  bool timed;       /* on core->timed (until finalized) */
+  ioc__spin_t lock; /* guards the fields below, the flag bits included (they share words) */
+  unsigned state : 3;         /* ioc__session_state_t */
+  unsigned fin : 2;           /* our FIN: IOC__FIN_NONE, _POSTED (asynchronous shutdown in flight, on sq->op), _SENT */
+  unsigned recv_posted : 1, send_posted : 1, connect_posted : 1;
+  unsigned recv_busy : 1;     /* a receive's completion is being run (rop not free) */
+  unsigned peer_eof : 1;      /* the peer sent FIN (and it was processed) */
+  unsigned want_drain : 1;    /* a send found the socket busy or was refused: on_drain when the queue empties */
+  unsigned aborting : 1;      /* reset on close */
+  unsigned outbound : 1;
+  unsigned local_owned : 1;   /* local was allocated here */
+  unsigned in_drain : 1;      /* on_drain is running (on some worker) */
+  unsigned drain_again : 1;   /* ...and another one was due meanwhile */
+  unsigned half : 1;          /* the owner called ioc_session_shutdown */
+  unsigned paused : 1;        /* ioc_session_pause */
+  unsigned has_held : 1;      /* a receive completed while paused: its bytes in held, or the FIN (held NULL) */
+  unsigned resume_queued : 1; /* the job delivering the held bytes is queued (it uses rop) */
+  unsigned timed : 1;         /* on core->timed (until finalized) */
+  unsigned resolving : 1;     /* outbound to a host name: the lookup is in flight (no socket yet) */
+  unsigned in_header : 1;     /* reading a PROXY header: `proxy` (not `held`) is set */
   /* Accepted by a proxy_protocol listener and its header not yet in: the
    * embedder has not been told of the session (no on_accept yet), so
-   * ioc_core_foreach_session skips it. Written under objects_lock. */
-  bool hidden;
-  bool resolving;   /* outbound to a host name: the lookup is in flight (no socket yet) */
+   * ioc_core_foreach_session skips it. */
+  unsigned hidden : 1;
+  unsigned inflight : 4;      /* operations of this session in flight (at most 4: receive, send, creation guard, lookup) */
   int close_err;
-  uint32_t inflight; /* operations of this session in flight */
-  void *user; /* the embedder's slot (ioc_session_user) */
-  size_t pending;
-  size_t max_pending;
-  char *held;       /* bytes of the receive that completed while paused */
-  uint32_t held_len;
   /* Time-outs in ms (0 = off; clamped to 2^32-1 ms, 49 days) and the
    * moments they count from: low 32 bits of ioc__now_ms(), compared with
    * wrap-around. */
   uint32_t idle_timeout_ms, write_timeout_ms, connect_timeout_ms, close_timeout_ms;
-  uint32_t last_recv_ms;  /* bytes received */
-  uint32_t progress_ms;   /* send progress: bytes written, or acknowledged, or the queue started */
-  uint32_t armed_ms;      /* an idle time-out set by ioc_session_set_timeout counts from here */
-  uint32_t start_ms;      /* created (the connect time-out) */
+  /* bytes received; also the creation time until the connect completes or
+   * the PROXY header is in (the connect and header time-outs count from it) */
+  uint32_t last_recv_ms;
+  /* send progress: bytes written, or acknowledged, or the queue started.
+   * Setting an idle or write time-out on an open session moves it and
+   * last_recv_ms to now: the new time-out counts from there. */
+  uint32_t progress_ms;
   int32_t last_unacked;   /* the kernel's unacknowledged bytes at the last look (-1 unknown) */
-  uint64_t last_acked;    /* bytes the peer had acknowledged at the last look */
-  ioc__sendq_t *sq;
-  struct ioc__proxy_reader *proxy; /* the PROXY header read so far, while `hidden` */
+  /* Low 32 bits of the bytes the peer had acknowledged at the last look,
+   * compared with wrap-around: the sweep looks every 100 ms, far less
+   * than 2 GiB apart. */
+  uint32_t last_acked;
+  /* The send-queue limit; clamped to 4 GiB - 1 (a queue beyond that
+   * behind a socket is no use to anyone). */
+  uint32_t max_pending;
+  void *user; /* the embedder's slot (ioc_session_user) */
+  union {
+    ioc__held_t *held;               /* the receive that completed while paused */
+    struct ioc__proxy_reader *proxy; /* while in_header: the PROXY header read so far */
+  };
+  ioc__sendq_t *sq; /* NULL while nothing is queued or in flight */
   /* Framing (NULL: none). Used only by the thread that owns rop (the
    * receive's completion or the resume job), never two at once. */
   struct ioc__framer *framer;
   uint64_t id;
   ioc_listener_t *listener; /* holds a reference while the session lives */
-  ioc_session_callbacks_t cbs;
+  const ioc_session_callbacks_t *cbs; /* never NULL; one copy per distinct set (callbacks.c) */
   void *ud;
   ioc_addr_t peer;
   /* The local address: the listener's own when it is bound to a specific
@@ -142,6 +165,12 @@ struct ioc_session {
   ioc_session_t *prev, *next;   /* core->sessions, under objects_lock */
   ioc_session_t *tprev, *tnext; /* core->timed, under timed_lock */
 };
+
+/* net/callbacks.c: the process's one copy of the set *cbs (NULL or all
+ * NULL: the empty set), made on first use; NULL when out of memory for a
+ * new one. Any thread. */
+const ioc_session_callbacks_t *ioc__callbacks_intern(const ioc_session_callbacks_t *cbs);
+const ioc_session_callbacks_t *ioc__callbacks_none(void);
 
 /* net/sendq.c (under s->lock) */
 /* Frees the queue (its chunks, releasing their buffers) and the send
@@ -161,6 +190,9 @@ bool ioc__sendq_empty(const ioc__sendq_t *q);
  * the send's own completion too: the op lives in the state, and nothing
  * reads an op after its dispatch. */
 void ioc__sendq_release_if_idle(ioc_session_t *s);
+
+/* Bytes queued and not yet written. Under s->lock. */
+static inline size_t ioc__session_pending(const ioc_session_t *s) { return s->sq ? s->sq->pending : 0; }
 
 static inline uint32_t ioc__now32(void) { return (uint32_t)ioc__now_ms(); }
 static inline uint32_t ioc__ms_since(uint32_t now, uint32_t then) { return (uint32_t)(now - then); }

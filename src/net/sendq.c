@@ -53,6 +53,7 @@ static ioc__sendq_t *sq_get(ioc_session_t *s) {
   if (!q && !(q = malloc(sizeof *q))) return NULL;
   ioc__queue_init(&q->chunks);
   q->ref_slot_used = false;
+  q->pending = 0;
   return q;
 }
 

@@ -108,7 +108,7 @@ static void enter_closing(ioc_session_t *s, int err) {
   if (s->state >= IOC__S_CLOSING) return;
   s->state = IOC__S_CLOSING;
   if (err && !s->close_err) s->close_err = err;
-  s->pending = 0;
+  if (s->sq) s->sq->pending = 0;
   ioc_core_t *core = s->obj.core;
   if (s->recv_posted || s->connect_posted) ioc__op_cancel(core, &s->rop);
   if (s->send_posted || s->fin == IOC__FIN_POSTED) ioc__op_cancel(core, &s->sq->op);
@@ -134,7 +134,7 @@ void ioc__session_finish_graceful(ioc_session_t *s) {
     int q2 = ioc__socket_send_state(s->h.fd, &acked);
     s->state = IOC__S_SHUTDOWN;
     s->last_unacked = q2 >= 0 ? q2 : q;
-    if (q2 >= 0 && acked != UINT64_MAX) s->last_acked = acked;
+    if (q2 >= 0 && acked != UINT64_MAX) s->last_acked = (uint32_t)acked;
     s->progress_ms = ioc__now32();
     ioc__timed_add(s);
   } else {
@@ -209,7 +209,7 @@ static void begin_close(ioc_session_t *s) {
   if (s->has_held) {
     /* The owner closed: held bytes are discarded like any that come later;
      * a held FIN still counts. */
-    if (s->held_len == 0) s->peer_eof = true;
+    if (!s->held) s->peer_eof = true;
     free(s->held);
     s->held = NULL;
     s->has_held = false;
@@ -225,16 +225,23 @@ static void finalize(ioc_session_t *s) {
   ioc__timed_remove(s);
   /* session:address() stays answerable in and after on_close. */
   if (!s->local) ioc_session_local(s);
+  /* Other threads may still call in (pending(), pause()): the flag bits
+   * share words, and the send state goes, so both under the lock. */
+  ioc__spin_lock(&s->lock);
+  bool rst = s->aborting;
+  ioc__spin_unlock(&s->lock);
   if (s->h.fd != IOC_BAD_FD) { /* none when a host name never resolved */
-    if (s->aborting) ioc__socket_set_linger_rst(s->h.fd);
+    if (rst) ioc__socket_set_linger_rst(s->h.fd);
     ioc__socket_close_handle(core, &s->h); /* nothing refers to it any more */
   }
   s->h.fd = IOC_BAD_FD;
+  ioc__spin_lock(&s->lock);
   ioc__sendq_release(s);
-  free(s->held);
+  void *rare = s->held; /* or the PROXY reader: they share the pointer */
   s->held = NULL;
-  free(s->proxy);
-  s->proxy = NULL;
+  s->in_header = false;
+  ioc__spin_unlock(&s->lock);
+  free(rare);
   if (s->framer) ioc__framer_free(s->framer);
   free(s->framer);
   s->framer = NULL;
@@ -244,7 +251,7 @@ static void finalize(ioc_session_t *s) {
   s->prev = s->next = NULL;
   ioc__mutex_unlock(&core->objects_lock);
   if (s->listener) atomic_fetch_sub(&s->listener->nsessions, 1);
-  if (s->cbs.on_close) s->cbs.on_close(s, s->close_err);
+  if (s->cbs->on_close) s->cbs->on_close(s, s->close_err);
   /* Counted closed once on_close has returned: a stop that waits for
    * `active` to reach 0 then knows no callback of it runs any more. */
   IOC__STAT_SUB(core, active, 1);
@@ -269,7 +276,7 @@ static void close_job(ioc__op_t *op) { op_done(IOC__CONTAINER_OF(op, ioc_session
  * closed the session meanwhile, no further message until resume. */
 static void frame_emit(void *ud, const char *msg, size_t n) {
   ioc_session_t *s = ud;
-  if (s->cbs.on_recv) s->cbs.on_recv(s, msg, n);
+  if (s->cbs->on_recv) s->cbs->on_recv(s, msg, n);
   ioc__spin_lock(&s->lock);
   bool stop = s->paused || s->state != IOC__S_OPEN;
   ioc__spin_unlock(&s->lock);
@@ -280,7 +287,7 @@ static void frame_emit(void *ud, const char *msg, size_t n) {
  * for one (ioc_framing_t.end_marks), then the framer's verdict: a message
  * over max (or no memory for one) fails the session at once. */
 static void deliver_framed(ioc_session_t *s, int rc) {
-  if (s->framer->end_mark && s->cbs.on_recv) s->cbs.on_recv(s, NULL, 0);
+  if (s->framer->end_mark && s->cbs->on_recv) s->cbs->on_recv(s, NULL, 0);
   if (rc < 0) ioc_session_fail(s, rc);
 }
 
@@ -297,10 +304,10 @@ static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fre
       s->last_recv_ms = ioc__now32();
     }
     if (hold) {
-      s->held = malloc((size_t)res);
+      s->held = malloc(sizeof *s->held + (size_t)res);
       if (s->held) {
-        memcpy(s->held, buf, (size_t)res);
-        s->held_len = (uint32_t)res;
+        memcpy(s->held->data, buf, (size_t)res);
+        s->held->len = (size_t)res;
         s->has_held = true;
       } else {
         enter_closing(s, IOC_ENOMEM);
@@ -310,12 +317,11 @@ static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fre
     }
   } else if (res == 0) {
     if (hold) {
-      s->has_held = true; /* the FIN, noticed at resume */
-      s->held_len = 0;
+      s->has_held = true; /* the FIN (held NULL), noticed at resume */
     } else {
       s->peer_eof = true;
       if (s->state == IOC__S_OPEN) {
-        if (s->cbs.on_eof)
+        if (s->cbs->on_eof)
           eof = true; /* the owner replies, then closes (or has shut down: see below) */
         else
           begin_close(s); /* the peer is done sending: finish ours */
@@ -328,14 +334,14 @@ static void run_recv_result(ioc_session_t *s, const char *buf, int res, bool fre
   }
   ioc__spin_unlock(&s->lock);
 
-  if (deliver && s->cbs.on_recv) {
+  if (deliver && s->cbs->on_recv) {
     if (s->framer)
       deliver_framed(s, ioc__framer_feed(s->framer, buf, (size_t)res, frame_emit, s));
     else
-      s->cbs.on_recv(s, buf, (size_t)res);
+      s->cbs->on_recv(s, buf, (size_t)res);
   }
   if (eof) {
-    s->cbs.on_eof(s);
+    s->cbs->on_eof(s);
     ioc__spin_lock(&s->lock);
     advance_close(s); /* half-closed before: both FINs are out now */
     ioc__spin_unlock(&s->lock);
@@ -387,6 +393,7 @@ static void run_proxy_header(ioc_session_t *s, const char *buf, int res) {
   }
   free(s->proxy);
   s->proxy = NULL;
+  s->in_header = false;
   s->last_recv_ms = ioc__now32();
   ioc__spin_unlock(&s->lock);
 
@@ -396,8 +403,10 @@ static void run_proxy_header(ioc_session_t *s, const char *buf, int res) {
   void *ud = l->ud;
   bool closing = l->closing;
   ioc__spin_unlock(&l->lock);
-  ioc__mutex_lock(&core->objects_lock);
+  ioc__mutex_lock(&core->objects_lock); /* (foreach reads it under both) */
+  ioc__spin_lock(&s->lock);
   s->hidden = closing; /* a closed listener has no one to announce it to */
+  ioc__spin_unlock(&s->lock);
   ioc__mutex_unlock(&core->objects_lock);
   if (closing) {
     ioc__spin_lock(&s->lock);
@@ -408,7 +417,7 @@ static void run_proxy_header(ioc_session_t *s, const char *buf, int res) {
   }
   IOC__STAT_ADD(core, accepted, 1);
   if (on_accept) on_accept(l, s, ud);
-  if (s->cbs.on_open) s->cbs.on_open(s, 0);
+  if (s->cbs->on_open) s->cbs->on_open(s, 0);
   if ((size_t)res > used) run_recv_result(s, buf + used, (int)((size_t)res - used), false);
 }
 
@@ -416,12 +425,12 @@ static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
   ioc__spin_lock(&s->lock);
   s->recv_posted = false;
   s->recv_busy = true;
-  bool header = s->proxy != NULL;
+  bool header = s->in_header;
   ioc__spin_unlock(&s->lock);
   if (header)
-    run_proxy_header(s, op->buf, op->res);
+    run_proxy_header(s, op->u.recv.buf, op->res);
   else
-    run_recv_result(s, op->buf, op->res, true);
+    run_recv_result(s, op->u.recv.buf, op->res, true);
   ioc__spin_lock(&s->lock);
   s->recv_busy = false;
   kick_recv(s);
@@ -432,7 +441,7 @@ static void on_recv_done(ioc_session_t *s, ioc__op_t *op) {
 /* Delivers what was held while paused, first, then reading goes on. */
 static void resume_job(ioc__op_t *op) {
   ioc_session_t *s = IOC__CONTAINER_OF(op, ioc_session_t, rop);
-  char *buf = NULL;
+  ioc__held_t *held = NULL;
   int res = -1;
   ioc__spin_lock(&s->lock);
   if (s->framer && s->framer->paused && s->state == IOC__S_OPEN && !s->paused) {
@@ -442,14 +451,14 @@ static void resume_job(ioc__op_t *op) {
     ioc__spin_lock(&s->lock);
   }
   if (s->has_held && s->state == IOC__S_OPEN && !s->paused && !(s->framer && s->framer->paused)) {
-    buf = s->held;
-    res = (int)s->held_len;
+    held = s->held;
+    res = held ? (int)held->len : 0; /* none: the FIN */
     s->held = NULL;
     s->has_held = false;
   }
   ioc__spin_unlock(&s->lock);
-  if (res >= 0) run_recv_result(s, buf, res, false);
-  free(buf);
+  if (res >= 0) run_recv_result(s, held ? held->data : NULL, res, false);
+  free(held);
   ioc__spin_lock(&s->lock);
   s->resume_queued = false;
   kick_recv(s);
@@ -468,7 +477,7 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
     IOC__STAT_ADD(s->obj.core, bytes_out, res);
     if (s->state < IOC__S_CLOSING) {
       ioc__sendq_consume(s->sq, (size_t)res);
-      s->pending -= (size_t)res;
+      s->sq->pending -= (size_t)res;
       s->progress_ms = ioc__now32();
       /* could not be written at once */
       if ((size_t)res < asked || (op->flags & IOC__OPF_SEND_WAITED)) s->want_drain = true;
@@ -490,14 +499,14 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
       if (s->in_drain)
         s->drain_again = true;
       else
-        drain = s->in_drain = true;
+        drain = true, s->in_drain = true;
     }
   }
   /* op is gone after this, unless advance_close made it the shutdown */
   if (s->state < IOC__S_CLOSING && s->fin != IOC__FIN_POSTED) ioc__sendq_release_if_idle(s);
   ioc__spin_unlock(&s->lock);
   while (drain) {
-    if (s->cbs.on_drain) s->cbs.on_drain(s);
+    if (s->cbs->on_drain) s->cbs->on_drain(s);
     ioc__spin_lock(&s->lock);
     drain = s->drain_again && s->state == IOC__S_OPEN;
     s->drain_again = false;
@@ -547,7 +556,7 @@ static void on_connect_done(ioc_session_t *s, ioc__op_t *op) {
   }
   ioc__spin_unlock(&s->lock);
 
-  if (s->cbs.on_open) s->cbs.on_open(s, res);
+  if (s->cbs->on_open) s->cbs->on_open(s, res);
 
   ioc__spin_lock(&s->lock);
   kick_recv(s);
@@ -577,8 +586,7 @@ static void session_destroy(ioc__object_t *obj) {
   if (s->local_owned) free((void *)s->local);
   if (s->listener) ioc__listener_unref(s->listener);
   ioc__sendq_release(s);
-  free(s->held);
-  free(s->proxy);
+  free(s->held); /* or the PROXY reader */
   if (s->framer) ioc__framer_free(s->framer);
   free(s->framer);
   free(s);
@@ -626,6 +634,7 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   ioc_session_t *s = calloc(1, sizeof *s);
   if (!s) return IOC_ENOMEM;
   ioc__object_init(&s->obj, core, &session_vtbl); /* the core's reference */
+  s->cbs = ioc__callbacks_none();
   /* A creation guard: the session is in core->sessions (close_all and the
    * sweep can reach it) before it is started. Counting the start as an
    * operation keeps a close from finalizing it underneath its creator;
@@ -633,8 +642,9 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   s->inflight = 1;
   s->h.fd = fd;
   s->outbound = outbound;
+  s->hidden = hidden; /* before the sweep or the session list can reach it */
   s->state = outbound ? IOC__S_CONNECTING : IOC__S_OPEN;
-  s->max_pending = o && o->max_pending ? o->max_pending : IOC__DEFAULT_MAX_PENDING;
+  s->max_pending = clamp_ms(o && o->max_pending ? o->max_pending : IOC__DEFAULT_MAX_PENDING);
   s->close_timeout_ms = IOC_DEFAULT_CLOSE_TIMEOUT_MS;
   if (o) {
     s->idle_timeout_ms = clamp_ms(o->idle_timeout_ms);
@@ -654,7 +664,7 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
     }
   }
   s->id = atomic_fetch_add(&core->next_id, 1);
-  s->start_ms = s->last_recv_ms = s->progress_ms = s->armed_ms = ioc__now32();
+  s->last_recv_ms = s->progress_ms = ioc__now32();
   s->last_unacked = -1;
   s->h.loop = (uint16_t)ioc__core_loop_for_new(core); /* pinned for life */
   int rc = fd == IOC_BAD_FD ? 0 : core->backend->add(core, &s->h);
@@ -667,7 +677,6 @@ static int session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_
   if (ioc__session_needs_sweep(s)) ioc__timed_add(s);
   ioc__spin_unlock(&s->lock);
   ioc__mutex_lock(&core->objects_lock);
-  s->hidden = hidden;
   s->next = core->sessions;
   if (s->next) s->next->prev = s;
   core->sessions = s;
@@ -701,7 +710,7 @@ int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
  * which also keeps a close() from inside the callbacks from finalizing
  * underneath. */
 void ioc__session_start(ioc_session_t *s) {
-  if (s->cbs.on_open) s->cbs.on_open(s, 0);
+  if (s->cbs->on_open) s->cbs->on_open(s, 0);
   ioc__spin_lock(&s->lock);
   kick_recv(s);
   bool fin = --s->inflight == 0 && s->state == IOC__S_CLOSING;
@@ -713,6 +722,7 @@ void ioc__session_start(ioc_session_t *s) {
 void ioc__session_start_proxy(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
   s->proxy = calloc(1, sizeof *s->proxy);
+  s->in_header = s->proxy != NULL;
   if (!s->proxy) {
     IOC__STAT_ADD(s->obj.core, proxy_rejected, 1);
     s->aborting = true;
@@ -727,7 +737,8 @@ void ioc__session_start_proxy(ioc_session_t *s) {
   if (fin) finalize(s);
 }
 
-/* Posts the connect of an outbound session to addr, or, when err (or the
+/* Posts the connect of an outbound session to addr (&s->peer: the op
+ * keeps the pointer while in flight), or, when err (or the
  * submission) fails, completes it as failed from a dispatching thread, so
  * the owner hears on_open(err) then on_close(err), as for any failure. A
  * unix-domain connect is made here (it never waits) and its result
@@ -736,7 +747,7 @@ void ioc__session_start_proxy(ioc_session_t *s) {
 static void submit_connect(ioc_session_t *s, const ioc_addr_t *addr, int err) {
   ioc_core_t *core = s->obj.core;
   ioc__op_init(&s->rop, IOC__OP_CONNECT, &s->obj, &s->h);
-  if (addr) s->rop.u.connect.addr = *addr;
+  if (addr) s->rop.u.connect.addr = addr;
   s->inflight++;
   s->connect_posted = true;
   int rc = err;
@@ -826,7 +837,7 @@ static void connect_resolved(void *ud, int err, const ioc_addr_t *addrs, size_t 
   }
   if (rc < 0 && fd != IOC_BAD_FD) ioc__socket_close(core, fd); /* never added */
   if (rc == 0) s->peer = addrs[0];
-  submit_connect(s, rc == 0 ? &addrs[0] : NULL, rc);
+  submit_connect(s, rc == 0 ? &s->peer : NULL, rc);
   bool fin = --s->inflight == 0 && s->state == IOC__S_CLOSING;
   if (fin) s->state = IOC__S_CLOSED;
   ioc__spin_unlock(&s->lock);
@@ -841,7 +852,7 @@ static int connect_by_name(ioc_core_t *core, const char *address, size_t len,
   ioc_session_t *s;
   int rc = session_new(core, IOC_BAD_FD, opts, true, false, &s);
   if (rc < 0) return rc;
-  if (cbs) s->cbs = *cbs;
+  s->cbs = cbs; /* interned by ioc_connect */
   s->ud = ud;
   ioc__spin_lock(&s->lock);
   s->resolving = true;
@@ -854,7 +865,7 @@ static int connect_by_name(ioc_core_t *core, const char *address, size_t len,
     /* Refused at once (a malformed name): never announced, no callback. */
     s->resolving = false;
     s->inflight--;
-    memset(&s->cbs, 0, sizeof s->cbs);
+    s->cbs = ioc__callbacks_none();
     enter_closing(s, rc);
   }
   end_connect_guard(s);
@@ -871,6 +882,8 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
                 ioc_session_t **out) {
   ioc_addr_t addr;
   if (!address || (opts && ioc__framing_check(&opts->framing) < 0)) return IOC_EINVAL;
+  cbs = ioc__callbacks_intern(cbs); /* from here on the process's copy */
+  if (!cbs) return IOC_ENOMEM;
   int rc = ioc_addr_parse(&addr, address, address_len);
   if (rc == IOC_EINVAL && is_host_name(address, address_len))
     return connect_by_name(core, address, address_len, cbs, ud, opts, out);
@@ -888,14 +901,14 @@ int ioc_connect(ioc_core_t *core, const char *address, size_t address_len,
     return rc;
   }
   s->peer = addr;
-  if (cbs) s->cbs = *cbs;
+  s->cbs = cbs;
   s->ud = ud;
   if (out) {
     ioc__object_ref(&s->obj); /* the caller's, released with ioc_session_release */
     *out = s;
   }
   ioc__spin_lock(&s->lock);
-  submit_connect(s, &addr, 0);
+  submit_connect(s, &s->peer, 0);
   end_connect_guard(s);
   ioc__spin_unlock(&s->lock);
   return 0;
@@ -917,18 +930,19 @@ int ioc_session_sendv_buffers(ioc_session_t *s, const ioc_buf_t *bufs, ioc_buffe
     rc = IOC_ECLOSED;
   } else if (total == 0) {
     rc = 0;
-  } else if ((s->pending > 0 && s->pending + total > s->max_pending) ||
-             s->pending + total < s->pending) {
+  } else if ((ioc__session_pending(s) > 0 && ioc__session_pending(s) + total > s->max_pending) ||
+             ioc__session_pending(s) + total < ioc__session_pending(s)) {
     /* Refused only behind queued data: a send on an empty queue always
      * goes, so a reply larger than max_pending cannot wait forever. */
     s->want_drain = true;
     rc = IOC_ENOBUFS;
   } else if ((rc = ioc__sendq_append(s, bufs, refs, n)) == 0) {
-    if (s->pending > 0)
+    /* (the queue exists now: the append made it) */
+    if (s->sq->pending > 0)
       s->want_drain = true; /* queued behind earlier data */
     else
       s->progress_ms = ioc__now32(); /* the write time-out counts from here */
-    s->pending += total;
+    s->sq->pending += total;
     if (!s->send_posted && s->state == IOC__S_OPEN) post_send(s);
   }
   ioc__spin_unlock(&s->lock);
@@ -974,14 +988,14 @@ int ioc_session_send(ioc_session_t *s, const void *data, size_t len) {
 
 size_t ioc_session_pending(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
-  size_t n = s->pending;
+  size_t n = ioc__session_pending(s);
   ioc__spin_unlock(&s->lock);
   return n;
 }
 
 size_t ioc_session_want_drain(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
-  size_t n = s->pending;
+  size_t n = ioc__session_pending(s);
   if (n > 0) s->want_drain = true;
   ioc__spin_unlock(&s->lock);
   return n;
@@ -1054,6 +1068,16 @@ int ioc_session_paused(const ioc_session_t *s) {
   return r;
 }
 
+/* A new idle or write time-out counts from now. Idle is measured from the
+ * later of the last receive and the last send progress, write from the
+ * last send progress, so moving both to now does it. Only while open:
+ * connecting, last_recv_ms is the start the connect time-out counts from
+ * (the connect's completion moves both anyway); closing, progress_ms
+ * bounds the close and the idle and write time-outs no longer apply. */
+static void restart_clocks(ioc_session_t *s) {
+  if (s->state == IOC__S_OPEN) s->last_recv_ms = s->progress_ms = ioc__now32();
+}
+
 int ioc_session_set_timeout(ioc_session_t *s, ioc_timeout_t which, uint64_t ms) {
   uint32_t v = clamp_ms(ms);
   int rc = 0;
@@ -1064,11 +1088,11 @@ int ioc_session_set_timeout(ioc_session_t *s, ioc_timeout_t which, uint64_t ms) 
     switch ((int)which) {
     case IOC_TIMEOUT_IDLE:
       s->idle_timeout_ms = v;
-      s->armed_ms = ioc__now32();
+      restart_clocks(s);
       break;
     case IOC_TIMEOUT_WRITE:
       s->write_timeout_ms = v;
-      s->armed_ms = ioc__now32();
+      restart_clocks(s);
       break;
     case IOC_TIMEOUT_CONNECT:
       if (s->state == IOC__S_CONNECTING && !s->outbound) rc = IOC_EINVAL;
@@ -1094,11 +1118,15 @@ int ioc_session_closed(ioc_session_t *s) {
   return closed;
 }
 
+/* Out of memory for a set never seen before: the session keeps its
+ * callbacks and ends with IOC_ENOMEM (its on_close still comes). */
 void ioc_session_set_callbacks(ioc_session_t *s, const ioc_session_callbacks_t *cbs, void *ud) {
-  if (cbs)
-    s->cbs = *cbs;
-  else
-    memset(&s->cbs, 0, sizeof s->cbs);
+  const ioc_session_callbacks_t *c = ioc__callbacks_intern(cbs);
+  if (!c) {
+    ioc_session_fail(s, IOC_ENOMEM);
+    return;
+  }
+  s->cbs = c;
   s->ud = ud;
 }
 

@@ -30,26 +30,24 @@
 #define SWEEP_MS 100
 
 bool ioc__session_needs_sweep(const ioc_session_t *s) {
-  return s->proxy || s->idle_timeout_ms || s->write_timeout_ms ||
+  return s->in_header || s->idle_timeout_ms || s->write_timeout_ms ||
          (s->connect_timeout_ms && s->state == IOC__S_CONNECTING) ||
          s->state == IOC__S_DRAINING || s->state == IOC__S_SHUTDOWN;
 }
 
 enum { KEEP, EXPIRE, FINISH };
 
-static uint32_t min3(uint32_t a, uint32_t b, uint32_t c) {
-  uint32_t m = a < b ? a : b;
-  return m < c ? m : c;
-}
+static uint32_t min2(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
 /* Looks at one session. Under s->lock. */
 static int check(ioc_session_t *s, uint32_t now) {
   if (s->state >= IOC__S_CLOSING) return KEEP;
-  if (s->proxy && s->state == IOC__S_OPEN &&
-      ioc__ms_since(now, s->start_ms) >= IOC_PROXY_HEADER_TIMEOUT_MS)
+  /* (until the header is in, or the connect done, last_recv_ms is when the session was made) */
+  if (s->in_header && s->state == IOC__S_OPEN &&
+      ioc__ms_since(now, s->last_recv_ms) >= IOC_PROXY_HEADER_TIMEOUT_MS)
     return EXPIRE;
   if (s->state == IOC__S_CONNECTING)
-    return s->connect_timeout_ms && ioc__ms_since(now, s->start_ms) >= s->connect_timeout_ms
+    return s->connect_timeout_ms && ioc__ms_since(now, s->last_recv_ms) >= s->connect_timeout_ms
                ? EXPIRE
                : KEEP;
   bool closing = s->state == IOC__S_DRAINING || s->state == IOC__S_SHUTDOWN;
@@ -62,10 +60,10 @@ static int check(ioc_session_t *s, uint32_t now) {
        * keep the kernel's queue full; the queue going down covers kernels
        * that do not count them. */
       if ((s->last_unacked >= 0 && q < s->last_unacked) ||
-          (acked != UINT64_MAX && acked > s->last_acked))
+          (acked != UINT64_MAX && (int32_t)((uint32_t)acked - s->last_acked) > 0))
         s->progress_ms = now;
       s->last_unacked = q;
-      if (acked != UINT64_MAX) s->last_acked = acked;
+      if (acked != UINT64_MAX) s->last_acked = (uint32_t)acked;
     }
   }
   if (s->state == IOC__S_SHUTDOWN && s->peer_eof && q >= 0 && q <= 1) return FINISH;
@@ -75,13 +73,12 @@ static int check(ioc_session_t *s, uint32_t now) {
      * reset, and the close is clean. Anything else is a loss. */
     return s->state == IOC__S_SHUTDOWN && q == 0 ? FINISH : EXPIRE;
   if (closing) return KEEP;
-  if (s->write_timeout_ms && (s->pending > 0 || q > 0) &&
-      min3(ioc__ms_since(now, s->progress_ms), ioc__ms_since(now, s->armed_ms), UINT32_MAX) >=
-          s->write_timeout_ms)
+  if (s->write_timeout_ms && (ioc__session_pending(s) > 0 || q > 0) &&
+      ioc__ms_since(now, s->progress_ms) >= s->write_timeout_ms)
     return EXPIRE;
   if (s->idle_timeout_ms &&
-      min3(ioc__ms_since(now, s->last_recv_ms), ioc__ms_since(now, s->progress_ms),
-           ioc__ms_since(now, s->armed_ms)) >= s->idle_timeout_ms)
+      min2(ioc__ms_since(now, s->last_recv_ms), ioc__ms_since(now, s->progress_ms)) >=
+          s->idle_timeout_ms)
     return EXPIRE;
   return KEEP;
 }
@@ -109,7 +106,7 @@ static void sweep_fire(ioc_timer_t *t, void *ud) {
       ioc__session_enter_closing(s, 0);
     } else if (what == EXPIRE) {
       /* no PROXY header in time (or another time-out before it): never announced */
-      if (s->proxy) IOC__STAT_ADD(core, proxy_rejected, 1);
+      if (s->in_header) IOC__STAT_ADD(core, proxy_rejected, 1);
       s->aborting = true;
       ioc__session_enter_closing(s, IOC_ETIMEDOUT);
     }
@@ -137,13 +134,17 @@ void ioc__timed_add(ioc_session_t *s) {
 }
 
 void ioc__timed_remove(ioc_session_t *s) {
-  if (!s->timed) return;
+  /* (the flag shares a word with bits other threads may set meanwhile) */
+  ioc__spin_lock(&s->lock);
+  bool timed = s->timed;
+  s->timed = false;
+  ioc__spin_unlock(&s->lock);
+  if (!timed) return;
   ioc_core_t *core = s->obj.core;
   ioc__mutex_lock(&core->timed_lock);
   if (s->tprev) s->tprev->tnext = s->tnext; else core->timed = s->tnext;
   if (s->tnext) s->tnext->tprev = s->tprev;
   s->tprev = s->tnext = NULL;
-  s->timed = false;
   if (--core->ntimed == 0 && core->sweep) {
     /* No object of the core's own outlives the last session that needed it. */
     ioc_timer_cancel(core->sweep);

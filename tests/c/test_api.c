@@ -3,6 +3,7 @@
  * a session with a cause, the user slot, listener references, and the
  * documented values of the public constants. */
 #include "rec.h"
+#include "net.h" /* sizeof(ioc_session_t) */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +198,100 @@ void test_session_user_slot_starts_null_and_keeps_a_pointer(void) {
   ASSERT_CORE_CLEAN(core);
   rec_free(&r);
   rec_server_free(srv);
+}
+
+/* ---- callbacks_given_on_the_stack_are_copied ------------------------------------- */
+
+static atomic_int eofs_seen;
+static void count_eof(ioc_session_t *s) {
+  atomic_fetch_add(&eofs_seen, 1);
+  ioc_session_close(s);
+}
+
+/* on_open of the test's session: swaps in a set never seen before (rec's
+ * callbacks with this file's on_eof) from a struct on this stack, wipes
+ * the struct, then counts the open as rec's on_open does. */
+static void open_then_swap(ioc_session_t *s, int err) {
+  ioc_session_callbacks_t next = rec_callbacks();
+  next.on_eof = count_eof;
+  ioc_session_set_callbacks(s, &next, ioc_session_userdata(s));
+  memset(&next, 0, sizeof next);
+  rec_callbacks().on_open(s, err);
+}
+
+/* Sessions point to one kept copy of each distinct callback set: what the
+ * caller passed may be gone or changed right after the call, for
+ * ioc_connect and for ioc_session_set_callbacks with a new set. */
+void test_callbacks_given_on_the_stack_are_copied(void) {
+  ioc_core_t *core;
+  make_core(&core);
+  rec_server_t *srv = rec_server_new(0, 0);
+  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, srv);
+  char a[IOC_ADDRSTRLEN];
+  listener_addr_str(l, a);
+  rec_t r;
+  rec_init(&r, 0);
+  atomic_store(&eofs_seen, 0);
+  ioc_session_t *s;
+  ioc_session_callbacks_t cb = rec_callbacks();
+  cb.on_open = open_then_swap;
+  ASSERT_OK(ioc_connect(core, a, strlen(a), &cb, &r, NULL, &s));
+  memset(&cb, 0, sizeof cb);
+  WAIT_UNTIL(core, atomic_load(&r.opens) == 1, 5000);
+  WAIT_UNTIL(core, atomic_load(&srv->naccepted) == 1, 5000);
+  ioc_session_t *peer = atomic_load(&srv->recs[0].s);
+  ASSERT(peer != NULL);
+  ASSERT_OK(ioc_session_shutdown(peer)); /* our side sees the FIN: on_eof, which closes */
+  WAIT_UNTIL(core, atomic_load(&r.closes) == 1, 5000);
+  ASSERT_EQ(atomic_load(&eofs_seen), 1);
+  ASSERT_EQ(r.close_err, 0);
+  ioc_session_release(s);
+  ioc_listener_close(l);
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
+  ASSERT_CORE_CLEAN(core);
+  rec_free(&r);
+  rec_server_free(srv);
+}
+
+/* ---- session_is_one_allocation_of_the_size_the_docs_state ----------------------- */
+
+/* An idle connection costs its session struct (the benchmark's memory per
+ * idle connection is mostly this), so the C API page states its size. */
+void test_session_is_one_allocation_of_the_size_the_docs_state(void) {
+#ifdef _WIN32
+  ASSERT_C_API_DOC_SAYS("`sizeof(ioc_session_t)` bytes (%d on Linux, %d on Windows,", 312,
+                        (int)sizeof(ioc_session_t));
+#else
+  ASSERT_C_API_DOC_SAYS("`sizeof(ioc_session_t)` bytes (%d on Linux, %d on Windows,",
+                        (int)sizeof(ioc_session_t), 344);
+#endif
+}
+
+/* ---- max_pending_above_4_gib_counts_as_4_gib ------------------------------------- */
+
+/* A session keeps its send-queue limit in 32 bits; a larger one is
+ * clamped, as the C API page says, never wrapped to something small. */
+void test_max_pending_above_4_gib_counts_as_4_gib(void) {
+  ASSERT_C_API_DOC_SAYS("a value above %d GiB − 1 counts as %d GiB − 1", 4, 4);
+  ioc_core_t *core;
+  make_core(&core);
+  ioc_listener_t *l = listen_loopback(core, NULL, NULL, NULL);
+  char a[IOC_ADDRSTRLEN];
+  listener_addr_str(l, a);
+  size_t asks[3] = {(size_t)1 << 20, (size_t)UINT32_MAX + 2, SIZE_MAX};
+  size_t want[3] = {(size_t)1 << 20, UINT32_MAX, UINT32_MAX};
+  for (int i = 0; i < 3; i++) {
+    ioc_session_options_t o;
+    memset(&o, 0, sizeof o);
+    o.max_pending = asks[i];
+    ioc_session_t *s;
+    ASSERT_OK(ioc_connect(core, a, strlen(a), NULL, NULL, &o, &s));
+    ASSERT_EQ(s->max_pending, want[i]);
+    ioc_session_abort(s);
+    ioc_session_release(s);
+  }
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
 }
 
 /* ---- listener_close_twice_with_a_reference_is_safe ---------------------------------- */

@@ -113,6 +113,9 @@
   X(close_listeners_leaves_sessions_open, 0)                   \
   X(session_fail_gives_its_cause_to_on_close, 0)               \
   X(session_user_slot_starts_null_and_keeps_a_pointer, 0)      \
+  X(callbacks_given_on_the_stack_are_copied, 0)                \
+  X(session_is_one_allocation_of_the_size_the_docs_state, 0)   \
+  X(max_pending_above_4_gib_counts_as_4_gib, 0)                \
   X(listener_close_twice_with_a_reference_is_safe, 0)          \
   X(public_constants_match_the_docs, 0)                        \
   /* test_edges.c */                                           \
