@@ -272,14 +272,18 @@ int lb_msgh(lua_State *L) {
 }
 
 /* The start is read from the coarse clock (a handler call is often shorter
- * than reading the fine one); the watchdog allows for its lag. */
+ * than reading the fine one); the watchdog allows for its lag. Only the
+ * lock holder writes these, so plain stores ordered by release do (no
+ * locked instruction per call): the watchdog reads seq, start, seq again,
+ * and sees a start no older than its seq. */
 static void handler_begin(lcore *lc) {
-  atomic_store(&lc->handler_started_ms, lp_coarse_ms());
-  atomic_fetch_add(&lc->handler_seq, 1);
+  atomic_store_explicit(&lc->handler_started_ms, lp_coarse_ms(), memory_order_relaxed);
+  uint64_t seq = atomic_load_explicit(&lc->handler_seq, memory_order_relaxed);
+  atomic_store_explicit(&lc->handler_seq, seq + 1, memory_order_release);
 }
 
 static void handler_end(lcore *lc) {
-  atomic_store(&lc->handler_started_ms, 0);
+  atomic_store_explicit(&lc->handler_started_ms, 0, memory_order_release);
   /* A resume that raised past its guard left it set. Only the lock holder
    * writes running_co, so it may look without co_lock (the watchdog only
    * reads it, under co_lock). */
