@@ -306,13 +306,16 @@ function T.start_server(script, opts)
   local limit = opts.timeout or T.default_timeout
   deadline = now_ms() + limit
   while true do
+    -- exited before the output: once it has, the output read next is all of
+    -- it, so its last lines are in the message (or its ready line counts)
+    local exited = srv:exited()
     local out = srv:output()
     local m = out:match(ready)
     if m then
       srv.address = m
       return srv
     end
-    if srv:exited() then
+    if exited then
       local status = srv.status
       srv:stop()
       return fail("ECHILD", ("%s exited (status %s) before it was ready; output:\n%s"):format(

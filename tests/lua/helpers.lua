@@ -429,8 +429,12 @@ end
 function H.wait_output(core, p, pattern, ms)
   local found
   local function check()
+    -- exited first: once it has, the output read after it is complete (read
+    -- the other way round, the last line could land between the two reads
+    -- and a process that printed it would be reported as silent)
+    local exited = p:exited()
     found = p:output():match(pattern)
-    return found ~= nil or p:exited()
+    return found ~= nil or exited
   end
   if core then
     H.wait(core, check, ms or 10000)

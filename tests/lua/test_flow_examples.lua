@@ -118,21 +118,25 @@ local function stream(n)
   return table.concat(t):sub(1, n)
 end
 
--- The on_drain pump delivers an 8 MiB stream whole to a reader at ~1 MB/s
--- (the pump had to wait: sends were refused with max_pending 1 MiB). The
--- kernel's send buffer takes the first few MiB, so the pump must outrun
--- the reader by that much before a send is refused: the reader is slow
--- enough for that even when generating the stream in Lua is slow (with
--- the ASan build on a loaded machine and a reader at 2 MB/s, no send was
--- ever refused).
+-- The on_drain pump delivers a stream of 8 MiB or more whole to a reader
+-- at ~1 MB/s (the pump had to wait: sends were refused with max_pending
+-- 1 MiB). The kernel's send buffer takes the first few MiB (up to the
+-- tcp_wmem maximum), so the pump must outrun the reader by that much plus
+-- max_pending before a send is refused. The reader reads nothing for its
+-- first 5 s, so that holds even when generating the stream in Lua is slow:
+-- with the ASan build on a loaded machine the pump made about 1-2 MB/s, and
+-- a reader that started at once (at 1 or 2 MB/s) kept up often enough that
+-- no send was ever refused.
 function TestFlowExamples:test_stream_pump_example_delivers_the_whole_stream_to_a_slow_reader()
   P.require()
   H.with_core(function(core)
-    local N = 8 * MiB + 5
+    local wmem = H.read_file("/proc/sys/net/ipv4/tcp_wmem")
+    local wmem_max = tonumber(wmem and wmem:match("(%d+)%s*$")) or 4 * MiB
+    local N = math.max(8 * MiB, wmem_max + 4 * MiB) + 5
     local p = start(core, "stream_pump", "127.0.0.1:0", tostring(N))
     local port = tonumber(H.wait_output(core, p, "streaming %d+ bytes per client on 127%.0%.0%.1:(%d+)"))
-    local client = P.client(port, { rcvbuf = 64 * KiB, rate = 1000 * 1000, deadline = 60 })
-    P.event(core, client, "eof %d+", 40000)
+    local client = P.client(port, { rcvbuf = 64 * KiB, read_delay = 5, rate = 1000 * 1000, deadline = 90 })
+    P.event(core, client, "eof %d+", 80000)
     lu.assertEquals(client:eof(), N)
     assert_same_bytes(client:data(), stream(N), "the stream")
     local refusals = tonumber(H.wait_output(core, p, "queued: %d+ bytes, (%d+) refusals"))
