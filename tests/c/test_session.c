@@ -104,6 +104,9 @@ void test_connect_succeeds(void) {
   pattern_fill(7, 0, data, n);
   ASSERT_OK(ioc_session_send(s, data, n));
   WAIT_UNTIL(core, atomic_load(&r.total) == n, 5000);
+  /* the server's count too: its buffer is read after it (the echo reached
+   * us through the socket, which orders nothing for TSan) */
+  WAIT_UNTIL(core, atomic_load(&srv->recs[0].total) == n, 5000);
   ASSERT_EQ(pattern_check(7, 0, r.buf, n), -1);
   ASSERT_EQ(pattern_check(7, 0, srv->recs[0].buf, n), -1);
   ioc_session_close(s);

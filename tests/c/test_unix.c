@@ -455,7 +455,12 @@ void test_unix_accepted_peer_is_the_name_a_client_bound(void) {
   snprintf(sa.sun_path, sizeof sa.sun_path, "%.100s", path);
   ASSERT(connect(c, (struct sockaddr *)&sa, sizeof sa) == 0);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].opens) == 1, 5000);
-  addr_text(ioc_session_peer(srv->recs[0].s), text);
+  /* a reference of our own while we read it: the session's end (after
+   * close(c) below) then frees it only after our release, which TSan sees */
+  ioc_session_t *ss = srv->recs[0].s;
+  ioc_session_retain(ss);
+  addr_text(ioc_session_peer(ss), text);
+  ioc_session_release(ss);
   ASSERT_STR_EQ(text, caddr);
   close(c);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
