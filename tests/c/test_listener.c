@@ -253,18 +253,26 @@ typedef struct closer_ctx {
   atomic_int accepted;
   atomic_int after_close; /* on_accept calls after ioc_listener_close returned */
   atomic_int closed_it;
+  atomic_int closing; /* one on_accept, the first, closes */
 } closer_ctx_t;
 
 static closer_ctx_t cctx;
+/* Set on the thread whose on_accept closed the listener. An on_accept that
+ * thread runs later surely started after ioc_listener_close returned; one
+ * that another worker had already begun when the close came (test threads
+ * > 1) may run alongside it, and its reading of closed_it tells nothing. */
+static _Thread_local int closed_on_this_thread;
 
 static void close_on_first_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
   (void)ud;
   set_echo(s);
-  if (atomic_load(&cctx.closed_it)) atomic_fetch_add(&cctx.after_close, 1);
+  if (closed_on_this_thread) atomic_fetch_add(&cctx.after_close, 1);
   atomic_fetch_add(&cctx.accepted, 1);
-  if (!atomic_load(&cctx.closed_it)) {
+  int expected = 0;
+  if (atomic_compare_exchange_strong(&cctx.closing, &expected, 1)) {
     ASSERT(l == cctx.l);
     ioc_listener_close(l);
+    closed_on_this_thread = 1;
     atomic_store(&cctx.closed_it, 1);
   }
 }
@@ -338,7 +346,7 @@ void test_close_listener_with_accepts_in_flight_frees_everything(void) {
   thread_join(th);
   WAIT_UNTIL(core, core_stats(core).accepts_posted == 0, 5000);
   ASSERT_MSG(atomic_load(&cctx.after_close) == 0,
-             "on_accept ran %d times after ioc_listener_close returned (from inside on_accept)",
+             "on_accept ran %d times on the closing thread after ioc_listener_close returned (from inside on_accept)",
              atomic_load(&cctx.after_close));
   /* sessions accepted before the close live on; the others are reset */
   int echoed = 0;
