@@ -77,6 +77,7 @@ void test_corked_sends_wait_for_uncork_then_arrive_in_order(void) {
 }
 
 void test_cork_starts_the_write_once_cork_max_bytes_are_queued(void) {
+  ASSERT_C_API_DOC_SAYS("`IOC_CORK_MAX` (%d KiB)", IOC_CORK_MAX / 1024);
   corked_t t;
   corked_open(&t);
   size_t n = IOC_CORK_MAX;
