@@ -58,11 +58,17 @@ M.limits = { write_hwm = DEFAULT_HWM } -- max and read_ahead: set by install
 
 local TIMEOUT = {} -- resume value of a read time-out
 
--- session -> its stream state (weak keys: a closed, dropped session goes)
+-- session -> its stream state (weak keys: a closed, dropped session goes).
+-- A session in the plain state has none (see state_of): what it needs is
+-- in C, so an idle handler session costs no table.
 local streams = setmetatable({}, { __mode = "k" })
--- coroutine -> the stream state of the session it serves (handler
--- coroutines) or its core (spawned ones); only these may call stream methods
+-- coroutine -> the session it serves (handler coroutines) or its core
+-- (spawned ones); only these may call stream methods
 local owners = setmetatable({}, { __mode = "k" })
+-- a core's light userdata name (B.lc) -> the core object, for the state
+-- of a session whose core only C knows; set again by every listen, dial
+-- and spawn (a new core may reuse a freed one's address)
+local cores = setmetatable({}, { __mode = "v" })
 -- listener -> { on_accept = user's, handler = fn } for listeners with a handler
 local stream_listeners = setmetatable({}, { __mode = "k" })
 
@@ -81,40 +87,46 @@ end
 -- ---- running coroutines ---------------------------------------------------------
 
 -- Set by install: the binding's original session, core and listener
--- methods; report(core, msg, session_or_nil); whether sessions have on_eof.
-local S, C, L, report, HAS_EOF
+-- methods; report(core, msg, session_or_nil); whether sessions have on_eof;
+-- the session objects' two metatables.
+local S, C, L, report, HAS_EOF, SMT, SMT_FIELDS
 
+local function is_session(v)
+  local mt = getmetatable(v)
+  return mt ~= nil and (mt == SMT or mt == SMT_FIELDS)
+end
+
+-- The core of an owner (a session or a core).
 local function core_of(owner)
-  if type(owner) == "table" then return owner.core end
+  if is_session(owner) then return cores[B.lc(owner)] end
   return owner
 end
 
--- Resumes co with the given values and deals with how it stops: an error is
--- reported (with the coroutine's traceback) and aborts the session the
--- coroutine serves; a handler coroutine that returns closes its session
--- gracefully. coroutine.resume is looked up at each call: the binding
--- replaces it with a version that puts the coroutine under handler_timeout.
 -- co is no iocore coroutine any more (it ended).
 local function disown(co, owner)
   owners[co] = nil
-  if type(owner) == "table" and owner.co == co then
-    owner.co = nil
-    B.own(owner.s, nil)
-  end
+  if is_session(owner) and B.owner(owner) == co then B.own(owner, nil) end
 end
 
-local function wake(co, ...)
-  if co_status(co) ~= "suspended" then return end
-  local ok, err = coroutine.resume(co, ...)
+-- This side ends session s (its handler returned, failed...): reads
+-- return ECLOSED from now on.
+local function local_close(s, st)
+  if st then st.local_closed = true end
+  B.closing(s)
+end
+
+-- What follows a resume of co that gave ok, err (coroutine.resume's
+-- first results): a handler coroutine that ended closes its session; an
+-- error is reported and aborts the session of the coroutine.
+local function finish(co, ok, err)
   if ok then
     if co_status(co) == "dead" then
-      local st = owners[co]
-      disown(co, st)
-      if type(st) == "table" then -- a handler coroutine: its session is closed
-        local s = st.s
-        if not st.closed and not S.closed(s) then
-          st.local_closed = true
-          B.closing(s)
+      local s = owners[co]
+      disown(co, s)
+      if is_session(s) then -- a handler coroutine: its session is closed
+        local st = streams[s]
+        if not (st and st.closed) and not S.closed(s) then
+          local_close(s, st)
           S.close(s)
         end
       end
@@ -124,13 +136,23 @@ local function wake(co, ...)
   local owner = owners[co]
   disown(co, owner)
   local msg = debug.traceback(co, tostring(err))
-  local st = type(owner) == "table" and owner or nil
-  if st and not st.closed then
-    st.local_closed = true
-    B.closing(st.s)
-    S.abort(st.s)
+  local s = is_session(owner) and owner or nil
+  if s then
+    local st = streams[s]
+    if not (st and st.closed) then
+      local_close(s, st)
+      S.abort(s)
+    end
   end
-  report(core_of(owner), msg, st and st.s)
+  report(core_of(owner), msg, s)
+end
+
+-- Resumes co with the given values and deals with how it stops (finish).
+-- coroutine.resume is looked up at each call: the binding replaces it with
+-- a version that puts the coroutine under handler_timeout.
+local function wake(co, ...)
+  if co_status(co) ~= "suspended" then return end
+  return finish(co, coroutine.resume(co, ...))
 end
 
 -- The coroutine calling a stream method, or a raised error naming `what`.
@@ -148,6 +170,20 @@ end
 -- Removes and returns every buffered byte ("" when none).
 local function take_all(st) return B.take(st.s) end
 -- ---- state --------------------------------------------------------------------------
+
+-- The stream state of session s, made now if s is a stream session in the
+-- plain state (its parked owner, if any, becomes the table's reader); nil
+-- if s is no stream session (yet).
+local function state_of(s)
+  local st = streams[s]
+  if st or not is_session(s) then return st end
+  local ok, _, reader, closing = B.state(s)
+  if not ok then return nil end
+  st = { core = core_of(s), s = s, reader = reader }
+  if closing then st.local_closed = true end
+  streams[s] = st
+  return st
+end
 
 local function close_code(msg)
   return msg:match("^([%u%d_]+):") or "EUNKNOWN"
@@ -191,15 +227,18 @@ end
 -- finds no reader after all goes into the buffer.
 local function on_ready(s, data)
   local st = streams[s]
-  if st and st.reader then
-    wake_reader(st, data)
-  elseif data then
-    B.put(s, data)
+  if st then
+    if st.reader then return wake_reader(st, data) end
+  else
+    -- the plain state: the reader, if any, is the owner, parked in C
+    local co = B.quick(s)
+    if co then return wake(co, data) end
   end
+  if data then B.put(s, data) end
 end
 
 local function on_eof(s)
-  local st = streams[s]
+  local st = state_of(s)
   if not st then return end
   st.eof = true
   wake_reader(st)
@@ -207,7 +246,7 @@ local function on_eof(s)
 end
 
 local function on_close(s, err)
-  local st = streams[s]
+  local st = state_of(s)
   if not st then return end
   st.closed = true
   if err then
@@ -249,15 +288,18 @@ end
 -- ---- methods (installed on the session) ------------------------------------------------
 
 
+-- The stream state of a new stream session (dial, a session read from
+-- before it was one, a listener with a read time-out or handlers).
 local function new_state(core, s, opts)
   -- (few fields: a parked read adds reader; defaults are nil)
-  local st = { core = core, s = s }
   local hwm = opts and opts.write_hwm
   B.attach(s, hwm or DEFAULT_HWM)
+  local _, _, reader, closing = B.state(s)
+  local st = { core = core, s = s, reader = reader }
+  if closing then st.local_closed = true end
   if opts then
     local rt = opts.read_timeout
     if rt and rt > 0 then st.read_timeout = rt end
-    if hwm then st.hwm = hwm end
     if opts.on_close then st.user_on_close = opts.on_close end
     if opts.on_drain then st.user_on_drain = opts.on_drain end
     if opts.on_eof then st.user_on_eof = opts.on_eof end
@@ -280,6 +322,8 @@ local function stream_of(s, what, co, level)
   if st then return st end
   level = level + 1 -- the script, seen from here
   check_session(s, what, level + 1)
+  st = state_of(s)
+  if st then return st end
   local h = debug.getuservalue(s, 2)
   if type(h) == "table" and h.on_recv then
     error(("%s: the session has an on_recv handler (callback style); read it there, or not at all")
@@ -455,12 +499,19 @@ local function check_data(data)
   end
 end
 
+-- A session in the plain state gets its state table only to wait.
 local function write(s, data)
   local co = current("write", SCRIPT + 1)
-  local st = stream_of(s, "write", co, SCRIPT)
+  local st = streams[s]
+  local hwm = is_session(s) and B.attached(s)
+  if not hwm then
+    st = stream_of(s, "write", co, SCRIPT)
+    hwm = B.attached(s)
+  end
   check_data(data)
   local ok, msg, code = S.send(s, data)
   if not ok and code == "ENOBUFS" then
+    st = st or state_of(s)
     -- the queue is full: wait until it has drained, then the send is taken
     while not ok and code == "ENOBUFS" and not st.closed do
       local ws = st.writers
@@ -471,12 +522,12 @@ local function write(s, data)
     end
   end
   if not ok then return nil, msg, code end
-  local hwm = st.hwm or DEFAULT_HWM
   if hwm == 0 then return true end
   -- want_drain: the queued bytes, and an on_drain asked for while there are
   -- some (a write the kernel takes at once gives no on_drain by itself)
   local pending = B.want_drain(s)
   if pending > hwm then
+    st = st or state_of(s)
     local low = hwm // 2
     repeat
       local ws = st.writers
@@ -497,6 +548,7 @@ local function spawn(core, fn, ...)
   end
   local co = co_create(fn)
   owners[co] = core
+  cores[B.lc(core)] = core
   local n, args = select("#", ...), { ... }
   C.post(core, function() wake(co, table.unpack(args, 1, n)) end)
   return true
@@ -522,6 +574,7 @@ local function dial(core, address, opts)
   if HAS_EOF then copts.on_eof = on_eof end
   local s, msg, code = C.connect(core, address, copts)
   if not s then return nil, msg, code end
+  cores[B.lc(core)] = core
   local st = new_state(core, s, opts)
   st.connecting = co
   co_yield()
@@ -534,20 +587,25 @@ local function dial(core, address, opts)
 end
 
 -- A handler listener's on_accept: the user's on_accept, then the handler
--- in a coroutine of its own, run at once up to its first wait.
+-- in a coroutine of its own, run at once up to its first wait. The
+-- session stays in the plain state (no state table) unless the listener
+-- has a read time-out or handlers of the script's (rec.stated).
 local function accept_with_handler(rec)
+  local hwm = rec.opts.write_hwm or DEFAULT_HWM
   return function(s)
-    local core = rec.core
-    local st = new_state(core, s, rec.opts)
+    if rec.stated then
+      new_state(rec.core, s, rec.opts)
+    else
+      B.attach(s, hwm)
+    end
     if rec.on_accept then
       rec.on_accept(s)
-      if st.closed or S.closed(s) then return end
+      local st = streams[s]
+      if (st and st.closed) or S.closed(s) then return end
     end
     local co = co_create(rec.handler)
-    owners[co] = st
-    -- (st.co: the C buffer knows co by its address; this keeps it alive)
-    st.co = co
-    B.own(s, co)
+    owners[co] = s
+    B.own(s, co) -- (the session object keeps co alive)
     wake(co, s)
   end
 end
@@ -573,6 +631,7 @@ local function listen(core, address, opts)
   local rec = { core = core, handler = opts.handler, on_accept = opts.on_accept,
                 opts = { read_timeout = opts.read_timeout, write_hwm = opts.write_hwm,
                          on_close = opts.on_close, on_drain = opts.on_drain, on_eof = opts.on_eof } }
+  rec.stated = (opts.read_timeout or 0) > 0 or opts.on_close ~= nil or opts.on_drain ~= nil or opts.on_eof ~= nil
   local copts = {}
   for k, v in pairs(opts) do
     if not STREAM_KEYS[k] then copts[k] = v end
@@ -582,6 +641,7 @@ local function listen(core, address, opts)
   if HAS_EOF then copts.on_eof = on_eof end
   local l, msg, code = C.listen(core, address, copts)
   if not l then return nil, msg, code end
+  cores[B.lc(core)] = core
   stream_listeners[l] = rec
   return l
 end
@@ -647,6 +707,7 @@ function M.install(iocore, methods)
   for k, v in pairs(cm) do C[k] = v end
   for k, v in pairs(lm) do L[k] = v end
   HAS_EOF = S.on_eof ~= nil
+  SMT, SMT_FIELDS = smt, reg["iocore.session+fields"]
   local c_report = methods.report
   if c_report then
     -- the binding's own: on_error gets the session; it declines (false)
@@ -670,7 +731,7 @@ function M.install(iocore, methods)
   -- the binding's methods that stream sessions need to see through
   require("iocore.stream_wrap")({
     sm = sm, cm = cm, lm = lm, smt = smt, cmt = cmt, lmt = lmt, S = S, C = C, L = L,
-    streams = streams, stream_listeners = stream_listeners,
+    streams = streams, state_of = state_of, stream_listeners = stream_listeners,
     pending_read_timeouts = pending_read_timeouts, wake_reader = wake_reader,
     wake_writers = wake_writers, listen = listen, typename = typename,
     ECLOSED_MSG = ECLOSED_MSG, HAS_EOF = HAS_EOF, B = B,

@@ -13,7 +13,7 @@
 return function(ctx)
   local sm, cm, lm, smt, cmt, lmt = ctx.sm, ctx.cm, ctx.lm, ctx.smt, ctx.cmt, ctx.lmt
   local S, C, L = ctx.S, ctx.C, ctx.L
-  local streams, stream_listeners, pending_read_timeouts = ctx.streams, ctx.stream_listeners,
+  local state_of, stream_listeners, pending_read_timeouts = ctx.state_of, ctx.stream_listeners,
       ctx.pending_read_timeouts
   local wake_reader, wake_writers, listen, typename = ctx.wake_reader, ctx.wake_writers, ctx.listen, ctx.typename
   local ECLOSED_MSG, HAS_EOF, B = ctx.ECLOSED_MSG, ctx.HAS_EOF, ctx.B
@@ -56,7 +56,7 @@ return function(ctx)
     sm[name] = function(s, fn)
       self_check(s, smt, name)
       fn_check(fn, name)
-      local st = streams[s]
+      local st = state_of(s)
       if not st then
         local a, b, c = orig(s, fn)
         return a, b, c
@@ -73,7 +73,7 @@ return function(ctx)
   sm.on_recv = function(s, fn)
     self_check(s, smt, "on_recv")
     fn_check(fn, "on_recv")
-    if streams[s] and fn ~= nil then
+    if fn ~= nil and B.attached(s) then
       error("on_recv: the session is in stream style (read it with s:read*)", 2)
     end
     local a, b, c = orig_on_recv(s, fn)
@@ -85,7 +85,7 @@ return function(ctx)
     if not orig then return end
     sm[name] = function(s)
       self_check(s, smt, name)
-      local st = streams[s]
+      local st = state_of(s)
       if st and not st.local_closed then
         st.local_closed = true
         B.closing(s)
@@ -128,7 +128,7 @@ return function(ctx)
     if t.read ~= nil then
       if S.closed(s) then return nil, ECLOSED_MSG, "ECLOSED" end
       local ms = t.read > 0 and t.read or nil
-      local st = streams[s]
+      local st = state_of(s)
       if st then st.read_timeout = ms else pending_read_timeouts[s] = ms end
     end
     return s

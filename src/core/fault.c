@@ -1,7 +1,7 @@
 /* Fault injection: configuration, the per-thread PRNG, counters. Where the
  * faults are injected, and why each is one the kernel can give there: see
- * fault.h, the sites in backend/uring.c, backend/epoll.c and core.c
- * (ioc__op_submit), and docs/fault-injection.md. */
+ * fault.h, the sites in backend/uring_submit.c and uring_complete.c,
+ * backend/epoll.c and core.c (ioc__op_submit), and docs/fault-injection.md. */
 #include "internal.h"
 
 #include <stdio.h>

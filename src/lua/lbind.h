@@ -231,6 +231,12 @@ typedef struct lb_rbuf lb_rbuf;
 #define LB_RBUF_READ_AHEAD (64 * 1024) /* buffered with no reader parked before the session pauses */
 #define LB_RBUF_MAX 65536              /* read_line / read_until's default max */
 
+/* A session object's user values: 1 the script's fields, 2 its handler
+ * table, 3 a stream session's handler coroutine (lrbuf.c: a slot is
+ * cheaper than a table entry for each parked session). */
+#define LSESSION_NUV 3
+#define LSESSION_UV_STREAM 3
+
 /* Userdata payloads. Each holds one reference on its C object from creation
  * to __gc (the only place that drops it), so methods keep working on a
  * closed object; the pointer is NULL only after __gc. */

@@ -46,12 +46,18 @@ struct lb_rbuf {
   size_t hwm;        /* write_hwm: a write that may pass it goes to the slow path (0: never waits) */
   /* The session's handler coroutine while it is one of stream.lua's (own):
    * a read or write from it needs no look-up in the owners table. It
-   * cannot be collected (and its address reused) meanwhile: stream.lua's
-   * state of the session refers to it. */
+   * cannot be collected (and its address reused) meanwhile: the session
+   * object's user value LSESSION_UV_STREAM refers to it. */
   const lua_State *owner;
   uint8_t want;
   bool closing;      /* this side closed it: reads go to the slow path (ECLOSED) */
   bool ra_paused;    /* paused by the read-ahead bound */
+  /* stream.lua has a state table for the session (`state`). Until then the
+   * session is in the plain state: no read time-out, no handlers of the
+   * script's, nobody waiting to write, not ended; only its owner may then
+   * park here without Lua (`quick`: the parked reader is the owner). */
+  bool stated;
+  bool quick;
   char delim_in[DELIM_INLINE];
 };
 
@@ -348,31 +354,101 @@ static int p_put(lua_State *L) {
 }
 
 /* own(s, co): co (a coroutine, or nil for none) is the session's handler
- * coroutine, in stream.lua's owners table until own(s, nil). */
+ * coroutine until own(s, nil); the session object keeps it alive (its user
+ * value LSESSION_UV_STREAM), so a parked handler costs no table entry. */
 static int p_own(lua_State *L) {
   lb_rbuf *rb = check_rb(L);
+  lua_settop(L, 2);
   rb->owner = lua_tothread(L, 2);
+  lua_setiuservalue(L, 1, LSESSION_UV_STREAM);
   return 0;
+}
+
+/* owner(s): the session's handler coroutine, or nil. */
+static int p_owner(lua_State *L) {
+  check_ls(L);
+  if (lua_getiuservalue(L, 1, LSESSION_UV_STREAM) != LUA_TTHREAD) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+/* quick(s): the owner coroutine if it is parked here by the C methods
+ * alone (no state table yet), and then no longer: the caller wakes it.
+ * nil otherwise. */
+static int p_quick(lua_State *L) {
+  lsession *ls = check_ls(L);
+  lb_rbuf *rb = ls->rb;
+  if (!rb || !rb->quick) return 0;
+  rb->quick = false;
+  rb->want = WANT_NONE;
+  return p_owner(L);
+}
+
+/* state(s): stream.lua makes its state table for a stream session in the
+ * plain state: returns whether it is one (false: no receive buffer), its
+ * owner coroutine (or nil), that owner if it is parked here (the table's
+ * reader from now on), and whether this side closed it. From now on
+ * parking goes through stream.lua. */
+static int p_state(lua_State *L) {
+  lsession *ls = check_ls(L);
+  lb_rbuf *rb = ls->rb;
+  if (!rb) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  rb->stated = true;
+  lua_pushboolean(L, 1);
+  p_owner(L);
+  if (rb->quick) {
+    rb->quick = false;
+    lua_pushvalue(L, -1);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_pushboolean(L, rb->closing);
+  return 4;
 }
 
 /* unpark(s): no reader is parked any more. */
 static int p_unpark(lua_State *L) {
   lsession *ls = check_ls(L);
-  if (ls->rb) ls->rb->want = WANT_NONE;
+  if (ls->rb) {
+    ls->rb->want = WANT_NONE;
+    ls->rb->quick = false;
+  }
   return 0;
 }
 
-/* closing(s): this side closed it; reads fail with ECLOSED from now on. */
-/* want_drain(s): the bytes still queued; while there are some, an on_drain
- * is asked for once they are all written (ioc_session_want_drain), so a
- * writer waiting for the queue to go down is woken even when the kernel
- * took a large write at once. 0 once the C session is gone. */
-static int p_want_drain(lua_State *L) {
+/* attached(s): the session's write_hwm if it is a stream session, else nil. */
+static int p_attached(lua_State *L) {
   lsession *ls = check_ls(L);
-  lua_pushinteger(L, ls->s ? (lua_Integer)ioc_session_want_drain(ls->s) : 0);
+  if (!ls->rb) return 0;
+  lua_pushinteger(L, (lua_Integer)ls->rb->hwm);
   return 1;
 }
 
+/* lc(obj): a light userdata naming the core of a core or session object. */
+static int p_lc(lua_State *L) {
+  lsession *ls = lb_tosession(L, 1);
+  lua_pushlightuserdata(L, ls ? (void *)ls->lc : (void *)lb_checkcore(L, 1));
+  return 1;
+}
+
+/* want_drain(s): the bytes still queued, and the session's write_hwm;
+ * while there are some, an on_drain is asked for once they are all written
+ * (ioc_session_want_drain), so a writer waiting for the queue to go down
+ * is woken even when the kernel took a large write at once. 0 once the C
+ * session is gone. */
+static int p_want_drain(lua_State *L) {
+  lsession *ls = check_ls(L);
+  lua_pushinteger(L, ls->s ? (lua_Integer)ioc_session_want_drain(ls->s) : 0);
+  lua_pushinteger(L, ls->rb ? (lua_Integer)ls->rb->hwm : 0);
+  return 2;
+}
+
+/* closing(s): this side closed it; reads fail with ECLOSED from now on. */
 static int p_closing(lua_State *L) {
   lsession *ls = check_ls(L);
   if (ls->rb) ls->rb->closing = true;
@@ -460,25 +536,32 @@ static lsession *fast_session(lua_State *L) {
   return owned ? ls : NULL;
 }
 
-/* Nothing to return yet: park the coroutine and yield, when stream.lua's
- * try_park(s, co) agrees (a plain wait: no read time-out to arm, the
- * stream has not ended); else the slow path does it all. try_park makes
- * no C calls, so a parked coroutine's stack stays as small as the script
- * left it: its frames and this one. */
+/* Nothing to return yet: park the coroutine and yield. The session's owner
+ * parks here alone while the session is in the plain state (no state
+ * table in stream.lua: no read time-out to arm, the stream has not ended,
+ * nobody else reads). With a state table, stream.lua's try_park(s, co)
+ * decides; otherwise the slow path does it all. try_park makes no C calls,
+ * so a parked coroutine's stack stays as small as the script left it: its
+ * frames and this one. */
 static int park(lua_State *L, int method, lsession *ls, int want, size_t need, const char *d, size_t dl) {
   int nargs = lua_gettop(L);
-  lua_pushvalue(L, lua_upvalueindex(UP_TRY_PARK));
-  lua_pushvalue(L, 1);
-  lua_pushthread(L);
-  lua_call(L, 2, 1);
-  bool parked = lua_toboolean(L, -1);
-  lua_settop(L, nargs);
-  if (!parked) return slow(L, method);
   lb_rbuf *rb = ls->rb;
+  bool quick = !rb->stated && L == rb->owner;
+  if (!quick) {
+    if (!rb->stated) return slow(L, method);
+    lua_pushvalue(L, lua_upvalueindex(UP_TRY_PARK));
+    lua_pushvalue(L, 1);
+    lua_pushthread(L);
+    lua_call(L, 2, 1);
+    bool parked = lua_toboolean(L, -1);
+    lua_settop(L, nargs);
+    if (!parked) return slow(L, method);
+  }
   if (rb_len(rb) == 0) rb_free_bytes(L, rb); /* an idle session holds no buffer */
   if (want == WANT_DELIM) rb_set_delim(L, rb, d, dl);
   rb->want = (uint8_t)want;
   rb->need = need;
+  rb->quick = quick;
   if (rb->ra_paused) rb_pause(ls, false);
   return lua_yieldk(L, 0, CTX(method, nargs), resumed);
 }
@@ -626,7 +709,7 @@ static int p_make_writer(lua_State *L) {
 
 static const luaL_Reg primitives[] = {{"attach", p_attach},   {"len", p_len},         {"take", p_take},
                                       {"find", p_find},       {"park", p_park},       {"unpark", p_unpark},
-                                      {"closing", p_closing}, {"own", p_own}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
+                                      {"closing", p_closing}, {"own", p_own}, {"owner", p_owner}, {"quick", p_quick}, {"state", p_state}, {"lc", p_lc}, {"attached", p_attached}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
                                       {"make_writer", p_make_writer},
                                       {NULL, NULL}};
 

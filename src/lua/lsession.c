@@ -180,7 +180,7 @@ static lsession *check_session(lua_State *L, int idx) { return lb_checksession(L
 void lb_anchor_session(lua_State *L, lcore *lc, ioc_session_t *s, int htab) {
   htab = lua_absindex(L, htab);
   lb_push_registry(L, lc, K_SESSIONS);
-  lsession *ls = lua_newuserdatauv(L, sizeof *ls, 2);
+  lsession *ls = lua_newuserdatauv(L, sizeof *ls, LSESSION_NUV);
   ls->s = NULL;
   ls->lc = lc;
   ls->id = ioc_session_id(s);
