@@ -514,7 +514,7 @@ int ioc__translate_error(int sys_error);
 
 /* ---- net objects ------------------------------------------------------------ */
 
-/* Session and listener internals shared by net/listener.c and net/session.c. */
+/* Session and listener internals shared by net/listener.c and net/accepted.c. */
 int ioc__session_new_accepted(ioc_core_t *core, ioc_listener_t *l, ioc_fd_t fd,
                               const ioc_addr_t *peer, ioc_session_t **out);
 void ioc__session_start(ioc_session_t *s); /* on_open, then the first recv */

@@ -1,4 +1,5 @@
-/* Listener and session internals shared by net/listener.c and net/session.c. */
+/* Listener and session internals shared by net/listener.c and the session's
+ * files: net/session.c, net/connect.c, net/accepted.c. */
 #ifndef IOC_NET_H
 #define IOC_NET_H
 
@@ -230,7 +231,18 @@ void ioc__session_finalize(ioc_session_t *s);
 /* A job on s->rop that ends one operation's share of the session
  * (finalizing it on the last): queued to end a guard from dispatch. */
 void ioc__session_close_job(ioc__op_t *op);
-/* net/session.c: an accepted session of a proxy_protocol listener starts
+/* net/session.c, for accepted.c: starts what reading needs next (see
+ * kick_recv). Under s->lock. */
+void ioc__session_kick_recv(ioc_session_t *s);
+/* net/session.c, for accepted.c: runs one receive's result (res bytes at
+ * buf, 0 for the peer's FIN, or an error) as the session's receive path
+ * does; fresh says the bytes are new from the kernel (counted). The caller
+ * owns rop and does not hold s->lock. */
+void ioc__session_run_recv_result(ioc_session_t *s, const char *buf, int res, bool fresh);
+/* net/accepted.c: a receive of a session still reading its PROXY header;
+ * the caller owns rop and does not hold s->lock. */
+void ioc__session_run_proxy_header(ioc_session_t *s, const char *buf, int res);
+/* net/accepted.c: an accepted session of a proxy_protocol listener starts
  * by reading its header; on_accept and on_open run once it is in. Ends
  * the creation guard, like ioc__session_start. */
 void ioc__session_start_proxy(ioc_session_t *s);
