@@ -122,6 +122,7 @@ struct ioc_session {
    * embedder has not been told of the session (no on_accept yet), so
    * ioc_core_foreach_session skips it. */
   unsigned hidden : 1;
+  unsigned corked : 1;        /* ioc_session_cork: sends queue without starting a write */
   unsigned inflight : 4;      /* operations of this session in flight (at most 4: receive, send, creation guard, lookup) */
   int close_err;
   /* Time-outs in ms (0 = off; clamped to 2^32-1 ms, 49 days) and the

@@ -61,6 +61,20 @@ static void post_send(ioc_session_t *s) {
   }
 }
 
+/* Whether a corked session's queue must wait for ioc_session_uncork: yes
+ * until IOC_CORK_MAX bytes are queued (a long reply goes out while it is
+ * still being written). Under s->lock. */
+static bool must_wait_cork(const ioc_session_t *s) {
+  return s->corked && s->sq->pending < IOC_CORK_MAX;
+}
+
+/* Uncorks s and starts the write of what the cork held back. Under s->lock. */
+static void flush_cork(ioc_session_t *s) {
+  s->corked = false;
+  if (!s->send_posted && s->state < IOC__S_CLOSING && s->state != IOC__S_CONNECTING && !ioc__sendq_empty(s->sq))
+    post_send(s);
+}
+
 static void post_recv(ioc_session_t *s) {
   ioc__op_init(&s->rop, IOC__OP_RECV, &s->obj, &s->h);
   s->inflight++;
@@ -204,6 +218,7 @@ static void advance_close(ioc_session_t *s) {
 /* The owner is done with the session (close, or the peer's FIN without
  * on_eof): the rest goes out, then FIN. Under s->lock, state OPEN. */
 static void begin_close(ioc_session_t *s) {
+  flush_cork(s); /* closing writes what is queued: a cork cannot hold it */
   s->state = IOC__S_DRAINING;
   s->progress_ms = ioc__now32();
   if (s->has_held) {
@@ -489,7 +504,7 @@ static void on_send_done(ioc_session_t *s, ioc__op_t *op) {
     enter_closing(s, res);
   } else if (s->state < IOC__S_CLOSING) {
     if (!ioc__sendq_empty(s->sq)) {
-      post_send(s);
+      if (!must_wait_cork(s)) post_send(s);
     } else if (s->state == IOC__S_DRAINING || s->half) {
       advance_close(s);
     } else if (s->want_drain && s->state == IOC__S_OPEN) {
@@ -938,12 +953,12 @@ int ioc_session_sendv_buffers(ioc_session_t *s, const ioc_buf_t *bufs, ioc_buffe
     rc = IOC_ENOBUFS;
   } else if ((rc = ioc__sendq_append(s, bufs, refs, n)) == 0) {
     /* (the queue exists now: the append made it) */
-    if (s->sq->pending > 0)
-      s->want_drain = true; /* queued behind earlier data */
-    else
+    if (s->sq->pending == 0)
       s->progress_ms = ioc__now32(); /* the write time-out counts from here */
+    else if (s->send_posted || !s->corked)
+      s->want_drain = true; /* queued behind data the socket has not taken */
     s->sq->pending += total;
-    if (!s->send_posted && s->state == IOC__S_OPEN) post_send(s);
+    if (!s->send_posted && s->state == IOC__S_OPEN && !must_wait_cork(s)) post_send(s);
   }
   ioc__spin_unlock(&s->lock);
   return rc;
@@ -1001,6 +1016,18 @@ size_t ioc_session_want_drain(ioc_session_t *s) {
   return n;
 }
 
+void ioc_session_cork(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  if (s->state < IOC__S_CLOSING) s->corked = true;
+  ioc__spin_unlock(&s->lock);
+}
+
+void ioc_session_uncork(ioc_session_t *s) {
+  ioc__spin_lock(&s->lock);
+  if (s->corked) flush_cork(s);
+  ioc__spin_unlock(&s->lock);
+}
+
 void ioc_session_close(ioc_session_t *s) {
   ioc__spin_lock(&s->lock);
   if (s->state == IOC__S_CONNECTING) {
@@ -1019,6 +1046,7 @@ int ioc_session_shutdown(ioc_session_t *s) {
   if (s->state >= IOC__S_DRAINING || s->half) {
     rc = IOC_ECLOSED;
   } else {
+    flush_cork(s);
     s->half = true;
     advance_close(s); /* CONNECTING: the connect completion does it */
   }
