@@ -458,6 +458,18 @@ IOC_API int ioc_session_sendv_buffers(ioc_session_t *s, const ioc_buf_t *bufs,
  * a reference on every session for the call. */
 IOC_API size_t ioc_core_broadcast(ioc_core_t *core, ioc_session_t *const *ss, size_t n,
                                   ioc_buffer_t *b);
+/* Corking: while s is corked, sends are queued as usual but no write is
+ * started for them, so several small sends made in a row go to the
+ * socket as one write when ioc_session_uncork starts it (as TCP_CORK does
+ * for segments, here for system calls and ring entries). A write starts
+ * anyway once IOC_CORK_MAX bytes are queued, and close and shutdown
+ * uncork. Pair each cork with an uncork from the same thread; a send in
+ * flight is not affected. The Lua binding corks a session while the
+ * handlers of one of its receive events run (every s:send and s:write of
+ * a stream-style reply batch leaves as one write). */
+#define IOC_CORK_MAX (64 * 1024)
+IOC_API void ioc_session_cork(ioc_session_t *s);
+IOC_API void ioc_session_uncork(ioc_session_t *s);
 /* Bytes queued and not yet written to the socket. */
 IOC_API size_t ioc_session_pending(ioc_session_t *s);
 /* Asks for on_drain: when bytes are queued, on_drain runs once the queue

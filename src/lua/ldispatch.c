@@ -646,11 +646,15 @@ int lb_core_run(lua_State *L) {
   ioc_core_join(lc->core);
   if (caught) lp_waiter_release_signals(lc->waiter);
   /* A stop asked for by a handler that ran after the loop ended (while the
-   * state was being taken back) is not lost: the next run() performs it. */
-  if (stopped) atomic_store(&lc->stop_requested, 0);
+   * state was being taken back) is not lost: the next run() performs it,
+   * with the grace it was asked with. After a stop performed, the grace is
+   * cleared: a signal's stop has none. */
+  if (stopped) {
+    atomic_store(&lc->stop_requested, 0);
+    atomic_store(&lc->stop_grace_ms, 0);
+  }
   atomic_store(&lc->stop_closing, 0);
   atomic_store(&lc->stopping, 0);
-  atomic_store(&lc->stop_grace_ms, 0); /* a signal's stop has no grace */
   lua_pushboolean(L, stopped);
   return 1;
 }

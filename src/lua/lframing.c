@@ -73,7 +73,7 @@ void lb_opt_framing(lua_State *L, int o, ioc_framing_t *fr) {
  * copied, as frame records, into one event, and at the mark that event runs
  * under the lock at once (when nothing is queued and the lock is free, like
  * an unframed receive) or is queued whole. Either way each message is
- * checked and delivered as its own on_recv (lsession.c, deliver_frames).
+ * checked and delivered as its own on_recv (lsession.c, deliver).
  * A session's receives never overlap, and marks come on the thread of
  * their messages, so the run in progress is per thread. */
 

@@ -282,7 +282,14 @@ void lb_recv_one(lcore *lc, lsession *ls, int sidx, int key, int msgh, const cha
   lb_call_at(lc, 2, s, msgh);
 }
 
-static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t len) {
+/* One receive event: the bytes of one receive, or (frames) the messages
+ * framed from it (lframing.c), in one go. The session, its handler's key
+ * and the error handler are pushed once; each message is then checked and
+ * delivered like a receive of its own, so a pause, a close or an error in
+ * one handler holds or drops the messages after it exactly as if each had
+ * come alone. The session is corked meanwhile: the replies its handlers
+ * send leave in one write when they are done. */
+static void deliver(lcore *lc, ioc_session_t *s, const char *p, size_t len, bool frames) {
   lua_State *T = lc->T;
   /* Queued before the script closed or aborted it: no on_recv after that. */
   if (lb_closed_by_script(s)) return;
@@ -296,41 +303,22 @@ static void deliver_recv(lcore *lc, ioc_session_t *s, const char *data, size_t l
   lua_pushcfunction(T, lb_msgh);
   lua_pushliteral(T, "on_recv");
   bool synced = false;
-  lb_recv_one(lc, ls, top + 1, top + 3, top + 2, data, len, &synced);
-  lua_settop(T, top);
-}
-
-/* The messages gathered from one receive of a framed session (lframing.c),
- * in one go: the session, its handler's key and the error handler are
- * pushed once; each message is then checked and delivered like a receive of
- * its own, so a pause, a close or an error in one handler holds or drops
- * the messages after it exactly as if each had come alone. */
-static void deliver_frames(lcore *lc, ioc_session_t *s, const char *p, size_t len) {
-  lua_State *T = lc->T;
-  if (lb_closed_by_script(s)) return;
-  int top = lua_gettop(T);
-  lb_push_session(T, lc, s);
-  if (lua_isnil(T, -1)) {
-    lua_settop(T, top);
-    return;
+  ioc_session_cork(s);
+  if (!frames) {
+    lb_recv_one(lc, ls, top + 1, top + 3, top + 2, p, len, &synced);
+  } else {
+    for (const char *end = p + len; p < end && !lb_closed_by_script(s);) {
+      size_t n = lb_frame_len(p);
+      lb_recv_one(lc, ls, top + 1, top + 3, top + 2, p + LB_FRAME_HDR, n, &synced);
+      p += LB_FRAME_HDR + n;
+    }
   }
-  lsession *ls = lua_touserdata(T, -1);
-  lua_pushcfunction(T, lb_msgh);
-  lua_pushliteral(T, "on_recv");
-  bool synced = false;
-  for (const char *end = p + len; p < end && !lb_closed_by_script(s);) {
-    size_t n = lb_frame_len(p);
-    lb_recv_one(lc, ls, top + 1, top + 3, top + 2, p + LB_FRAME_HDR, n, &synced);
-    p += LB_FRAME_HDR + n;
-  }
+  ioc_session_uncork(s);
   lua_settop(T, top);
 }
 
 void lb_process_direct(lcore *lc, lb_direct *d) {
-  if (d->frames)
-    deliver_frames(lc, d->s, d->data, d->len);
-  else
-    deliver_recv(lc, d->s, d->data, d->len);
+  deliver(lc, d->s, d->data, d->len, d->frames);
 }
 
 /* The peer's FIN. With on_eof the session stays open (the script ends it);
@@ -458,8 +446,8 @@ void lb_process(lcore *lc, lev *e) {
   switch (e->type) {
   case LEV_ACCEPT: lb_process_accept(lc, e); break;
   case LEV_CONNECT: deliver_simple(lc, e->s, "on_connect", 2, e->err); break;
-  case LEV_RECV: deliver_recv(lc, e->s, e->data, e->len); break;
-  case LEV_FRAMES: deliver_frames(lc, e->s, e->data, e->len); break;
+  case LEV_RECV: deliver(lc, e->s, e->data, e->len, false); break;
+  case LEV_FRAMES: deliver(lc, e->s, e->data, e->len, true); break;
   case LEV_DRAIN: deliver_simple(lc, e->s, "on_drain", 1, 0); break;
   case LEV_CLOSE: process_close(lc, e); break;
   case LEV_TIMER: lb_timer_fire(lc, e->id); break;

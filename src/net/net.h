@@ -122,6 +122,7 @@ struct ioc_session {
    * embedder has not been told of the session (no on_accept yet), so
    * ioc_core_foreach_session skips it. */
   unsigned hidden : 1;
+  unsigned corked : 1;        /* ioc_session_cork: sends queue without starting a write */
   unsigned inflight : 4;      /* operations of this session in flight (at most 4: receive, send, creation guard, lookup) */
   int close_err;
   /* Time-outs in ms (0 = off; clamped to 2^32-1 ms, 49 days) and the
@@ -215,6 +216,20 @@ bool ioc__session_needs_sweep(const ioc_session_t *s);
  * peer acknowledged the rest. Under s->lock. */
 void ioc__session_finish_graceful(ioc_session_t *s);
 void ioc__session_enter_closing(ioc_session_t *s, int err);
+/* net/session.c, for connect.c: a new session on fd (IOC_BAD_FD: no
+ * socket yet, one being looked up), with options o (NULL: defaults),
+ * outbound (connecting) or accepted, hidden from ioc_core_foreach_session
+ * while the embedder has not been told of it. It is on the core's session
+ * list, holding the core's reference and a creation guard (one operation)
+ * that its starter ends. On failure fd is not closed (the caller does). */
+int ioc__session_new(ioc_core_t *core, ioc_fd_t fd, const ioc_session_options_t *o, bool outbound,
+                     bool hidden, ioc_session_t **out);
+/* The session is done (state CLOSED, no operation in flight or to come):
+ * closes its socket, calls on_close, drops the core's reference. */
+void ioc__session_finalize(ioc_session_t *s);
+/* A job on s->rop that ends one operation's share of the session
+ * (finalizing it on the last): queued to end a guard from dispatch. */
+void ioc__session_close_job(ioc__op_t *op);
 /* net/session.c: an accepted session of a proxy_protocol listener starts
  * by reading its header; on_accept and on_open run once it is in. Ends
  * the creation guard, like ioc__session_start. */

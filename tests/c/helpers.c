@@ -317,6 +317,11 @@ ioc_listener_t *listen_loopback(ioc_core_t *core, const ioc_listener_options_t *
   return l;
 }
 
+void accept_with_callbacks(ioc_listener_t *l, ioc_session_t *s, void *ud) {
+  (void)l;
+  ioc_session_set_callbacks(s, (const ioc_session_callbacks_t *)ud, NULL);
+}
+
 ioc_session_callbacks_t callbacks(void (*on_open)(ioc_session_t *, int),
                                   void (*on_recv)(ioc_session_t *, const char *, size_t),
                                   void (*on_drain)(ioc_session_t *),

@@ -204,6 +204,12 @@ void listener_addr_str(ioc_listener_t *l, char buf[IOC_ADDRSTRLEN]);
 /* Listens on 127.0.0.1:0 (accepts/backlog from opts if given). */
 ioc_listener_t *listen_loopback(ioc_core_t *core, const ioc_listener_options_t *opts,
                                 ioc_accept_cb cb, void *ud);
+/* An accept callback for a listener whose sessions need only a callback
+ * set: gives each accepted session the set `ud` points to (the caller's,
+ * alive as long as the listener; the library keeps a copy), no user data.
+ *   ioc_session_callbacks_t cb = callbacks(NULL, my_recv, NULL, my_close);
+ *   ioc_listener_t *l = listen_loopback(core, NULL, accept_with_callbacks, &cb); */
+void accept_with_callbacks(ioc_listener_t *l, ioc_session_t *s, void *ud);
 
 /* ---- sockets (plain OS sockets, blocking unless said) ---------------------- */
 

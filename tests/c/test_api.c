@@ -170,20 +170,43 @@ void test_session_fail_gives_its_cause_to_on_close(void) {
   rec_server_free(srv);
 }
 
+/* ---- an outbound session to a rec server --------------------------------------------- */
+
+/* A rec server on loopback (*srv, its listener returned) and an outbound
+ * session *s to it, recorded in r, with the callbacks cb (rec's, or a
+ * variation of them). */
+static ioc_listener_t *connect_to_rec_server(ioc_core_t *core, rec_server_t **srv, rec_t *r,
+                                             const ioc_session_callbacks_t *cb, ioc_session_t **s) {
+  *srv = rec_server_new(0, 0);
+  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, *srv);
+  char a[IOC_ADDRSTRLEN];
+  listener_addr_str(l, a);
+  rec_init(r, 0);
+  ASSERT_OK(ioc_connect(core, a, strlen(a), cb, r, NULL, s));
+  return l;
+}
+
+/* Ends what connect_to_rec_server began: our reference to s and the
+ * listener go, the core must close clean, the records are freed. */
+static void end_rec_server_and_session(ioc_core_t *core, ioc_listener_t *l, rec_server_t *srv, rec_t *r,
+                                       ioc_session_t *s) {
+  ioc_session_release(s);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+  rec_free(r);
+  rec_server_free(srv);
+}
+
 /* ---- session_user_slot_starts_null_and_keeps_a_pointer ------------------------------ */
 
 void test_session_user_slot_starts_null_and_keeps_a_pointer(void) {
   ioc_core_t *core;
   make_core(&core);
-  rec_server_t *srv = rec_server_new(0, 0);
-  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, srv);
-  char a[IOC_ADDRSTRLEN];
-  listener_addr_str(l, a);
+  rec_server_t *srv;
   rec_t r;
-  rec_init(&r, 0);
-  ioc_session_callbacks_t cb = rec_callbacks();
   ioc_session_t *s;
-  ASSERT_OK(ioc_connect(core, a, strlen(a), &cb, &r, NULL, &s));
+  ioc_session_callbacks_t cb = rec_callbacks();
+  ioc_listener_t *l = connect_to_rec_server(core, &srv, &r, &cb, &s);
   ASSERT(ioc_session_user(s) == NULL);
   int mark;
   ioc_session_set_user(s, &mark);
@@ -193,11 +216,7 @@ void test_session_user_slot_starts_null_and_keeps_a_pointer(void) {
   ioc_session_close(s);
   WAIT_UNTIL(core, atomic_load(&r.closes) == 1, 5000);
   ASSERT(ioc_session_user(s) == &mark);
-  ioc_session_release(s);
-  ioc_listener_close(l);
-  ASSERT_CORE_CLEAN(core);
-  rec_free(&r);
-  rec_server_free(srv);
+  end_rec_server_and_session(core, l, srv, &r, s);
 }
 
 /* ---- callbacks_given_on_the_stack_are_copied ------------------------------------- */
@@ -225,17 +244,13 @@ static void open_then_swap(ioc_session_t *s, int err) {
 void test_callbacks_given_on_the_stack_are_copied(void) {
   ioc_core_t *core;
   make_core(&core);
-  rec_server_t *srv = rec_server_new(0, 0);
-  ioc_listener_t *l = listen_loopback(core, NULL, rec_server_accept, srv);
-  char a[IOC_ADDRSTRLEN];
-  listener_addr_str(l, a);
-  rec_t r;
-  rec_init(&r, 0);
   atomic_store(&eofs_seen, 0);
+  rec_server_t *srv;
+  rec_t r;
   ioc_session_t *s;
   ioc_session_callbacks_t cb = rec_callbacks();
   cb.on_open = open_then_swap;
-  ASSERT_OK(ioc_connect(core, a, strlen(a), &cb, &r, NULL, &s));
+  ioc_listener_t *l = connect_to_rec_server(core, &srv, &r, &cb, &s);
   memset(&cb, 0, sizeof cb);
   WAIT_UNTIL(core, atomic_load(&r.opens) == 1, 5000);
   WAIT_UNTIL(core, atomic_load(&srv->naccepted) == 1, 5000);
@@ -245,12 +260,8 @@ void test_callbacks_given_on_the_stack_are_copied(void) {
   WAIT_UNTIL(core, atomic_load(&r.closes) == 1, 5000);
   ASSERT_EQ(atomic_load(&eofs_seen), 1);
   ASSERT_EQ(r.close_err, 0);
-  ioc_session_release(s);
-  ioc_listener_close(l);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
-  ASSERT_CORE_CLEAN(core);
-  rec_free(&r);
-  rec_server_free(srv);
+  end_rec_server_and_session(core, l, srv, &r, s);
 }
 
 /* ---- session_is_one_allocation_of_the_size_the_docs_state ----------------------- */

@@ -284,20 +284,14 @@ static void flood_open(ioc_session_t *s, int err) {
   ASSERT_EQ(err, 0);
   flood_drain(s);
 }
-static void flood_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
-  (void)l;
-  (void)ud;
-  ioc_session_callbacks_t cb = callbacks(flood_open, NULL, flood_drain, flood_close);
-  ioc_session_set_callbacks(s, &cb, NULL);
-}
-
 void test_send_to_closed_peer_does_not_raise_sigpipe(void) {
   /* The runner leaves SIGPIPE at its default in the test process: if the
    * library writes to a closed socket without MSG_NOSIGNAL, this process
    * dies of it. */
   ioc_core_t *core;
   make_core(&core);
-  ioc_listener_t *l = listen_loopback(core, NULL, flood_accept, NULL);
+  ioc_session_callbacks_t cb = callbacks(flood_open, NULL, flood_drain, flood_close);
+  ioc_listener_t *l = listen_loopback(core, NULL, accept_with_callbacks, &cb);
   for (int i = 0; i < 20; i++) {
     sock_t c = tcp_connect(ioc_listener_address(l));
     char tmp[1024];

@@ -432,19 +432,13 @@ static void ca_close(ioc_session_t *s, int err) {
   int i = atomic_fetch_add(&ca.closed, 1);
   if (i < 8) atomic_store(&ca.close_err[i], err);
 }
-static void ca_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
-  (void)l;
-  (void)ud;
-  ioc_session_callbacks_t cb = callbacks(ca_open, NULL, NULL, ca_close);
-  ioc_session_set_callbacks(s, &cb, NULL);
-}
-
 void test_close_all_closes_listeners_and_sessions(void) {
   for (int abortive = 0; abortive < 2; abortive++) {
     memset(&ca, 0, sizeof ca);
     ioc_core_t *core;
     make_core(&core);
-    ioc_listener_t *l = listen_loopback(core, NULL, ca_accept, NULL);
+    ioc_session_callbacks_t cb = callbacks(ca_open, NULL, NULL, ca_close);
+    ioc_listener_t *l = listen_loopback(core, NULL, accept_with_callbacks, &cb);
     ioc_addr_t la = *ioc_listener_address(l);
     sock_t c[4];
     for (int i = 0; i < 4; i++) {

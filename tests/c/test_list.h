@@ -52,6 +52,11 @@
   X(listener_max_connections_rejects_excess, 0)                \
   X(listener_set_accept_replaces_callback, 0)                  \
   X(reuseport_lets_two_listeners_share_a_port, 0)      \
+  /* test_cork.c */                                            \
+  X(corked_sends_wait_for_uncork_then_arrive_in_order, 0)      \
+  X(cork_starts_the_write_once_cork_max_bytes_are_queued, 0)   \
+  X(close_of_a_corked_session_writes_what_it_held, 0)          \
+  X(shutdown_of_a_corked_session_writes_what_it_held, 0)       \
   /* test_session.c */                                         \
   X(connect_succeeds, 0)                                       \
   X(connect_refused_reports_econnrefused, 0)                   \

@@ -737,13 +737,6 @@ static void slow_on_close(ioc_session_t *s, int err) {
   atomic_store(&slow_close_returned, 1);
 }
 
-static void slow_close_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
-  (void)l;
-  (void)ud;
-  ioc_session_callbacks_t cb = callbacks(NULL, NULL, NULL, slow_on_close);
-  ioc_session_set_callbacks(s, &cb, NULL);
-}
-
 /* A stop check ("no session active: nothing of them runs any more, their
  * user data can go") must not see 0 while an on_close still runs on a
  * worker: the session counts as active until its on_close has returned. */
@@ -751,7 +744,8 @@ void test_active_count_covers_an_on_close_still_running(void) {
   ioc_core_t *core;
   make_core(&core);
   ASSERT_OK(test_pool_start(core, 2));
-  ioc_listener_t *l = listen_loopback(core, NULL, slow_close_accept, NULL);
+  ioc_session_callbacks_t cb = callbacks(NULL, NULL, NULL, slow_on_close);
+  ioc_listener_t *l = listen_loopback(core, NULL, accept_with_callbacks, &cb);
   sock_t c = tcp_connect(ioc_listener_address(l));
   uint64_t dl = now_ms() + (uint64_t)scaled_ms(5000);
   while (core_stats(core).active != 1) {

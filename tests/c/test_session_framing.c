@@ -345,13 +345,6 @@ static void em_close(ioc_session_t *s, int err) {
   em_add("X", 1);
   atomic_store(&em_closed, 1);
 }
-static void em_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
-  (void)l;
-  (void)ud;
-  ioc_session_callbacks_t cb = callbacks(NULL, em_recv, NULL, em_close);
-  ioc_session_set_callbacks(s, &cb, NULL);
-}
-
 void test_framed_session_end_marks_follow_each_receives_messages(void) {
   ioc_core_t *core;
   make_core(&core);
@@ -360,7 +353,8 @@ void test_framed_session_end_marks_follow_each_receives_messages(void) {
   o.session.framing.kind = IOC_FRAMING_LINE;
   o.session.framing.max = 8;
   o.session.framing.end_marks = 1;
-  ioc_listener_t *l = listen_loopback(core, &o, em_accept, NULL);
+  ioc_session_callbacks_t cb = callbacks(NULL, em_recv, NULL, em_close);
+  ioc_listener_t *l = listen_loopback(core, &o, accept_with_callbacks, &cb);
   ioc_addr_t addr = *ioc_listener_address(l);
   atomic_store(&em_len, 0);
   atomic_store(&em_msgs, 0);

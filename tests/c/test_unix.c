@@ -53,14 +53,20 @@ static void done_dir(void) {
   ASSERT_EQ(system(cmd), 0);
 }
 
-/* A plain OS unix-domain client, blocking. */
-static int os_unix_connect(const char *path) {
-  int c = socket(AF_UNIX, SOCK_STREAM, 0);
-  ASSERT(c >= 0);
+/* The OS address of the socket file at path. */
+static struct sockaddr_un os_unix_addr(const char *path) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
   snprintf(sa.sun_path, sizeof sa.sun_path, "%.100s", path);
+  return sa;
+}
+
+/* A plain OS unix-domain client, blocking. */
+static int os_unix_connect(const char *path) {
+  int c = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT(c >= 0);
+  struct sockaddr_un sa = os_unix_addr(path);
   ASSERT_MSG(connect(c, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s", path, strerror(errno));
   sock_set_timeouts(c, 15000);
   return c;
@@ -70,10 +76,7 @@ static int os_unix_connect(const char *path) {
 static void make_stale_file(const char *path) {
   int s = socket(AF_UNIX, SOCK_STREAM, 0);
   ASSERT(s >= 0);
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sun_family = AF_UNIX;
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%.100s", path);
+  struct sockaddr_un sa = os_unix_addr(path);
   ASSERT(bind(s, (struct sockaddr *)&sa, sizeof sa) == 0);
   ASSERT(listen(s, 1) == 0);
   close(s);
@@ -82,6 +85,30 @@ static void make_stale_file(const char *path) {
 
 static void addr_text(const ioc_addr_t *a, char buf[IOC_ADDRSTRLEN]) {
   ASSERT_OK(ioc_addr_format(a, buf, IOC_ADDRSTRLEN));
+}
+
+/* A test's set-up: a fresh directory (make_dir), a core (returned), and
+ * the address of the socket file `name` in that directory. */
+typedef struct unix_case {
+  ioc_core_t *core;
+  char addr[IOC_ADDRSTRLEN]; /* "unix:<dir>/<name>" */
+  char path[IOC_ADDRSTRLEN]; /* "<dir>/<name>" */
+  size_t alen;
+} unix_case_t;
+
+static ioc_core_t *unix_case_start(unix_case_t *u, const char *name) {
+  make_dir();
+  make_core(&u->core);
+  u->alen = unix_addr(u->addr, sizeof u->addr, name, u->path, sizeof u->path);
+  return u->core;
+}
+
+/* A listener on the case's address; its sessions go to srv (NULL: none
+ * is given callbacks). */
+static ioc_listener_t *unix_case_listen(unix_case_t *u, rec_server_t *srv) {
+  ioc_listener_t *l;
+  ASSERT_OK(ioc_listen(u->core, u->addr, u->alen, NULL, srv ? rec_server_accept : NULL, srv, &l));
+  return l;
 }
 #endif
 
@@ -123,23 +150,20 @@ void test_unix_address_parse_and_format(void) {
 void test_unix_echo_and_the_address_strings_of_both_ends(void) {
   NEED_UNIX();
 #ifndef _WIN32
-  make_dir();
-  ioc_core_t *core;
-  make_core(&core);
-  char addr[IOC_ADDRSTRLEN], path[IOC_ADDRSTRLEN], text[IOC_ADDRSTRLEN];
-  size_t alen = unix_addr(addr, sizeof addr, "echo.sock", path, sizeof path);
+  unix_case_t u;
+  ioc_core_t *core = unix_case_start(&u, "echo.sock");
+  char text[IOC_ADDRSTRLEN];
   rec_server_t *srv = rec_server_new(1, 1);
-  ioc_listener_t *l;
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, rec_server_accept, srv, &l));
-  ASSERT(file_exists(path));
+  ioc_listener_t *l = unix_case_listen(&u, srv);
+  ASSERT(file_exists(u.path));
   addr_text(ioc_listener_address(l), text);
-  ASSERT_STR_EQ(text, addr);
+  ASSERT_STR_EQ(text, u.addr);
 
   rec_t out;
   rec_init(&out, 1);
   ioc_session_callbacks_t cbs = rec_callbacks();
   ioc_session_t *c;
-  ASSERT_OK(ioc_connect(core, addr, alen, &cbs, &out, NULL, &c));
+  ASSERT_OK(ioc_connect(core, u.addr, u.alen, &cbs, &out, NULL, &c));
   WAIT_UNTIL(core, atomic_load(&out.opens) == 1, 5000);
   ASSERT_ERR(out.open_err, 0);
   size_t n = 256 * 1024;
@@ -154,10 +178,10 @@ void test_unix_echo_and_the_address_strings_of_both_ends(void) {
   addr_text(ioc_session_peer(in->s), text);
   ASSERT_STR_EQ(text, "unix:");
   addr_text(ioc_session_local(in->s), text);
-  ASSERT_STR_EQ(text, addr);
+  ASSERT_STR_EQ(text, u.addr);
   /* the connecting end: the path it connected to, unnamed itself */
   addr_text(ioc_session_peer(c), text);
-  ASSERT_STR_EQ(text, addr);
+  ASSERT_STR_EQ(text, u.addr);
   addr_text(ioc_session_local(c), text);
   ASSERT_STR_EQ(text, "unix:");
 
@@ -168,7 +192,7 @@ void test_unix_echo_and_the_address_strings_of_both_ends(void) {
   ioc_session_release(c);
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
-  ASSERT(!file_exists(path));
+  ASSERT(!file_exists(u.path));
   rec_free(&out);
   rec_server_free(srv);
   free(data);
@@ -179,16 +203,12 @@ void test_unix_echo_and_the_address_strings_of_both_ends(void) {
 void test_unix_listener_removes_its_socket_file_on_close(void) {
   NEED_UNIX();
 #ifndef _WIN32
-  make_dir();
-  ioc_core_t *core;
-  make_core(&core);
-  char addr[IOC_ADDRSTRLEN], path[IOC_ADDRSTRLEN];
-  size_t alen = unix_addr(addr, sizeof addr, "gone.sock", path, sizeof path);
-  ioc_listener_t *l;
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, NULL, NULL, &l));
-  ASSERT(file_exists(path));
+  unix_case_t u;
+  ioc_core_t *core = unix_case_start(&u, "gone.sock");
+  ioc_listener_t *l = unix_case_listen(&u, NULL);
+  ASSERT(file_exists(u.path));
   ioc_listener_close(l);
-  WAIT_UNTIL(core, !file_exists(path), 5000);
+  WAIT_UNTIL(core, !file_exists(u.path), 5000);
   ASSERT_CORE_CLEAN(core);
   done_dir();
 #endif
@@ -197,22 +217,19 @@ void test_unix_listener_removes_its_socket_file_on_close(void) {
 void test_unix_listener_leaves_a_newer_socket_file_alone(void) {
   NEED_UNIX();
 #ifndef _WIN32
-  make_dir();
-  ioc_core_t *core;
-  make_core(&core);
-  char addr[IOC_ADDRSTRLEN], path[IOC_ADDRSTRLEN];
-  size_t alen = unix_addr(addr, sizeof addr, "swap.sock", path, sizeof path);
+  unix_case_t u;
+  ioc_core_t *core = unix_case_start(&u, "swap.sock");
   ioc_listener_t *a, *b;
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, NULL, NULL, &a));
-  ASSERT_EQ(unlink(path), 0); /* someone removed it, and a new listener took the path */
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, NULL, NULL, &b));
+  ASSERT_OK(ioc_listen(core, u.addr, u.alen, NULL, NULL, NULL, &a));
+  ASSERT_EQ(unlink(u.path), 0); /* someone removed it, and a new listener took the path */
+  ASSERT_OK(ioc_listen(core, u.addr, u.alen, NULL, NULL, NULL, &b));
   ioc_listener_close(a);
   pump_for(core, 50);
-  ASSERT_MSG(file_exists(path), "closing the old listener removed the new one's file");
-  int fd = os_unix_connect(path); /* and it still answers */
+  ASSERT_MSG(file_exists(u.path), "closing the old listener removed the new one's file");
+  int fd = os_unix_connect(u.path); /* and it still answers */
   close(fd);
   ioc_listener_close(b);
-  WAIT_UNTIL(core, !file_exists(path), 5000);
+  WAIT_UNTIL(core, !file_exists(u.path), 5000);
   ASSERT_CORE_CLEAN(core);
   done_dir();
 #endif
@@ -221,23 +238,19 @@ void test_unix_listener_leaves_a_newer_socket_file_alone(void) {
 void test_unix_listener_replaces_a_stale_socket_file(void) {
   NEED_UNIX();
 #ifndef _WIN32
-  make_dir();
-  ioc_core_t *core;
-  make_core(&core);
-  char addr[IOC_ADDRSTRLEN], path[IOC_ADDRSTRLEN];
-  size_t alen = unix_addr(addr, sizeof addr, "stale.sock", path, sizeof path);
-  make_stale_file(path);
+  unix_case_t u;
+  ioc_core_t *core = unix_case_start(&u, "stale.sock");
+  make_stale_file(u.path);
   rec_server_t *srv = rec_server_new(1, 0);
-  ioc_listener_t *l;
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, rec_server_accept, srv, &l));
-  int fd = os_unix_connect(path);
+  ioc_listener_t *l = unix_case_listen(&u, srv);
+  int fd = os_unix_connect(u.path);
   ASSERT_EQ(sock_send_all(fd, "hi", 2), 0);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].total) == 2, 5000);
   close(fd);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].closes) == 1, 5000);
   ioc_listener_close(l);
   ASSERT_CORE_CLEAN(core);
-  ASSERT(!file_exists(path));
+  ASSERT(!file_exists(u.path));
   rec_server_free(srv);
   done_dir();
 #endif
@@ -246,17 +259,14 @@ void test_unix_listener_replaces_a_stale_socket_file(void) {
 void test_unix_listener_on_a_live_socket_file_is_eaddrinuse(void) {
   NEED_UNIX();
 #ifndef _WIN32
-  make_dir();
-  ioc_core_t *core;
-  make_core(&core);
-  char addr[IOC_ADDRSTRLEN], path[IOC_ADDRSTRLEN];
-  size_t alen = unix_addr(addr, sizeof addr, "live.sock", path, sizeof path);
+  unix_case_t u;
+  ioc_core_t *core = unix_case_start(&u, "live.sock");
   ioc_listener_t *l, *again = NULL;
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, NULL, NULL, &l));
-  ASSERT_ERR(ioc_listen(core, addr, alen, NULL, NULL, NULL, &again), IOC_EADDRINUSE);
+  ASSERT_OK(ioc_listen(core, u.addr, u.alen, NULL, NULL, NULL, &l));
+  ASSERT_ERR(ioc_listen(core, u.addr, u.alen, NULL, NULL, NULL, &again), IOC_EADDRINUSE);
   ASSERT(again == NULL);
-  ASSERT(file_exists(path)); /* the failed listen took nothing away */
-  int fd = os_unix_connect(path);
+  ASSERT(file_exists(u.path)); /* the failed listen took nothing away */
+  int fd = os_unix_connect(u.path);
   close(fd);
   /* a file that is not a socket is not replaced either */
   char faddr[IOC_ADDRSTRLEN], fpath[IOC_ADDRSTRLEN];
@@ -319,10 +329,7 @@ void test_unix_connect_to_a_missing_path_a_dead_file_or_a_full_backlog_fails_wit
   /* a listener whose backlog is full (it never accepts): EAGAIN, not a wait */
   size_t alen = unix_addr(addr, sizeof addr, "full.sock", path, sizeof path);
   int ls = socket(AF_UNIX, SOCK_STREAM, 0);
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sun_family = AF_UNIX;
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%.100s", path);
+  struct sockaddr_un sa = os_unix_addr(path);
   ASSERT(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(ls, 0) == 0);
   static rec_t rs[8];
   ioc_session_t *ss[8];
@@ -381,17 +388,13 @@ static void slow_reader_main(void *arg) {
 void test_unix_graceful_close_delivers_everything_to_a_slow_reader(void) {
   NEED_UNIX();
 #ifndef _WIN32
-  make_dir();
-  ioc_core_t *core;
-  make_core(&core);
-  char addr[IOC_ADDRSTRLEN], path[IOC_ADDRSTRLEN];
-  size_t alen = unix_addr(addr, sizeof addr, "slow.sock", path, sizeof path);
+  unix_case_t u;
+  ioc_core_t *core = unix_case_start(&u, "slow.sock");
   rec_server_t *srv = rec_server_new(0, 0);
-  ioc_listener_t *l;
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, rec_server_accept, srv, &l));
+  ioc_listener_t *l = unix_case_listen(&u, srv);
   slow_reader_t rd;
   memset(&rd, 0, sizeof rd);
-  rd.fd = os_unix_connect(path);
+  rd.fd = os_unix_connect(u.path);
   rd.want = 4u << 20;
   rd.buf = (char *)malloc(rd.want + 1);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].opens) == 1, 5000);
@@ -436,23 +439,17 @@ void test_unix_listen_and_connect_are_eafnosupport_on_windows(void) {
 void test_unix_accepted_peer_is_the_name_a_client_bound(void) {
   NEED_UNIX();
 #ifndef _WIN32
-  make_dir();
-  ioc_core_t *core;
-  make_core(&core);
-  char addr[IOC_ADDRSTRLEN], path[IOC_ADDRSTRLEN], text[IOC_ADDRSTRLEN];
-  size_t alen = unix_addr(addr, sizeof addr, "named.sock", path, sizeof path);
+  unix_case_t u;
+  ioc_core_t *core = unix_case_start(&u, "named.sock");
+  char text[IOC_ADDRSTRLEN];
   rec_server_t *srv = rec_server_new(0, 0);
-  ioc_listener_t *l;
-  ASSERT_OK(ioc_listen(core, addr, alen, NULL, rec_server_accept, srv, &l));
+  ioc_listener_t *l = unix_case_listen(&u, srv);
   char caddr[IOC_ADDRSTRLEN], cpath[IOC_ADDRSTRLEN];
   unix_addr(caddr, sizeof caddr, "client.sock", cpath, sizeof cpath);
   int c = socket(AF_UNIX, SOCK_STREAM, 0);
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sun_family = AF_UNIX;
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%.100s", cpath);
+  struct sockaddr_un sa = os_unix_addr(cpath);
   ASSERT(c >= 0 && bind(c, (struct sockaddr *)&sa, sizeof sa) == 0);
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%.100s", path);
+  sa = os_unix_addr(u.path);
   ASSERT(connect(c, (struct sockaddr *)&sa, sizeof sa) == 0);
   WAIT_UNTIL(core, atomic_load(&srv->recs[0].opens) == 1, 5000);
   /* a reference of our own while we read it: the session's end (after

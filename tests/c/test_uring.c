@@ -77,6 +77,32 @@ static int ur_nsess(void) {
   return n;
 }
 
+/* A core with g_ur reset, a pool of nthreads workers (none for 0), and a
+ * loopback listener whose accept is `accept` (with ud). */
+static ioc_listener_t *ur_start(ioc_core_t **core, int nthreads, ioc_accept_cb accept, void *ud) {
+  make_core(core);
+  ur_srv_init();
+  if (nthreads > 0) ASSERT_OK(test_pool_start(*core, nthreads));
+  return listen_loopback(*core, NULL, accept, ud);
+}
+
+/* n clients of l, connected at once; returns when g_ur has them all. */
+static void ur_connect_all(ioc_core_t *core, ioc_listener_t *l, sock_t *c, int n) {
+  for (int i = 0; i < n; i++) c[i] = tcp_connect(ioc_listener_address(l));
+  WAIT_UNTIL(core, ur_nsess() == n, 10000);
+}
+
+/* The end of a test: the n clients in c (if not closed already: c NULL)
+ * close, g_ur sees n closes, the listener closes, and the core must
+ * close clean. */
+static void ur_end(ioc_core_t *core, ioc_listener_t *l, sock_t *c, int n) {
+  if (c)
+    for (int i = 0; i < n; i++) sock_close(c[i]);
+  WAIT_UNTIL(core, atomic_load(&g_ur.closes) == n, 10000);
+  ioc_listener_close(l);
+  ASSERT_CORE_CLEAN(core);
+}
+
 /* Sends msg on every client and expects it echoed whole (pumping core). */
 static void ping_all(ioc_core_t *core, sock_t *c, int n, const char *msg) {
   size_t len = strlen(msg);
@@ -129,13 +155,10 @@ static void wait_modes(ioc_core_t *core, int n, const char *want) {
  * rings after the join: every ring hand-over carried them across. */
 static void run_mode_case(int nthreads, const char *want) {
   ioc_core_t *core;
-  make_core(&core);
-  ur_srv_init();
-  ioc_listener_t *l = listen_loopback(core, NULL, ur_accept, NULL);
+  ioc_listener_t *l = ur_start(&core, 0, ur_accept, NULL);
   enum { N = 8 };
   sock_t c[N];
-  for (int i = 0; i < N; i++) c[i] = tcp_connect(ioc_listener_address(l));
-  WAIT_UNTIL(core, ur_nsess() == N, 5000);
+  ur_connect_all(core, l, c, N);
   ping_all(core, c, N, "before");
   ASSERT_OK(test_pool_start(core, nthreads));
   wait_modes(core, nthreads, want);
@@ -148,10 +171,7 @@ static void run_mode_case(int nthreads, const char *want) {
   ASSERT_OK(ioc_core_start(core, nthreads));
   wait_modes(core, nthreads, want);
   ping_all(core, c, N, "again");
-  for (int i = 0; i < N; i++) sock_close(c[i]);
-  WAIT_UNTIL(core, atomic_load(&g_ur.closes) == N, 10000);
-  ioc_listener_close(l);
-  ASSERT_CORE_CLEAN(core);
+  ur_end(core, l, c, N);
 }
 
 /* The kernel takes SINGLE_ISSUER | DEFER_TASKRUN (6.1+). */
@@ -214,16 +234,12 @@ void test_uring_rings_handed_over_mid_send_lose_no_byte(void) {
   ASSERT(g_big);
   pattern_fill(7, 0, g_big, BIG);
   ioc_core_t *core;
-  make_core(&core);
-  ur_srv_init();
-  ASSERT_OK(test_pool_start(core, 4));
-  ioc_listener_t *l = listen_loopback(core, NULL, big_accept, NULL);
+  ioc_listener_t *l = ur_start(&core, 4, big_accept, NULL);
   enum { N = 8 };
   sock_t c[N];
   /* (no small SO_RCVBUF: shrunk after the handshake, it stalls TCP itself
    * in zero-window probes; the default 128 KiB window is small enough) */
-  for (int i = 0; i < N; i++) c[i] = tcp_connect(ioc_listener_address(l));
-  WAIT_UNTIL(core, ur_nsess() == N, 10000);
+  ur_connect_all(core, l, c, N);
   sleep_ms(50); /* the sends reach the kernel and stall */
   ioc_stats_t st = core_stats(core);
   ASSERT_MSG(st.bytes_out < (uint64_t)N * BIG, "the sends were meant to be stuck: %llu bytes out",
@@ -241,10 +257,7 @@ void test_uring_rings_handed_over_mid_send_lose_no_byte(void) {
     ASSERT_MSG(bad < 0, "client %d: byte %ld differs", i, bad);
   }
   ping_all(core, c, N, "still here");
-  for (int i = 0; i < N; i++) sock_close(c[i]);
-  WAIT_UNTIL(core, atomic_load(&g_ur.closes) == N, 10000);
-  ioc_listener_close(l);
-  ASSERT_CORE_CLEAN(core);
+  ur_end(core, l, c, N);
   free(buf);
   free(g_big);
 }
@@ -265,14 +278,10 @@ static void count_post(void *arg) {
 void test_uring_foreign_thread_sends_cancels_and_wakes_reach_owner_rings(void) {
   need_uring();
   ioc_core_t *core;
-  make_core(&core);
-  ur_srv_init();
-  ASSERT_OK(test_pool_start(core, 2));
-  ioc_listener_t *l = listen_loopback(core, NULL, ur_accept, NULL);
+  ioc_listener_t *l = ur_start(&core, 2, ur_accept, NULL);
   enum { N = 24 };
   sock_t c[N];
-  for (int i = 0; i < N; i++) c[i] = tcp_connect(ioc_listener_address(l));
-  WAIT_UNTIL(core, ur_nsess() == N, 10000);
+  ur_connect_all(core, l, c, N);
   ping_all(core, c, N, "hello");
   /* sends from this thread */
   mutex_lock(&g_ur.lock);
@@ -322,10 +331,7 @@ void test_uring_foreign_thread_sends_cancels_and_wakes_reach_owner_rings(void) {
 void test_uring_accepts_spread_over_worker_rings(void) {
   need_uring();
   ioc_core_t *core;
-  make_core(&core);
-  ur_srv_init();
-  ASSERT_OK(test_pool_start(core, 2));
-  ioc_listener_t *l = listen_loopback(core, NULL, ur_accept, NULL);
+  ioc_listener_t *l = ur_start(&core, 2, ur_accept, NULL);
   enum { N = 200 };
   for (int i = 0; i < N; i++) {
     sock_t c = tcp_connect(ioc_listener_address(l));
@@ -338,8 +344,7 @@ void test_uring_accepts_spread_over_worker_rings(void) {
   for (int i = 0; i < N; i++) on_first += g_ur.accept_thread[i] == first;
   ASSERT_MSG(on_first >= N / 4 && on_first <= N - N / 4,
              "%d of %d connections were accepted by one worker, %d by the other", on_first, N, N - on_first);
-  ioc_listener_close(l);
-  ASSERT_CORE_CLEAN(core);
+  ur_end(core, l, NULL, N);
 }
 
 /* ---- the new-connection path on the ring ---------------------------------------- */
@@ -350,13 +355,6 @@ static void reply_and_close(ioc_session_t *s, const char *data, size_t len) {
   ASSERT_OK(ioc_session_send(s, "bye", 3));
   ioc_session_close(s);
 }
-static void rc_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
-  (void)l;
-  (void)ud;
-  ioc_session_callbacks_t cb = callbacks(NULL, reply_and_close, NULL, ur_close);
-  ioc_session_set_callbacks(s, &cb, NULL);
-}
-
 /* 40 connections on a pool of 2, each answered and closed gracefully by the
  * server from its handler: every client gets the reply then EOF, and the
  * sessions' sockets were closed by IORING_OP_CLOSE SQEs in the workers'
@@ -365,10 +363,8 @@ static void rc_accept(ioc_listener_t *l, ioc_session_t *s, void *ud) {
 void test_uring_graceful_close_closes_sockets_on_the_ring(void) {
   need_uring();
   ioc_core_t *core;
-  make_core(&core);
-  ur_srv_init();
-  ASSERT_OK(test_pool_start(core, 2));
-  ioc_listener_t *l = listen_loopback(core, NULL, rc_accept, NULL);
+  ioc_session_callbacks_t cb = callbacks(NULL, reply_and_close, NULL, ur_close);
+  ioc_listener_t *l = ur_start(&core, 2, accept_with_callbacks, &cb);
   enum { N = 40 };
   for (int i = 0; i < N; i++) {
     sock_t c = tcp_connect(ioc_listener_address(l));
@@ -383,8 +379,7 @@ void test_uring_graceful_close_closes_sockets_on_the_ring(void) {
   WAIT_UNTIL(core, atomic_load(&g_ur.closes) == N, 10000);
   uint64_t closes = ioc__uring_closes(core);
   ASSERT_MSG(closes >= N, "%llu of %d sockets closed on the ring", (unsigned long long)closes, N);
-  ioc_listener_close(l);
-  ASSERT_CORE_CLEAN(core);
+  ur_end(core, l, NULL, N);
 }
 
 #else /* !__linux__ */

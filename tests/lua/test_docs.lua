@@ -42,6 +42,12 @@ function TestDocs:test_watchdog_period_in_docs_is_the_modules()
   lu.assertEquals(tonumber(count), define(source("src/lua/lbind.h"), "LB_CO_HOOK_COUNT"))
 end
 
+function TestDocs:test_cork_limit_in_docs_is_the_libraries()
+  local n = doc():match("A write starts anyway once (%d+) KiB are held")
+  lu.assertNotNil(n, "the cork sentence in docs/lua-api.md")
+  lu.assertEquals(tonumber(n), kib(define(source("src/include/iocore.h"), "IOC_CORK_MAX")))
+end
+
 function TestDocs:test_option_ranges_and_defaults_in_docs_are_the_modules()
   local text = doc()
   local accepts = text:match("| `accepts` | `16` | [^\n]-, 1%.%.(%d+) |")

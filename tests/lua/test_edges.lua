@@ -48,6 +48,8 @@ for _, what in ipairs { "recv", "accept", "timer" } do
       local out, status = run_script(core, 30000, "memory_full.lua", what)
       lu.assertEquals(status, 0, "the process must survive a full Lua state; output:\n" .. out)
       lu.assertStrContains(out, "survived")
+      lu.assertStrContains(out, "full\ttrue\tdone\ttrue", false,
+        "the work was not seen done with the state full; output:\n" .. out)
       lu.assertStrContains(out, "usable\ttrue")
       lu.assertStrContains(out, "active\t0")
       if what ~= "timer" then

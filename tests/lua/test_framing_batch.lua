@@ -53,19 +53,29 @@ local function wait_closed(core, recs, first, what)
   return rec_of(recs, first)
 end
 
+-- A line server that echoes each message but runs `fault(msg)` first, and
+-- two clients, each sending its lines in one send: `bad` (its first line
+-- "a", then one the fault acts on) and `good`. Returns the listener, the
+-- records, both clients, and the bad session's record once it has closed.
+local function fault_mid_receive(core, fault, bad_lines, good_lines, what)
+  local l, recs = server(core, "line", function(s, msg)
+    fault(msg)
+    s:send(msg .. "\n")
+  end)
+  local bad = H.client(core, l:address())
+  local good = H.client(core, l:address())
+  H.wait_for(core, function() return bad.connected and good.connected end, "connect")
+  bad.s:send(bad_lines)
+  good.s:send(good_lines)
+  return l, recs, bad, good, wait_closed(core, recs, "a", what)
+end
+
 function TestFramingBatch:test_framing_error_mid_receive_aborts_only_its_session_and_drops_the_rest()
   H.with_core(function(core, ctx)
     ctx.allow_errors = true
-    local l, recs = server(core, "line", function(s, msg)
+    local l, recs, bad, good, rec = fault_mid_receive(core, function(msg)
       if msg == "boom" then error("boom in on_recv") end
-      s:send(msg .. "\n")
-    end)
-    local bad = H.client(core, l:address())
-    local good = H.client(core, l:address())
-    H.wait_for(core, function() return bad.connected and good.connected end, "connect")
-    bad.s:send("a\nboom\nc\nd\n")
-    good.s:send("x\ny\nz\n")
-    local rec = wait_closed(core, recs, "a", "the failing session's abort")
+    end, "a\nboom\nc\nd\n", "x\ny\nz\n", "the failing session's abort")
     lu.assertEquals(rec.msgs, { "a", "boom" }) -- nothing after the error
     H.assert_msg(rec.close_err, "ECONNABORTED", "on_close err")
     lu.assertEquals(#ctx.errors, 1)
@@ -194,18 +204,11 @@ end
 function TestFramingBatch:test_framing_runaway_mid_receive_is_interrupted_and_only_its_session_aborted()
   H.with_core({ handler_timeout = 200 }, function(core, ctx)
     ctx.allow_errors = true
-    local l, recs = server(core, "line", function(s, msg)
+    local l, _, bad, good, rec = fault_mid_receive(core, function(msg)
       if msg == "spin" then
         while true do end
       end
-      s:send(msg .. "\n")
-    end)
-    local bad = H.client(core, l:address())
-    local good = H.client(core, l:address())
-    H.wait_for(core, function() return bad.connected and good.connected end, "connect")
-    bad.s:send("a\nspin\nc\n")
-    good.s:send("x\ny\n")
-    local rec = wait_closed(core, recs, "a", "the runaway's abort")
+    end, "a\nspin\nc\n", "x\ny\n", "the runaway's abort")
     lu.assertEquals(rec.msgs, { "a", "spin" })
     lu.assertEquals(#ctx.errors, 1)
     lu.assertStrContains(ctx.errors[1].msg, "ETIMEDOUT")
