@@ -9,7 +9,10 @@
 -- buffer in C (src/lua/lrbuf.c): what arrives is appended there, without a
 -- Lua string, and Lua hears of it only when the coroutine parked on the
 -- session can go on (the buffer knows what the parked read waits for): then
--- the session's on_recv, which is on_ready here, resumes it. The reader
+-- the session's on_recv, which is on_ready here, resumes it; a handler
+-- parked on its own session in the plain state (no state table, see
+-- state_of) is resumed by the buffer itself, and finish here runs only if
+-- it ends or fails. The reader
 -- methods read, read_line and read_until are C functions that return at
 -- once when their data is buffered; otherwise they call the slow paths
 -- below, which park the coroutine and keep the failure rules. on_close,

@@ -6,7 +6,9 @@
  * only hears of a receive when the coroutine parked on the session can go
  * on: the parked read's need (n bytes, any byte, or a delimiter within max
  * bytes) is kept here and checked at each delivery; then the session's
- * on_recv (stream.lua's on_ready) is called, without data.
+ * on_recv (stream.lua's on_ready) is called, without data, or, when the
+ * reader is the session's handler parked in the plain state (`quick`),
+ * that coroutine is resumed from here (wake_owner).
  *
  * The session methods read(n), read(), read_line([max]) and
  * read_until(delim[, max]) are C closures (make_readers): when what they
