@@ -9,7 +9,10 @@
 -- buffer in C (src/lua/lrbuf.c): what arrives is appended there, without a
 -- Lua string, and Lua hears of it only when the coroutine parked on the
 -- session can go on (the buffer knows what the parked read waits for): then
--- the session's on_recv, which is on_ready here, resumes it. The reader
+-- the session's on_recv, which is on_ready here, resumes it; a handler
+-- parked on its own session in the plain state (no state table, see
+-- state_of) is resumed by the buffer itself, and finish here runs only if
+-- it ends or fails. The reader
 -- methods read, read_line and read_until are C functions that return at
 -- once when their data is buffered; otherwise they call the slow paths
 -- below, which park the coroutine and keep the failure rules. on_close,
@@ -117,7 +120,8 @@ end
 
 -- What follows a resume of co that gave ok, err (coroutine.resume's
 -- first results): a handler coroutine that ended closes its session; an
--- error is reported and aborts the session of the coroutine.
+-- error is reported and aborts the session of the coroutine. Also called
+-- by the C buffer (lrbuf.c), which resumes a parked owner itself.
 local function finish(co, ok, err)
   if ok then
     if co_status(co) == "dead" then
@@ -722,6 +726,7 @@ function M.install(iocore, methods)
   B = methods.rbuf or reg["iocore.rbuf"]
   if type(B) ~= "table" then error("iocore.stream: this iocore module has no stream receive buffer (rebuild it)") end
   DEFAULT_MAX = B.max
+  if B.set_finish then B.set_finish(finish) end
   M.limits.max, M.limits.read_ahead = B.max, B.read_ahead
   sm.read, sm.read_line, sm.read_until = B.make_readers(owners, PARK, try_park, read, read_line, read_until)
   sm.write = B.make_writer(owners, write)

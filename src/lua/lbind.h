@@ -323,6 +323,13 @@ void lb_report(lcore *lc, ioc_session_t *s);
 /* lchild.c: os.execute / io.popen from a handler start children with the
  * process's usual signal mask, not the worker's. */
 void lb_open_child_guard(lua_State *L);
+/* Resumes the suspended coroutine co with the nargs values on top of its
+ * stack as a handler of its own, without a Lua function between (lrbuf.c
+ * wakes a parked stream reader so): handler_timeout applies and the
+ * watchdog is told co runs, as for a coroutine.resume from a handler.
+ * Returns lua_resume's status; *nres: co's results on its stack. Call it
+ * on T under the lock, from the drain (not from inside a handler). */
+int lb_resume_handler(lcore *lc, lua_State *co, int nargs, int *nres);
 /* Makes a coroutine honour handler_timeout while a handler runs. */
 void lb_hook_thread(lua_State *L, lua_State *co);
 void lb_open_coroutine_guard(lua_State *L);

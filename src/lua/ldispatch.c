@@ -396,6 +396,16 @@ void lb_call(lcore *lc, int nargs, ioc_session_t *s) {
 
 /* ---- coroutines resumed by handlers ----------------------------------------------------- */
 
+int lb_resume_handler(lcore *lc, lua_State *co, int nargs, int *nres) {
+  handler_begin(lc);
+  lp_mutex_lock(lc->co_lock);
+  lc->running_co = co;
+  lp_mutex_unlock(lc->co_lock);
+  int st = lua_resume(co, lc->T, nargs, nres);
+  handler_end(lc); /* (lets go of running_co) */
+  return st;
+}
+
 static void hook_now(lua_State *co) { lua_sethook(co, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1); }
 
 /* coroutine.resume that tells the watchdog which coroutine a handler is

@@ -6,7 +6,9 @@
  * only hears of a receive when the coroutine parked on the session can go
  * on: the parked read's need (n bytes, any byte, or a delimiter within max
  * bytes) is kept here and checked at each delivery; then the session's
- * on_recv (stream.lua's on_ready) is called, without data.
+ * on_recv (stream.lua's on_ready) is called, without data, or, when the
+ * reader is the session's handler parked in the plain state (`quick`),
+ * that coroutine is resumed from here (wake_owner).
  *
  * The session methods read(n), read(), read_line([max]) and
  * read_until(delim[, max]) are C closures (make_readers): when what they
@@ -207,6 +209,54 @@ static bool rb_ready(lb_rbuf *rb) {
   }
 }
 
+/* The registry key of stream.lua's finish(co, ok, err): what follows a
+ * wake whose coroutine ended (its session is closed) or failed (reported,
+ * its session aborted). */
+static const char finish_key = 'f';
+
+/* Wakes the session's owner, parked here in the plain state (quick), as
+ * stream.lua's on_ready would, without calling it: resumed straight from
+ * here (lb_resume_handler) with `chunk` (a read() waiting on an empty
+ * buffer: its result) or nothing. stream.lua's finish is called only when
+ * the coroutine ends or fails. False (nothing done) when it cannot be
+ * done so: the caller calls on_recv. */
+static bool wake_owner(lcore *lc, lsession *ls, int idx, const char *chunk, size_t len) {
+  lua_State *T = lc->T;
+  int top = lua_gettop(T);
+  if (lua_rawgetp(T, LUA_REGISTRYINDEX, &finish_key) != LUA_TFUNCTION ||
+      lua_getiuservalue(T, idx, LSESSION_UV_STREAM) != LUA_TTHREAD) {
+    lua_settop(T, top);
+    return false;
+  }
+  lua_State *co = lua_tothread(T, -1);
+  if (lua_status(co) != LUA_YIELD || !lua_checkstack(co, 1)) {
+    lua_settop(T, top);
+    return false;
+  }
+  if (chunk) lua_pushlstring(T, chunk, len); /* (made on T: a memory error is the drain's) */
+  lb_rbuf *rb = ls->rb;
+  rb->quick = false;
+  rb->want = WANT_NONE;
+  if (chunk) lua_xmove(T, co, 1);
+  int nres = 0;
+  int st = lb_resume_handler(lc, co, chunk ? 1 : 0, &nres);
+  if (st == LUA_YIELD) {
+    lua_pop(co, nres);
+    lua_settop(T, top);
+    return true;
+  }
+  lua_pushboolean(T, st == LUA_OK); /* finish co ok */
+  if (st == LUA_OK) {
+    lua_pop(co, nres);
+    lua_pushnil(T);
+  } else {
+    lua_xmove(co, T, 1); /* the error */
+  }
+  lb_call(lc, 3, ls->s);
+  lua_settop(T, top);
+  return true;
+}
+
 void lb_rbuf_deliver(lcore *lc, lsession *ls, int idx, const char *data, size_t len) {
   lua_State *T = lc->T;
   lb_rbuf *rb = ls->rb;
@@ -222,6 +272,7 @@ void lb_rbuf_deliver(lcore *lc, lsession *ls, int idx, const char *data, size_t 
     }
     if (!rb_ready(rb)) return;
   }
+  if (rb->quick && wake_owner(lc, ls, idx, direct ? data : NULL, len)) return;
   lb_push_handler(T, idx, "on_recv");
   if (!lua_isfunction(T, -1)) {
     lua_pop(T, 1);
@@ -427,6 +478,14 @@ static int p_attached(lua_State *L) {
   if (!ls->rb) return 0;
   lua_pushinteger(L, (lua_Integer)ls->rb->hwm);
   return 1;
+}
+
+/* set_finish(fn): stream.lua's finish(co, ok, err), for wake_owner. */
+static int p_set_finish(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &finish_key);
+  return 0;
 }
 
 /* lc(obj): a light userdata naming the core of a core or session object. */
@@ -709,7 +768,7 @@ static int p_make_writer(lua_State *L) {
 
 static const luaL_Reg primitives[] = {{"attach", p_attach},   {"len", p_len},         {"take", p_take},
                                       {"find", p_find},       {"park", p_park},       {"unpark", p_unpark},
-                                      {"closing", p_closing}, {"own", p_own}, {"owner", p_owner}, {"quick", p_quick}, {"state", p_state}, {"lc", p_lc}, {"attached", p_attached}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
+                                      {"closing", p_closing}, {"own", p_own}, {"owner", p_owner}, {"quick", p_quick}, {"state", p_state}, {"lc", p_lc}, {"attached", p_attached}, {"set_finish", p_set_finish}, {"want_drain", p_want_drain}, {"make_readers", p_make_readers}, {"put", p_put},
                                       {"make_writer", p_make_writer},
                                       {NULL, NULL}};
 

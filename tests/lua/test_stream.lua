@@ -536,6 +536,56 @@ function TestStream:test_coroutine_that_never_yields_is_interrupted_by_handler_t
   end)
 end
 
+-- A handler parked in a read is resumed straight from C when its data
+-- comes (not through a Lua on_recv and coroutine.resume), and what follows
+-- is what follows any wake: a handler that returns closes its session, an
+-- error is reported with its traceback and aborts that session only, and a
+-- runaway is interrupted by handler_timeout.
+function TestStream:test_a_parked_handler_woken_by_data_returns_fails_and_times_out_like_any()
+  with_core({ handler_timeout = 300 }, function(core, ctx)
+    ctx.allow_errors = true
+    local parked = 0
+    local addr = serve(core, function(s)
+      parked = parked + 1
+      local line = s:read_line()
+      if line == "boom" then error("exploded after a wake") end
+      if line == "spin" then while true do end end
+      s:write("ok " .. line .. "\n")
+    end)
+    local fine, bad, spin = H.client(core, addr), H.client(core, addr), H.client(core, addr)
+    H.wait_for(core, function() return parked == 3 and fine.connected and bad.connected and spin.connected end,
+      "three handlers parked")
+    local resume, resumes = coroutine.resume, 0
+    coroutine.resume = function(...)
+      resumes = resumes + 1
+      return resume(...)
+    end
+    local ok, err = pcall(function()
+      fine.s:send("fine\n")
+      bad.s:send("boom\n")
+      spin.s:send("spin\n")
+      H.wait_for(core, function() return fine.closed and bad.closed and spin.closed end, "the three sessions to end",
+        20000)
+    end)
+    coroutine.resume = resume
+    assert(ok, err)
+    lu.assertEquals(resumes, 0, "a parked handler was woken through coroutine.resume")
+    lu.assertEquals(fine:data(), "ok fine\n")
+    lu.assertEquals(bad:data(), "")
+    lu.assertEquals(spin:data(), "")
+    lu.assertEquals(#ctx.errors, 2)
+    local boom, timeout
+    for _, e in ipairs(ctx.errors) do
+      if e.msg:find("exploded after a wake", 1, true) then boom = e end
+      if e.msg:find("ETIMEDOUT", 1, true) then timeout = e end
+    end
+    lu.assertNotNil(boom, "the handler's error was not reported")
+    lu.assertStrContains(boom.msg, "stack traceback")
+    lu.assertEquals(boom.session:peer(), bad.s:address(), "on_error got another session")
+    lu.assertNotNil(timeout, "the runaway was not interrupted")
+  end)
+end
+
 function TestStream:test_spawn_runs_fn_with_its_arguments_and_reports_errors()
   with_core(function(core, ctx)
     ctx.allow_errors = true
