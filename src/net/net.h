@@ -1,5 +1,5 @@
 /* Listener and session internals shared by net/listener.c and the session's
- * files: net/session.c, net/connect.c, net/accepted.c. */
+ * files: net/session.c, net/connect.c, net/accepted.c, net/session_props.c. */
 #ifndef IOC_NET_H
 #define IOC_NET_H
 
@@ -198,6 +198,9 @@ static inline size_t ioc__session_pending(const ioc_session_t *s) { return s->sq
 
 static inline uint32_t ioc__now32(void) { return (uint32_t)ioc__now_ms(); }
 static inline uint32_t ioc__ms_since(uint32_t now, uint32_t then) { return (uint32_t)(now - then); }
+/* A time-out in ms (or a byte limit) as a session keeps it: at most
+ * UINT32_MAX. */
+static inline uint32_t ioc__clamp_ms(uint64_t ms) { return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms; }
 
 /* net/tcpinfo.c: the bytes the kernel still holds for the peer (unsent or
  * unacknowledged; our FIN counts one once shut down), and in *acked the
