@@ -3,7 +3,7 @@
  *
  * Files: lcore.c (module, core object, options), ldispatch.c (event queue,
  * drain loop, protected handler calls, watchdog, run/stop), llistener.c,
- * lsession.c, ltimer.c (one Lua type each).
+ * lsession.c, ltimer.c (one Lua type each), lconnect.c (core:connect).
  *
  * Threads and the lock. One mutex, `lua_lock`, owns the Lua state while run()
  * is active (`running`); outside run() the script owns the state and workers
@@ -367,6 +367,11 @@ void lb_defer_session(lua_State *L, ioc_session_t *s); /* handler table on top: 
 /* Before an unprocessed event is dropped (core close): its session's lazy
  * handler reference goes. */
 void lb_event_forget(lua_State *L, lev *e);
+/* The key of the handler table that carries the read_timeout option
+ * (lsession.c, lconnect.c). */
+#define LB_READ_TIMEOUT_KEY "read_timeout"
+#define LB_OWN_KEY "own" /* marks a handler table as the session's own */
+/* lconnect.c */
 const char *lb_check_address(lua_State *L, int idx, size_t *len);
 /* Reads the session options (listen, connect) of the options table at o;
  * read_timeout goes to *read_ms (kept for the stream style). */
