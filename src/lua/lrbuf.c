@@ -35,7 +35,9 @@
 /* What the parked reader waits for. */
 enum { WANT_NONE, WANT_N, WANT_ANY, WANT_DELIM };
 
-#define DELIM_INLINE 16
+/* Delimiters up to this long (lines, "\r\n\r\n") are kept in the struct,
+ * in the room of the pointer to a longer one. */
+#define DELIM_INLINE sizeof(char *)
 
 struct lb_rbuf {
   char *buf;         /* NULL while empty */
@@ -43,7 +45,12 @@ struct lb_rbuf {
   size_t head, tail; /* the unread bytes are buf[head..tail) */
   size_t scan;       /* bytes from head known to hold no start of `delim` */
   size_t need;       /* WANT_N: the count; WANT_DELIM: max */
-  char *delim;       /* WANT_DELIM (and the scan): delim_in, or allocated when longer */
+  /* WANT_DELIM (and the scan): the delimiter (dlen bytes, 0: none), in
+   * `in`, or allocated when longer (rb_delim) */
+  union {
+    char in[DELIM_INLINE];
+    char *heap;
+  } delim;
   size_t dlen;
   size_t hwm;        /* write_hwm: a write that may pass it goes to the slow path (0: never waits) */
   /* The session's handler coroutine while it is one of stream.lua's (own):
@@ -60,7 +67,6 @@ struct lb_rbuf {
    * park here without Lua (`quick`: the parked reader is the owner). */
   bool stated;
   bool quick;
-  char delim_in[DELIM_INLINE];
 };
 
 /* ---- memory (the Lua state's allocator: memory_limit applies) ------------------------- */
@@ -85,15 +91,22 @@ static void rb_free_bytes(lua_State *L, lb_rbuf *rb) {
   rb->cap = rb->head = rb->tail = rb->scan = 0;
 }
 
-static void rb_set_delim(lua_State *L, lb_rbuf *rb, const char *d, size_t dl) {
-  if (rb->dlen == dl && rb->delim && memcmp(rb->delim, d, dl) == 0) return;
-  if (rb->delim && rb->delim != rb->delim_in) rb_alloc(L, rb->delim, rb->dlen, 0);
-  rb->delim = NULL;
+static const char *rb_delim(const lb_rbuf *rb) { return rb->dlen > DELIM_INLINE ? rb->delim.heap : rb->delim.in; }
+
+static void rb_free_delim(lua_State *L, lb_rbuf *rb) {
+  if (rb->dlen > DELIM_INLINE) rb_alloc(L, rb->delim.heap, rb->dlen, 0);
   rb->dlen = 0;
-  char *p = rb->delim_in;
-  if (dl > DELIM_INLINE && !(p = rb_alloc(L, NULL, 0, dl))) rb_nomem(L, dl);
+}
+
+static void rb_set_delim(lua_State *L, lb_rbuf *rb, const char *d, size_t dl) {
+  if (rb->dlen == dl && memcmp(rb_delim(rb), d, dl) == 0) return;
+  rb_free_delim(L, rb);
+  char *p = rb->delim.in;
+  if (dl > DELIM_INLINE) {
+    if (!(p = rb_alloc(L, NULL, 0, dl))) rb_nomem(L, dl);
+    rb->delim.heap = p;
+  }
   memcpy(p, d, dl);
-  rb->delim = p;
   rb->dlen = dl;
   rb->scan = 0; /* known for the old delimiter only */
 }
@@ -102,7 +115,7 @@ void lb_rbuf_free(lua_State *L, lsession *ls) {
   lb_rbuf *rb = ls->rb;
   if (!rb) return;
   rb_free_bytes(L, rb);
-  if (rb->delim && rb->delim != rb->delim_in) rb_alloc(L, rb->delim, rb->dlen, 0);
+  rb_free_delim(L, rb);
   rb_alloc(L, rb, sizeof *rb, 0);
   ls->rb = NULL;
 }
@@ -202,9 +215,9 @@ static bool rb_ready(lb_rbuf *rb) {
   case WANT_N: return rb_len(rb) >= rb->need;
   case WANT_ANY: return rb_len(rb) > 0;
   case WANT_DELIM:
-    if (rb_find(rb, rb->scan, rb->delim, rb->dlen) >= 0) return true;
+    if (rb_find(rb, rb->scan, rb_delim(rb), rb->dlen) >= 0) return true;
     rb_scanned(rb, rb->dlen);
-    return rb_too_long(rb, rb->delim, rb->dlen, rb->need);
+    return rb_too_long(rb, rb_delim(rb), rb->dlen, rb->need);
   default: return false;
   }
 }

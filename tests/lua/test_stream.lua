@@ -690,7 +690,9 @@ io.write("served ", ok, "\n")
 -- read_line by a client process; the Lua memory each costs the server
 -- (collected, so garbage is not counted). They are then served and end.
 -- `on_parked(served)`, if given, runs while they are all parked, before
--- the client sends anything (served: the handlers finished so far).
+-- the client sends anything (served: the handlers finished so far). With a
+-- core that has a memory_limit, also returns the bytes each holds through
+-- the Lua allocator outside Lua's own objects (the C receive buffers).
 local function parked_bytes_each(core, N, handler, on_parked)
   local parked, served = 0, 0
   local addr = serve(core, function(s)
@@ -705,13 +707,14 @@ local function parked_bytes_each(core, N, handler, on_parked)
   f:close()
   collectgarbage()
   collectgarbage()
-  local before = collectgarbage("count")
+  local before, before_all = collectgarbage("count"), core:stats().memory
   local p = H.spawn(script, addr:match(":(%d+)$"), tostring(N), go)
   H.wait_output(core, p, "connected", 60000)
   H.wait_for(core, function() return parked == N end, "all sessions parked", 60000)
   collectgarbage()
   collectgarbage()
   local per = (collectgarbage("count") - before) * 1024 / N
+  local c_per = (core:stats().memory - before_all) / N - per
   if on_parked then on_parked(served) end
   assert(io.open(go, "w")):close()
   H.wait_output(core, p, "served (%d+)", 60000)
@@ -719,7 +722,7 @@ local function parked_bytes_each(core, N, handler, on_parked)
   os.remove(script)
   lu.assertEquals(p:output():match("served (%d+)"), tostring(N))
   H.wait_for(core, function() return served == N end, "every handler to finish", 60000)
-  return per
+  return per, c_per
 end
 
 -- 1,000 sessions parked in read_line cost memory only (no worker); each is
@@ -774,6 +777,21 @@ function TestStream:test_a_parked_handler_session_costs_little_more_than_its_cor
     -- the session object with its three user values is ~152 bytes; the
     -- sessions and owners tables' entries 24-48 bytes each
     lu.assertTrue(extra < 360, ("%.0f bytes beyond the coroutine per parked session"):format(extra))
+  end)
+end
+
+-- The C state of a parked session's receive buffer (from the Lua
+-- allocator: memory_limit covers it) is small: no bytes are held while it
+-- waits on an empty buffer, and a short delimiter is kept in the room of
+-- the pointer to a long one (it was 104 bytes with room for both).
+function TestStream:test_a_parked_session_holds_at_most_88_bytes_of_c_state()
+  with_core({ memory_limit = 512 * 1024 * 1024 }, function(core)
+    local _, c_each = parked_bytes_each(core, 500, function(s)
+      local line = s:read_line()
+      s:write(line .. "\n")
+    end)
+    print(("    a parked session: %.0f bytes of C state from the Lua allocator"):format(c_each))
+    lu.assertTrue(c_each <= 88, ("%.0f bytes of C state per parked session"):format(c_each))
   end)
 end
 

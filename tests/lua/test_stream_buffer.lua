@@ -77,6 +77,31 @@ function TestStreamBuffer:test_reads_give_the_same_results_for_a_stream_cut_at_e
   end)
 end
 
+-- Delimiters longer than the room kept for one in the buffer's state (8
+-- bytes: a longer one is allocated), exactly that long, and short ones in
+-- turn, each waited for across single-byte receives and found at once in
+-- a stream that came in one piece.
+function TestStreamBuffer:test_long_and_short_delimiters_in_turn_across_single_byte_receives()
+  with_server(function(core, ctx, serve)
+    local STREAM2 = "a<<BOUNDARY>>b\nc123456789d12345678e<<BOUNDARY>>f"
+    local results = {}
+    local addr = serve(function(s)
+      local r = {}
+      for _, d in ipairs({ "<<BOUNDARY>>", "\n", "123456789", "12345678", "<<BOUNDARY>>" }) do
+        r[#r + 1] = s:read_until(d)
+      end
+      r[#r + 1] = s:read(1)
+      results[#results + 1] = r
+    end)
+    local bytes = {}
+    for i = 1, #STREAM2 do bytes[i] = STREAM2:sub(i, i) end
+    send_pieces(core, addr, bytes, 3)
+    send_pieces(core, addr, { STREAM2 }, 5)
+    H.wait_for(core, function() return #results == 2 end, "both connections' reads", 30000)
+    for i, r in ipairs(results) do lu.assertEquals(r, { "a", "b", "c", "d", "e", "f" }, "connection " .. i) end
+  end)
+end
+
 -- read(n) in a single call across many receives, and read() taking what
 -- is there without waiting for more.
 function TestStreamBuffer:test_read_n_waits_across_receives_and_read_takes_what_is_there()
