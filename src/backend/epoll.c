@@ -41,24 +41,14 @@
 #define _GNU_SOURCE /* accept4 */
 #endif
 
-#include "internal.h"
+#include "epoll.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
-
-/* ep_handle_t.bits, all under its lock */
-#define EP_READABLE 0x1u /* a read edge came and no syscall has said EAGAIN since */
-#define EP_WRITABLE 0x2u /* the same for writing */
-#define EP_PEER_DONE 0x4u /* FIN or an error was reported: a short read proves nothing */
-#define EP_RD_BUSY 0x8u  /* a thread (or a deferred token) runs the read side */
-#define EP_REARM 0x10u   /* fault injection: an injected EAGAIN wants the edge re-armed */
 
 /* op->flags, all under the handle's lock */
 #define EP_OP_RDQ 0x1u    /* in h->rd queue */
@@ -70,42 +60,6 @@
 /* Operations one runner completes on a handle before it hands the rest to
  * the ready queue (16 x 64 KiB = 1 MiB of a fast sender per turn). */
 #define EP_READ_BUDGET 16
-#define EP_CHUNK_SHIFT 10
-#define EP_CHUNK_SIZE (1u << EP_CHUNK_SHIFT)
-#define EP_WAKE_TAG UINT64_MAX
-
-/* The backend's state of one socket, kept in its handle's slot. */
-typedef struct ep_handle {
-  ioc__spin_t lock; /* guards everything below */
-  uint32_t bits;    /* EP_READABLE, EP_WRITABLE, ... */
-  ioc__queue_t rd;  /* ACCEPT / RECV waiting for readiness (of ioc__op_t) */
-  ioc__queue_t wr;  /* SEND / CONNECT waiting for readiness */
-} ep_handle_t;
-_Static_assert(sizeof(ep_handle_t) <= IOC__HANDLE_SLOT_SIZE, "ep_handle_t must fit a handle's slot");
-
-static inline ep_handle_t *ep_h(ioc__handle_t *h) { return IOC__HANDLE_SLOT(h, ep_handle_t); }
-
-/* One fd's registration. gen changes on every add and del, so an event
- * stamped with an older gen is recognised as stale. */
-typedef struct ep_slot {
-  ioc__spin_t lock;
-  uint32_t gen;      /* under lock */
-  ioc__handle_t *h;  /* under lock; NULL when the fd is not registered */
-} ep_slot_t;
-
-/* One loop's epoll instance (loop->bl): the sockets pinned to the loop are
- * registered here, and only the loop's driver waits on it. */
-typedef struct ep_loop {
-  int epfd;
-  int wakefd;
-  atomic_int wake_pending; /* a wake is written and not yet drained */
-} ep_loop_t;
-
-/* The core-wide part (core->bd): the fd table every loop shares. */
-typedef struct ep_state {
-  size_t nchunks;
-  _Atomic(ep_slot_t *) *chunks; /* chunks[fd >> EP_CHUNK_SHIFT], allocated on first add */
-} ep_state_t;
 
 /* The receive buffer of this thread. A RECV completion points op->u.recv.buf here;
  * it stays valid until that op's ioc__op_complete returns. ep_recv_buf_busy
@@ -113,39 +67,6 @@ typedef struct ep_state {
  * callback calling ioc_core_dispatch): the nested read gets a heap buffer. */
 static _Thread_local char ep_recv_buf[EP_RECV_BUF];
 static _Thread_local int ep_recv_buf_busy;
-
-static ep_state_t *ep_state(ioc_core_t *core) { return (ep_state_t *)core->bd; }
-
-/* The epoll instance h is registered with: its loop's. */
-static int ep_epfd(ioc_core_t *core, const ioc__handle_t *h) {
-  return ((ep_loop_t *)core->loops[h->loop]->bl)->epfd;
-}
-
-/* ---- the fd table ---------------------------------------------------------- */
-
-/* The slot of fd, or NULL if none was ever allocated for it. Any thread. */
-static ep_slot_t *ep_slot(ep_state_t *st, int fd) {
-  if (fd < 0 || (size_t)fd >> EP_CHUNK_SHIFT >= st->nchunks) return NULL;
-  ep_slot_t *chunk = atomic_load_explicit(&st->chunks[fd >> EP_CHUNK_SHIFT], memory_order_acquire);
-  return chunk ? &chunk[(unsigned)fd & (EP_CHUNK_SIZE - 1)] : NULL;
-}
-
-/* The slot of fd, allocating its chunk if needed. NULL on ENOMEM or an fd
- * beyond the table (sized from RLIMIT_NOFILE's hard limit at init). */
-static ep_slot_t *ep_slot_make(ep_state_t *st, int fd) {
-  ep_slot_t *slot = ep_slot(st, fd);
-  if (slot || fd < 0 || (size_t)fd >> EP_CHUNK_SHIFT >= st->nchunks) return slot;
-  ep_slot_t *fresh = calloc(EP_CHUNK_SIZE, sizeof *fresh);
-  if (!fresh) return NULL;
-  ep_slot_t *expected = NULL;
-  if (!atomic_compare_exchange_strong_explicit(&st->chunks[fd >> EP_CHUNK_SHIFT], &expected,
-                                               fresh, memory_order_acq_rel,
-                                               memory_order_acquire)) {
-    free(fresh); /* another add won the race: use its chunk */
-    return &expected[(unsigned)fd & (EP_CHUNK_SIZE - 1)];
-  }
-  return &fresh[(unsigned)fd & (EP_CHUNK_SIZE - 1)];
-}
 
 /* ---- queues (queue.h, through op->qn, under the handle's lock) ------------- */
 
@@ -173,7 +94,7 @@ static int complete_list(ioc_core_t *core, ioc__queue_t *done) {
 }
 
 /* Marks op as the token that carries the read side of its handle to a
- * dispatching thread (ep_run_deferred). Under the handle's lock; the caller
+ * dispatching thread (ioc__ep_run_deferred). Under the handle's lock; the caller
  * gives the token EP_RD_BUSY and defers it with ioc__core_defer_backend
  * after unlocking. */
 static void make_token(ioc__op_t *op) {
@@ -454,154 +375,6 @@ static int run_reads(ioc_core_t *core, ep_slot_t *slot, uint32_t gen) {
   }
 }
 
-/* ---- the backend functions -------------------------------------------------------- */
-
-static int ep_probe(void) {
-  int fd = epoll_create1(EPOLL_CLOEXEC);
-  if (fd < 0) return errno == EPERM ? IOC_EPERM : IOC_ENOSYS;
-  close(fd);
-  return 0;
-}
-
-static void ep_destroy(ioc_core_t *core) {
-  ep_state_t *st = ep_state(core);
-  if (!st) return;
-  for (size_t i = 0; st->chunks && i < st->nchunks; i++)
-    free(atomic_load_explicit(&st->chunks[i], memory_order_relaxed));
-  free(st->chunks);
-  free(st);
-  core->bd = NULL;
-}
-
-static int ep_init(ioc_core_t *core) {
-  ep_state_t *st = calloc(1, sizeof *st);
-  if (!st) return IOC_ENOMEM;
-  core->bd = st;
-  /* The table covers every fd the process may ever hold: the hard limit,
-   * capped (a huge limit costs only untouched virtual memory here, 8 bytes
-   * per 1024 fds). */
-  struct rlimit rl;
-  size_t maxfd = 1u << 20;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY)
-    maxfd = rl.rlim_max < (1u << 30) ? (size_t)rl.rlim_max : (size_t)1 << 30;
-  if (maxfd < 1024) maxfd = 1024;
-  st->nchunks = (maxfd + EP_CHUNK_SIZE - 1) >> EP_CHUNK_SHIFT;
-  st->chunks = calloc(st->nchunks, sizeof *st->chunks);
-  if (!st->chunks) {
-    ep_destroy(core);
-    return IOC_ENOMEM;
-  }
-  return 0;
-}
-
-static void ep_loop_destroy(ioc_core_t *core, ioc__loop_t *loop) {
-  IOC__UNUSED(core);
-  ep_loop_t *el = loop->bl;
-  if (!el) return;
-  if (el->epfd >= 0) close(el->epfd);
-  if (el->wakefd >= 0) close(el->wakefd);
-  free(el);
-  loop->bl = NULL;
-}
-
-static int ep_loop_init(ioc_core_t *core, ioc__loop_t *loop) {
-  ep_loop_t *el = calloc(1, sizeof *el);
-  if (!el) return IOC_ENOMEM;
-  el->epfd = el->wakefd = -1;
-  loop->bl = el;
-  el->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (el->epfd < 0) goto fail;
-  el->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (el->wakefd < 0) goto fail;
-  /* Level-triggered: it stays reported until wait() drains it, so a wake
-   * that lands while nobody waits is not lost. */
-  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EP_WAKE_TAG};
-  if (epoll_ctl(el->epfd, EPOLL_CTL_ADD, el->wakefd, &ev) < 0) goto fail;
-  return 0;
-fail:;
-  int rc = -errno;
-  ep_loop_destroy(core, loop);
-  return rc;
-}
-
-/* Registers h->fd for edge-triggered reading and writing, once. The handle's
- * queues must be empty. The socket starts out assumed writable (a fresh
- * connected socket is; the first send then goes out without an epoll round
- * trip), and not assumed readable (ADD reports data already there). */
-static int ep_add(ioc_core_t *core, ioc__handle_t *h) {
-  ep_state_t *st = ep_state(core);
-  int fd = h->fd;
-  if (fd < 0) return IOC_EBADF;
-  ep_slot_t *slot = ep_slot_make(st, fd);
-  if (!slot) return (size_t)fd >> EP_CHUNK_SHIFT >= st->nchunks ? IOC_EMFILE : IOC_ENOMEM;
-
-  ioc__spin_lock(&ep_h(h)->lock);
-  ep_h(h)->bits = EP_WRITABLE;
-  ioc__queue_init(&ep_h(h)->rd);
-  ioc__queue_init(&ep_h(h)->wr);
-  ioc__spin_unlock(&ep_h(h)->lock);
-
-  ioc__spin_lock(&slot->lock);
-  uint32_t gen = ++slot->gen;
-  slot->h = h;
-  ioc__spin_unlock(&slot->lock);
-
-  struct epoll_event ev = {
-      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-      .data.u64 = (uint64_t)gen << 32 | (uint32_t)fd,
-  };
-  if (epoll_ctl(ep_epfd(core, h), EPOLL_CTL_ADD, fd, &ev) < 0) {
-    int rc = -errno;
-    ioc__spin_lock(&slot->lock);
-    if (slot->gen == gen) {
-      slot->gen++;
-      slot->h = NULL;
-    }
-    ioc__spin_unlock(&slot->lock);
-    return rc;
-  }
-  return 0;
-}
-
-/* Forgets h in the fd table and in its slot: after the generation bump no
- * event reaped earlier can reach it, and taking the slot lock waited out
- * any thread still working on h. Leaves the kernel's registration alone. */
-static void ep_forget(ioc_core_t *core, ioc__handle_t *h) {
-  ep_slot_t *slot = ep_slot(ep_state(core), h->fd);
-  if (slot) {
-    ioc__spin_lock(&slot->lock);
-    if (slot->h == h) {
-      slot->gen++;
-      slot->h = NULL;
-    }
-    ioc__spin_unlock(&slot->lock);
-  }
-  ioc__spin_lock(&ep_h(h)->lock);
-  assert(ioc__queue_empty(&ep_h(h)->rd) && ioc__queue_empty(&ep_h(h)->wr));
-  ep_h(h)->bits = 0;
-  ioc__spin_unlock(&ep_h(h)->lock);
-}
-
-/* Unregisters h. Called with no op of h in flight, before the fd is closed. */
-static void ep_del(ioc_core_t *core, ioc__handle_t *h) {
-  ep_forget(core, h);
-  /* A zeroed event: kernels before 2.6.9 wanted a non-NULL pointer. */
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  epoll_ctl(ep_epfd(core, h), EPOLL_CTL_DEL, h->fd, &ev);
-}
-
-/* backend->close for a session's socket: what ep_del does, without the
- * EPOLL_CTL_DEL: closing the socket drops its registration in the kernel
- * (the socket is the session's alone), and an event reaped before that
- * finds the generation bumped here and is dropped. One syscall less per
- * connection. */
-static bool ep_close(ioc_core_t *core, ioc__handle_t *h) {
-  ep_forget(core, h);
-  close(h->fd); /* EINTR too releases the descriptor on Linux: never retried */
-  return true;
-}
-
 /* ---- submitting: one function per kind of operation -------------------------
  * None completes inline: a result known at once (a send that went out, a
  * connect that failed at once) goes through ioc__core_defer. */
@@ -686,7 +459,7 @@ static int ep_submit_connect(ioc_core_t *core, ioc__handle_t *h, ioc__op_t *op) 
   return 0;
 }
 
-static int ep_submit(ioc_core_t *core, ioc__op_t *op) {
+int ioc__ep_submit(ioc_core_t *core, ioc__op_t *op) {
   ioc__handle_t *h = op->handle;
   if (!h) return IOC_EINVAL;
   switch (op->type) {
@@ -701,7 +474,7 @@ static int ep_submit(ioc_core_t *core, ioc__op_t *op) {
 /* Completes op with ECANCELED if it still waits in a queue; a token is
  * marked and completes so when it runs; an op already being performed
  * completes with its real result. */
-static void ep_cancel(ioc_core_t *core, ioc__op_t *op) {
+void ioc__ep_cancel(ioc_core_t *core, ioc__op_t *op) {
   ioc__handle_t *h = op->handle;
   if (!h) return;
   bool found = false;
@@ -723,7 +496,7 @@ static void ep_cancel(ioc_core_t *core, ioc__op_t *op) {
 /* Reaps up to max events. Each becomes {ptr = slot, res = generation,
  * flags = events}; the wake eventfd is drained here and reported as
  * nothing. Returns the count, 0 on time-out, EINTR, or a bare wake. */
-static int ep_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms) {
+int ioc__ep_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max, int timeout_ms) {
   ep_state_t *st = ep_state(core);
   ep_loop_t *el = loop->bl;
   struct epoll_event evs[IOC__CQE_BATCH];
@@ -757,7 +530,7 @@ static int ep_wait(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *out, int max
 /* Banks the readiness of one event and runs whatever it unblocks: the write
  * queue under the locks (results completed after unlocking), then the read
  * side if no other thread is running it. Returns ops completed. */
-static int ep_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
+int ioc__ep_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
   IOC__UNUSED(loop);
   ep_slot_t *slot = cqe->ptr;
   if (!slot) return 0;
@@ -797,7 +570,7 @@ static int ep_complete(ioc_core_t *core, ioc__loop_t *loop, ioc__cqe_t *cqe) {
  * with the EP_RD_BUSY the token carried; run_reads drops it when there is
  * nothing to do. The op holds a reference on the owner, so h is alive and
  * still registered (the EBADF branch only guards a broken owner). */
-static void ep_run_deferred(ioc_core_t *core, ioc__op_t *op) {
+void ioc__ep_run_deferred(ioc_core_t *core, ioc__op_t *op) {
   ep_state_t *st = ep_state(core);
   ioc__handle_t *h = op->handle;
   ep_slot_t *slot = ep_slot(st, h->fd);
@@ -823,40 +596,6 @@ static void ep_run_deferred(ioc_core_t *core, ioc__op_t *op) {
   if (registered) run_reads(core, slot, gen);
   if (complete_now) ioc__op_complete(core, op);
 }
-
-/* Makes the thread blocked in wait() return. One eventfd write per wait at
- * most: later wakes see wake_pending and skip the syscall. */
-static void ep_wake(ioc_core_t *core, ioc__loop_t *loop) {
-  IOC__UNUSED(core);
-  ep_loop_t *st = loop->bl;
-  if (atomic_exchange(&st->wake_pending, 1)) return;
-  uint64_t one = 1;
-  while (write(st->wakefd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
-
-const ioc__backend_t ioc__backend_epoll = {
-    .name = "epoll",
-    .kind = IOC_BACKEND_EPOLL,
-    .single_waiter = true,
-    .pinned_submit = false,
-    .probe = ep_probe,
-    .init = ep_init,
-    .destroy = ep_destroy,
-    .loop_init = ep_loop_init,
-    .loop_destroy = ep_loop_destroy,
-    .add = ep_add,
-    .del = ep_del,
-    .submit = ep_submit,
-    .cancel = ep_cancel,
-    .wait = ep_wait,
-    .complete = ep_complete,
-    .run_deferred = ep_run_deferred,
-    .wake = ep_wake,
-    .flush = NULL,
-    .shutdown = NULL, /* the syscall, inline: it would be the same syscall later */
-    .close = ep_close,
-};
 
 #else
 typedef int ioc__epoll_unused_t; /* not Linux: no epoll backend */

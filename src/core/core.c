@@ -1,5 +1,6 @@
-/* The completion port: backend selection, loops, the ready queues, dispatch,
- * posted jobs and the worker pool.
+/* The completion port: loops, the ready queues, dispatch, posted jobs and
+ * the worker pool. Creating and destroying a core, backend selection and
+ * the loops' allocation are in create.c.
  *
  * Loops. On io_uring and epoll a core has one loop (a ring, an epoll
  * instance) per worker of the largest pool it was started with, and at least
@@ -30,10 +31,7 @@
  */
 #include "internal.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 static _Thread_local const ioc_core_t *tls_dispatching;
 static _Thread_local int tls_batch_left;
@@ -47,116 +45,7 @@ void ioc_core_set_batch_hook(ioc_core_t *core, void (*fn)(void *ud), void *ud) {
 }
 int ioc_core_in_dispatch(const ioc_core_t *core) { return tls_dispatching == core; }
 
-/* ---- objects -------------------------------------------------------------- */
-
-void ioc__object_init(ioc__object_t *obj, ioc_core_t *core, const ioc__object_vtbl_t *vtbl) {
-  obj->vtbl = vtbl;
-  obj->core = core;
-  atomic_init(&obj->refs, 1);
-  IOC__STAT_ADD(core, objects, 1);
-}
-
-void ioc__object_unref(ioc__object_t *obj) {
-  if (atomic_fetch_sub_explicit(&obj->refs, 1, memory_order_acq_rel) == 1) {
-    ioc_core_t *core = obj->core;
-    obj->vtbl->destroy(obj);
-    IOC__STAT_SUB(core, objects, 1);
-  }
-}
-
-/* ---- logging --------------------------------------------------------------- */
-
-void ioc__log(ioc_core_t *core, const char *fmt, ...) {
-  char line[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (core && core->log)
-    core->log(core->log_ud, line);
-  else
-    fprintf(stderr, "iocore: %s\n", line);
-}
-
-/* ---- backends --------------------------------------------------------------- */
-
-static const ioc__backend_t *const all_backends[] = {
-#ifdef __linux__
-    &ioc__backend_uring,
-    &ioc__backend_epoll,
-#endif
-#ifdef _WIN32
-    &ioc__backend_iocp,
-#endif
-};
-#define NBACKENDS ((int)(sizeof all_backends / sizeof all_backends[0]))
-
-const char *ioc_backend_name(ioc_backend_kind_t kind) {
-  switch (kind) {
-  case IOC_BACKEND_AUTO: return "auto";
-  case IOC_BACKEND_IO_URING: return "io_uring";
-  case IOC_BACKEND_EPOLL: return "epoll";
-  case IOC_BACKEND_IOCP: return "iocp";
-  }
-  return "unknown";
-}
-
-int ioc_backends(const char **names, int max) {
-  int n = 0;
-  for (int i = 0; i < NBACKENDS && n < max; i++)
-    if (all_backends[i]->probe() == 0) names[n++] = all_backends[i]->name;
-  return n;
-}
-
-static const ioc__backend_t *backend_of_kind(ioc_backend_kind_t kind) {
-  for (int i = 0; i < NBACKENDS; i++)
-    if (all_backends[i]->kind == kind) return all_backends[i];
-  return NULL;
-}
-
-/* AUTO honours IOCORE_BACKEND, then takes the first backend whose probe
- * passes, saying so in one log line when it had to skip a better one. */
-static int choose_backend(ioc_core_t *core, ioc_backend_kind_t kind, const ioc__backend_t **out) {
-  if (kind == IOC_BACKEND_AUTO) {
-    const char *env = getenv("IOCORE_BACKEND");
-    if (env && *env && strcmp(env, "auto") != 0) {
-      kind = IOC_BACKEND_AUTO;
-      for (int k = IOC_BACKEND_IO_URING; k <= IOC_BACKEND_IOCP; k++)
-        if (strcmp(env, ioc_backend_name((ioc_backend_kind_t)k)) == 0) kind = (ioc_backend_kind_t)k;
-      if (kind == IOC_BACKEND_AUTO) {
-        ioc__log(core, "IOCORE_BACKEND=%s is not a backend (io_uring, epoll, iocp, auto)", env);
-        return IOC_EINVAL;
-      }
-    }
-  }
-  if (kind != IOC_BACKEND_AUTO) {
-    const ioc__backend_t *b = backend_of_kind(kind);
-    if (!b) return IOC_ENOSYS;
-    int rc = b->probe();
-    if (rc < 0) return rc == IOC_ENOSYS ? rc : IOC_ENOSYS;
-    *out = b;
-    return 0;
-  }
-  int first_err = 0;
-  const char *skipped = NULL;
-  for (int i = 0; i < NBACKENDS; i++) {
-    int rc = all_backends[i]->probe();
-    if (rc == 0) {
-      if (skipped)
-        ioc__log(core, "%s unavailable (%s: %s), using %s", skipped, ioc_err_name(first_err),
-                 ioc_strerror(first_err), all_backends[i]->name);
-      *out = all_backends[i];
-      return 0;
-    }
-    if (!skipped) {
-      skipped = all_backends[i]->name;
-      first_err = rc;
-    }
-  }
-  return IOC_ENOSYS;
-}
-
-/* ---- create / destroy -------------------------------------------------------- */
+/* ---- per-thread state ------------------------------------------------------------ */
 
 static _Thread_local char tls_token;        /* its address identifies this thread */
 static _Thread_local ioc__loop_t *tls_loop; /* the loop whose entries this thread runs now */
@@ -168,118 +57,6 @@ typedef struct ioc__worker {
   ioc__thread_t thread;
 } ioc__worker_t;
 static _Thread_local const ioc__worker_t *tls_worker;
-
-static void loop_free(ioc_core_t *core, ioc__loop_t *l) {
-  if (l->bl) core->backend->loop_destroy(core, l);
-  ioc__sendq_cache_free(l);
-  ioc__mutex_destroy(&l->drive_lock);
-  free(l);
-}
-
-/* Makes loop number index (the next one) and publishes it. */
-static int loop_make(ioc_core_t *core, int index) {
-  ioc__loop_t *l = calloc(1, sizeof *l);
-  if (!l) return IOC_ENOMEM;
-  l->index = index;
-  if (ioc__mutex_init(&l->drive_lock) != 0) {
-    free(l);
-    return IOC_ENOMEM;
-  }
-  ioc__queue_init(&l->ready);
-  ioc__queue_init(&l->inbox);
-  int rc = core->backend->loop_init(core, l);
-  if (rc < 0) {
-    l->bl = NULL;
-    loop_free(core, l);
-    return rc;
-  }
-  core->loops[index] = l;
-  atomic_store_explicit(&core->nloops, index + 1, memory_order_release);
-  return 0;
-}
-
-static int nloops(const ioc_core_t *core) {
-  return atomic_load_explicit(&((ioc_core_t *)core)->nloops, memory_order_acquire);
-}
-
-static void core_free(ioc_core_t *core) {
-  for (int i = nloops(core) - 1; i >= 0; i--) loop_free(core, core->loops[i]);
-  if (core->bd) core->backend->destroy(core);
-  ioc__mutex_destroy(&core->ready_lock);
-  ioc__mutex_destroy(&core->timer_lock);
-  ioc__mutex_destroy(&core->objects_lock);
-  ioc__mutex_destroy(&core->foreign_lock);
-  ioc__cond_destroy(&core->foreign_cond);
-  ioc__mutex_destroy(&core->timed_lock);
-  free(core);
-}
-
-int ioc_core_create(ioc_core_t **out, const ioc_core_options_t *opts) {
-  ioc_core_options_t defaults;
-  memset(&defaults, 0, sizeof defaults);
-  if (!opts) opts = &defaults;
-  if (!out) return IOC_EINVAL;
-  ioc_core_t *core = calloc(1, sizeof *core);
-  if (!core) return IOC_ENOMEM;
-  core->log = opts->log;
-  core->log_ud = opts->log_ud;
-  core->queue_depth = opts->queue_depth ? opts->queue_depth : 4096;
-  atomic_init(&core->next_id, 1);
-  int rc = choose_backend(core, opts->backend, &core->backend);
-  if (rc < 0) {
-    free(core);
-    return rc;
-  }
-  rc = ioc__faults_init(core);
-  if (rc < 0) {
-    free(core);
-    return rc;
-  }
-  ioc__mutex_init(&core->ready_lock);
-  ioc__mutex_init(&core->timer_lock);
-  ioc__mutex_init(&core->objects_lock);
-  ioc__mutex_init(&core->foreign_lock);
-  ioc__cond_init(&core->foreign_cond);
-  ioc__mutex_init(&core->timed_lock);
-  rc = core->backend->init(core);
-  if (rc < 0) core->bd = NULL;
-  if (rc == 0) rc = loop_make(core, 0);
-  if (rc < 0) {
-    core_free(core);
-    return rc;
-  }
-  *out = core;
-  return 0;
-}
-
-static bool loops_pending(ioc_core_t *core) {
-  for (int i = 0; i < nloops(core); i++)
-    if (atomic_load_explicit(&core->loops[i]->pending, memory_order_acquire)) return true;
-  return false;
-}
-
-int ioc_core_destroy(ioc_core_t *core) {
-  if (!core) return 0;
-  if (core->nworkers > 0) return IOC_EBUSY;
-  /* Jobs already queued (posts nobody dispatched) would leak: run them. */
-  while (atomic_load(&core->ready_nonempty) || loops_pending(core)) ioc_core_dispatch(core, 0);
-  if (atomic_load(&core->st.objects) || atomic_load(&core->st.ops_inflight)) return IOC_EBUSY;
-  ioc__faults_report(core);
-  ioc__timers_destroy(core);
-  core_free(core);
-  return 0;
-}
-
-const char *ioc_core_backend(const ioc_core_t *core) { return core->backend->name; }
-
-void ioc_core_stats(ioc_core_t *core, ioc_stats_t *out) {
-#define LOAD(f) out->f = (uint64_t)atomic_load_explicit(&core->st.f, memory_order_relaxed)
-  LOAD(accepted); LOAD(connected); LOAD(active); LOAD(closed); LOAD(bytes_in); LOAD(bytes_out);
-  LOAD(accepts_posted); LOAD(completions); LOAD(rejected); LOAD(objects); LOAD(ops_inflight);
-  LOAD(sockets); LOAD(proxy_rejected);
-#undef LOAD
-  ioc__buffer_stats(&out->buffers, &out->buffer_bytes);
-}
 
 /* ---- loops: who drives, wake-ups ------------------------------------------------ */
 
@@ -295,7 +72,7 @@ bool ioc__core_owns(const ioc__loop_t *loop) {
 
 ioc__loop_t *ioc__core_own_loop(ioc_core_t *core) {
   const ioc__worker_t *w = tls_worker;
-  if (!w || w->core != core || !core->backend->single_waiter || w->index >= nloops(core)) return NULL;
+  if (!w || w->core != core || !core->backend->single_waiter || w->index >= ioc__core_nloops(core)) return NULL;
   return core->loops[w->index];
 }
 
@@ -337,7 +114,7 @@ static void loop_kick(ioc_core_t *core, ioc__loop_t *l) {
 }
 
 static void wake_all_loops(ioc_core_t *core) {
-  for (int i = 0; i < nloops(core); i++) core->backend->wake(core, core->loops[i]);
+  for (int i = 0; i < ioc__core_nloops(core); i++) core->backend->wake(core, core->loops[i]);
 }
 
 /* Work on the shared queue (a post): some dispatching thread must see it. */
@@ -346,7 +123,7 @@ static void wake_for_shared(ioc_core_t *core) {
   bool foreign = core->foreign_waiting > 0;
   if (foreign) ioc__cond_signal(&core->foreign_cond);
   ioc__mutex_unlock(&core->foreign_lock);
-  int n = nloops(core);
+  int n = ioc__core_nloops(core);
   int i = atomic_load_explicit(&core->pool_running, memory_order_acquire) && n > 1
               ? (int)(atomic_fetch_add_explicit(&core->spread_next, 1, memory_order_relaxed) % (unsigned)n)
               : 0;
@@ -355,10 +132,10 @@ static void wake_for_shared(ioc_core_t *core) {
 
 void ioc__core_wake_timers(ioc_core_t *core) { core->backend->wake(core, core->loops[0]); }
 
-int ioc__core_spread(ioc_core_t *core, int i) { return i % nloops(core); }
+int ioc__core_spread(ioc_core_t *core, int i) { return i % ioc__core_nloops(core); }
 
 int ioc__core_loop_for_new(ioc_core_t *core) {
-  int n = nloops(core);
+  int n = ioc__core_nloops(core);
   if (n == 1) return 0;
   if (core->backend->pinned_submit && tls_loop && tls_dispatching == core) return tls_loop->index;
   return (int)(atomic_fetch_add_explicit(&core->spread_next, 1, memory_order_relaxed) % (unsigned)n);
@@ -378,7 +155,7 @@ int ioc__op_submit_on(ioc_core_t *core, ioc__op_t *op, int loop) {
   /* Injected: the backend refuses the op for lack of memory, as the
    * contract allows ("< 0 = nothing started"); the owner's error path. */
   if (IOC__FAULT(core, IOC__FAULT_ENOMEM)) return IOC_ENOMEM;
-  if (loop < 0 || loop >= nloops(core)) loop = 0;
+  if (loop < 0 || loop >= ioc__core_nloops(core)) loop = 0;
   op->loop = (uint8_t)loop;
   if (op->owner) ioc__object_ref(op->owner);
   IOC__STAT_ADD(core, ops_inflight, 1);
@@ -419,7 +196,7 @@ int ioc__op_submit(ioc_core_t *core, ioc__op_t *op) {
 void ioc__op_cancel(ioc_core_t *core, ioc__op_t *op) {
   ioc__loop_t *l = NULL;
   int how = 0;
-  if (core->backend->pinned_submit && op->handle && op->loop < nloops(core)) {
+  if (core->backend->pinned_submit && op->handle && op->loop < ioc__core_nloops(core)) {
     l = core->loops[op->loop];
     if (!ioc__core_driving(l) && !atomic_load_explicit(&l->owner, memory_order_relaxed))
       how = loop_acquire(l, true, 0);
@@ -462,7 +239,7 @@ bool ioc__core_in_dispatch(const ioc_core_t *core) { return tls_dispatching == c
 static void defer(ioc_core_t *core, ioc__op_t *op, uint8_t to_backend) {
   op->to_backend = to_backend;
   if (op->handle) {
-    ioc__loop_t *l = core->loops[op->loop < nloops(core) ? op->loop : 0];
+    ioc__loop_t *l = core->loops[op->loop < ioc__core_nloops(core) ? op->loop : 0];
     ioc__spin_lock(&l->lock);
     ioc__queue_push(&l->ready, &op->qn);
     ioc__spin_unlock(&l->lock);
@@ -586,7 +363,7 @@ static int wait_bound(ioc_core_t *core, uint64_t deadline, bool timers, int cap_
  * workers are busy. One wake per such sleep: the flag is claimed here. */
 static void call_for_help(ioc_core_t *core) {
   if (!atomic_load_explicit(&core->sleepers, memory_order_relaxed)) return;
-  int count = nloops(core);
+  int count = ioc__core_nloops(core);
   for (int i = 0; i < count; i++) {
     ioc__loop_t *o = core->loops[i];
     int one = 1;
@@ -635,7 +412,7 @@ static int loop_wait_run(ioc_core_t *core, ioc__loop_t *l, int wait_ms, bool try
     ioc__mutex_unlock(&l->drive_lock);
   }
   if (m < 0 && m != IOC_EINTR) *err = m;
-  if (owner && m > 0 && nloops(core) > 1 && !atomic_load_explicit(&l->exclusive, memory_order_relaxed))
+  if (owner && m > 0 && ioc__core_nloops(core) > 1 && !atomic_load_explicit(&l->exclusive, memory_order_relaxed))
     call_for_help(core);
   ioc__loop_t *saved = tls_loop;
   tls_loop = l;
@@ -666,7 +443,7 @@ typedef struct drive_set {
  * keep being read and written meanwhile. *busy counts loops whose workers
  * are busy at all. Returns the number of ops completed. */
 static int help_stuck_loops(ioc_core_t *core, int *busy) {
-  int n = 0, count = nloops(core);
+  int n = 0, count = ioc__core_nloops(core);
   uint64_t now = 0;
   for (int i = 0; i < count; i++) {
     ioc__loop_t *l = core->loops[i];
@@ -733,7 +510,7 @@ static int drive(ioc_core_t *core, drive_set_t *set, uint64_t deadline) {
       }
       if (n > 0) return n;
     }
-    if (set->pool && nloops(core) > 1) {
+    if (set->pool && ioc__core_nloops(core) > 1) {
       int busy = 0;
       n += help_stuck_loops(core, &busy);
       if (n > 0) return n;
@@ -836,7 +613,7 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
           break;
         continue; /* the pool was joined meanwhile: drive the loops */
       }
-      int count = nloops(core);
+      int count = ioc__core_nloops(core);
       set.n = 0;
       set.pool = w != NULL;
       set.timers = !w || w->index == 0;
@@ -855,7 +632,7 @@ int ioc_core_dispatch(ioc_core_t *core, int timeout_ms) {
    * so that a wake it sends from this worker's ring (io_uring: a MSG_RING)
    * goes out with it. Submissions the hook makes (the handlers' sends) go
    * out right after it. */
-  bool help = core->batch_hook && set.pool && !saved && nloops(core) > 1 &&
+  bool help = core->batch_hook && set.pool && !saved && ioc__core_nloops(core) > 1 &&
               !atomic_load_explicit(&set.loops[0]->exclusive, memory_order_relaxed);
   if (help) call_for_help(core);
   flush_own(core, &set);
@@ -890,7 +667,7 @@ static void loop_hand_over(ioc_core_t *core, ioc__loop_t *l, bool own) {
 static void worker_main(void *arg) {
   ioc__worker_t *w = arg;
   ioc_core_t *core = w->core;
-  int count = core->backend->single_waiter ? nloops(core) : 0;
+  int count = core->backend->single_waiter ? ioc__core_nloops(core) : 0;
   for (int i = w->index; i < count; i += w->count)
     atomic_store_explicit(&core->loops[i]->owner, (void *)&tls_token, memory_order_relaxed);
   tls_worker = w;
@@ -925,8 +702,8 @@ int ioc_core_start(ioc_core_t *core, int nthreads) {
   if (core->backend->single_waiter) {
     /* A loop per worker (up to IOC__MAX_LOOPS; workers then share them). */
     int want = nthreads < IOC__MAX_LOOPS ? nthreads : IOC__MAX_LOOPS;
-    for (int i = nloops(core); i < want; i++) {
-      int rc = loop_make(core, i);
+    for (int i = ioc__core_nloops(core); i < want; i++) {
+      int rc = ioc__loop_make(core, i);
       if (rc < 0) {
         free(workers);
         return rc;

@@ -460,6 +460,15 @@ struct ioc_core {
 #define IOC__STAT_SUB(core, field, n) \
   atomic_fetch_sub_explicit(&(core)->st.field, (uint_fast64_t)(n), memory_order_relaxed)
 
+/* How many loops core has now: loops[0 .. n-1] are made and published
+ * (acquire: a loop counted here is seen whole). */
+static inline int ioc__core_nloops(const ioc_core_t *core) {
+  return atomic_load_explicit(&((ioc_core_t *)core)->nloops, memory_order_acquire);
+}
+/* Makes loop number index (the next one) and publishes it: 0, or a negative
+ * IOC_E* with nothing left behind. create.c */
+int ioc__loop_make(ioc_core_t *core, int index);
+
 /* One log line through the core's sink (printf-style). */
 void ioc__log(ioc_core_t *core, const char *fmt, ...)
 #if defined(__GNUC__)

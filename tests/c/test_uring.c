@@ -359,7 +359,7 @@ static void reply_and_close(ioc_session_t *s, const char *data, size_t len) {
  * server from its handler: every client gets the reply then EOF, and the
  * sessions' sockets were closed by IORING_OP_CLOSE SQEs in the workers'
  * batches, not by close(2) calls of their own; nothing is left open (the
- * runner counts fds). (The FIN stays a shutdown(2): see uring.c.) */
+ * runner counts fds). (The FIN stays a shutdown(2): see uring_submit.c.) */
 void test_uring_graceful_close_closes_sockets_on_the_ring(void) {
   need_uring();
   ioc_core_t *core;
