@@ -284,21 +284,29 @@ static int ur_place_locked(ur_backend_t *bd, ioc__op_t *op) {
  * and ur_place_locked honours it (ioc__op_init cleared them before). */
 static void ur_hand_to_owner(ioc_core_t *core, ur_backend_t *bd, ioc__op_t *op);
 
-int ioc__uring_submit(ioc_core_t *core, ioc__op_t *op) {
-  ur_backend_t *bd = ur_of(core, op);
-  if (!ur_net_op(op) || !op->handle)
-    return IOC_EINVAL;
-  if (op->type == IOC__OP_RECV) op->u.recv.buf = NULL;
+/* The shared step of a submit and a resubmit: op goes to its loop's
+ * driver when this thread may not submit to the ring (UR_QUEUED then),
+ * else into the ring or its backlog, committed. Returns what
+ * ur_place_locked said: UR_CANCELLED leaves completing op to the caller. */
+static int ur_place(ioc_core_t *core, ur_backend_t *bd, ioc__op_t *op) {
   op->qn.next = NULL;
   if (!ur_may_submit(bd)) {
     ur_hand_to_owner(core, bd, op);
-    return 0;
+    return UR_QUEUED;
   }
   ur_sq_lock(bd);
   int r = ur_place_locked(bd, op);
   ioc__uring_commit_locked(core, bd);
   ur_sq_unlock(bd);
-  if (r == UR_CANCELLED) { /* cancel() raced with this very submit */
+  return r;
+}
+
+int ioc__uring_submit(ioc_core_t *core, ioc__op_t *op) {
+  ur_backend_t *bd = ur_of(core, op);
+  if (!ur_net_op(op) || !op->handle)
+    return IOC_EINVAL;
+  if (op->type == IOC__OP_RECV) op->u.recv.buf = NULL;
+  if (ur_place(core, bd, op) == UR_CANCELLED) { /* cancel() raced with this very submit */
     op->res = IOC_ECANCELED;
     ioc__core_defer(core, op);
   }
@@ -310,16 +318,7 @@ int ioc__uring_submit(ioc_core_t *core, ioc__op_t *op) {
  * from complete(), so completing inline is allowed. */
 int ioc__uring_resubmit(ioc_core_t *core, ioc__op_t *op) {
   ur_backend_t *bd = ur_of(core, op);
-  op->qn.next = NULL;
-  if (!ur_may_submit(bd)) {
-    ur_hand_to_owner(core, bd, op);
-    return 0;
-  }
-  ur_sq_lock(bd);
-  int r = ur_place_locked(bd, op);
-  ioc__uring_commit_locked(core, bd);
-  ur_sq_unlock(bd);
-  if (r != UR_CANCELLED)
+  if (ur_place(core, bd, op) != UR_CANCELLED)
     return 0;
   op->res = IOC_ECANCELED;
   ioc__op_complete(core, op);
