@@ -686,6 +686,12 @@ core:run(120000)
 io.write("served ", ok, "\n")
 ]]
 
+-- The handler the memory tests park: one line read, echoed.
+local function echo_one_line(s)
+  local line = s:read_line()
+  s:write(line .. "\n")
+end
+
 -- N sessions of a listener whose handler is `handler`, parked in
 -- read_line by a client process; the Lua memory each costs the server
 -- (collected, so garbage is not counted). They are then served and end.
@@ -730,10 +736,7 @@ end
 function TestStream:test_thousand_sessions_parked_in_read_line()
   with_core(function(core)
     local N = 1000
-    local per = parked_bytes_each(core, N, function(s)
-      local line = s:read_line()
-      s:write(line .. "\n")
-    end, function(served) lu.assertEquals(served, 0) end)
+    local per = parked_bytes_each(core, N, echo_one_line, function(served) lu.assertEquals(served, 0) end)
     print(("    %d sessions parked in read_line: %.0f bytes of Lua memory each (server side, %s)"):format(
       N, per, core:backend()))
   end)
@@ -765,10 +768,7 @@ end
 function TestStream:test_a_parked_handler_session_costs_little_more_than_its_coroutine()
   with_core(function(core)
     local N = 1000
-    local handler = function(s)
-      local line = s:read_line()
-      s:write(line .. "\n")
-    end
+    local handler = echo_one_line
     local parked = parked_bytes_each(core, N, handler)
     local bare = bare_parked_bytes_each(N, handler)
     local extra = parked - bare
@@ -786,10 +786,7 @@ end
 -- the pointer to a long one (it was 104 bytes with room for both).
 function TestStream:test_a_parked_session_holds_at_most_88_bytes_of_c_state()
   with_core({ memory_limit = 512 * 1024 * 1024 }, function(core)
-    local _, c_each = parked_bytes_each(core, 500, function(s)
-      local line = s:read_line()
-      s:write(line .. "\n")
-    end)
+    local _, c_each = parked_bytes_each(core, 500, echo_one_line)
     print(("    a parked session: %.0f bytes of C state from the Lua allocator"):format(c_each))
     lu.assertTrue(c_each <= 88, ("%.0f bytes of C state per parked session"):format(c_each))
   end)
@@ -803,10 +800,7 @@ end
 function TestStream:test_a_parked_handler_with_a_large_frame_costs_what_a_small_one_does()
   with_core(function(core)
     local N = 200
-    local small = parked_bytes_each(core, N, function(s)
-      local line = s:read_line()
-      s:write(line .. "\n")
-    end)
+    local small = parked_bytes_each(core, N, echo_one_line)
     local large = parked_bytes_each(core, N, function(s)
       local line = s:read_line()
       local a, b, c, d, e, f, g, h, i, j, k, l, m, n = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
